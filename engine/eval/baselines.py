@@ -1,0 +1,108 @@
+"""The protocol's two baselines, and one call that reports a model beside them.
+
+Let ``X ∈ {0,1}^{P×N}`` be the training owner×item matrix (``X[p, i] = 1`` iff (p, i) is a
+training edge).
+
+* Popularity: ``s(p, j) = deg(j) = Σ_p X[p, j]``, the same for every owner.
+* Item-kNN: ``cos(i, j) = X[:, i]·X[:, j] / (‖X[:, i]‖ ‖X[:, j]‖)`` and
+  ``s(p, j) = Σ_{i ∈ train(p)} cos(i, j)``. With ``Xn = X D^{-1/2}`` (columns L2-normalised,
+  ``D = diag(deg)``; zero columns stay zero) the item–item cosine matrix is ``Xnᵀ Xn``, so for a
+  batch of owner rows ``X_b``: ``S_b = X_b (Xnᵀ Xn) = (X_b Xnᵀ) Xn``. The right-hand grouping
+  only forms the [b × P] matrix ``X_b Xnᵀ``; the dense N×N cosine matrix never exists.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from engine.eval.evaluate import ScoreFn, candidate_mask, evaluate_scores, gather_rows
+from engine.graph.split import HeldOut, Split
+
+# The dense [b' × P] middle factor X_b Xnᵀ is built for sub-batches with b'·P ≤ this.
+_MIDDLE_FLOATS = 1 << 25
+
+
+def _csr(rows: Tensor, cols: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
+    """Sparse CSR from (row, col, value) triples already sorted by (row, col), no duplicates."""
+    crow = torch.zeros(shape[0] + 1, dtype=torch.int64)
+    crow[1:] = torch.bincount(rows, minlength=shape[0]).cumsum(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+        return torch.sparse_csr_tensor(crow, cols, values, shape, check_invariants=False)
+
+
+def unique_edges(train_edges: Tensor, num_items: int) -> tuple[Tensor, Tensor]:
+    """Distinct (owner, item) training pairs sorted by owner, then item."""
+    key = torch.unique(train_edges[0].long() * num_items + train_edges[1].long())
+    return key // num_items, key % num_items
+
+
+def popularity_score_fn(train_edges: Tensor, num_items: int) -> ScoreFn:
+    """``s(p, j) = deg(j)``, the number of training edges of item j."""
+    deg = torch.bincount(train_edges[1].long(), minlength=num_items)[:num_items].float()
+
+    def score(owner_ids: Tensor) -> Tensor:
+        return deg.expand(owner_ids.numel(), -1)
+    return score
+
+
+def item_knn_score_fn(train_edges: Tensor, num_owners: int, num_items: int) -> ScoreFn:
+    """``s(p, j) = Σ_{i ∈ train(p)} cos(i, j)`` computed per batch as ``(X_b Xnᵀ) Xn``.
+
+    ``X_b Xnᵀ`` is a sparse×sparse product made dense ([b' × P], sub-batched to stay small);
+    ``S_bᵀ = Xnᵀ (X_b Xnᵀ)ᵀ`` is then a sparse×dense product (multi-threaded).
+    """
+    owner, item = unique_edges(train_edges, num_items)
+    indptr = torch.zeros(num_owners + 1, dtype=torch.int64)
+    indptr[1:] = torch.bincount(owner, minlength=num_owners).cumsum(0)
+    deg = torch.bincount(item, minlength=num_items).float()
+    inv_norm = torch.where(deg > 0, deg.clamp(min=1).rsqrt(), torch.zeros(()))
+    by_item = torch.argsort(item * num_owners + owner)
+    xn_t = _csr(item[by_item], owner[by_item], inv_norm[item[by_item]],
+                (num_items, num_owners))  # Xnᵀ [N × P]
+    chunk = max(1, _MIDDLE_FLOATS // max(num_owners, 1))
+
+    def score(owner_ids: Tensor) -> Tensor:
+        owner_ids = owner_ids.cpu().long()
+        parts = []
+        for lo in range(0, owner_ids.numel(), chunk):
+            ids = owner_ids[lo:lo + chunk]
+            row, col = gather_rows(indptr, item, ids)
+            xb = _csr(row, col, torch.ones(col.numel()), (ids.numel(), num_items))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                middle = (xb @ xn_t).to_dense()  # [b' × P] = X_b Xnᵀ
+                parts.append((xn_t @ middle.T).T)  # [b' × N] = (X_b Xnᵀ) Xn
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+    return score
+
+
+def evaluate_with_baselines(model_score_fn: ScoreFn | None, split: Split,
+                            stage_edges: Tensor | None = None, heldout: HeldOut | None = None,
+                            ks: Sequence[int] = (10, 50), batch_size: int = 1024,
+                            progress: bool = False, key: str = "test") -> dict:
+    """Model (if given), popularity and item-kNN on the same owners, candidates, masking and call.
+
+    ``stage_edges`` defaults to ``split.train`` (all non-test edges), ``heldout`` to
+    ``split.test``. Returns ``{key: {...}, "baselines": {"popularity": {...},
+    "item_knn": {...}}}``; ``key`` is omitted when ``model_score_fn`` is None.
+    """
+    edges = split.train if stage_edges is None else stage_edges
+    held = split.test if heldout is None else heldout
+    cand = candidate_mask(edges, split.num_items)
+
+    def run(fn: ScoreFn) -> dict:
+        return evaluate_scores(fn, edges, held, split.num_items, ks=ks, batch_size=batch_size,
+                               candidates=cand, progress=progress)
+
+    out: dict = {}
+    if model_score_fn is not None:
+        out[key] = run(model_score_fn)
+    out["baselines"] = {
+        "popularity": run(popularity_score_fn(edges, split.num_items)),
+        "item_knn": run(item_knn_score_fn(edges, split.num_owners, split.num_items)),
+    }
+    return out

@@ -1,0 +1,1 @@
+"""Graph side: train/validation/test splits, the heterogeneous graph, and the subgraph sampler."""

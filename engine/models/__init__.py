@@ -1,0 +1,80 @@
+"""GAT recommenders. Each maps a :class:`~engine.graph.types.Subgraph` to one score vector per
+local owner node and per local item node; ``score(owner, item)`` is their dot product.
+
+- ``"basic"``: :class:`GATRecommender`, ID embeddings and one bipartite GAT layer;
+- ``"enhanced"``: :class:`EnhancedGATRecommender`, two hetero GAT layers mixed with a
+  genre-affinity score by ``genre_weight``;
+- ``"playlist"``: :class:`PlaylistGAT`, ID embeddings plus content features, ``num_layers`` hetero
+  GAT layers with layer norm.
+
+Models are built from plain metadata (:func:`graph_meta`), never from tensors, so that they pickle
+and build identically on every DDP rank.
+"""
+from __future__ import annotations
+
+import inspect
+import warnings
+from typing import Any
+
+from torch import Tensor, nn
+
+from engine.graph.types import GraphData
+from engine.models.gat_basic import GATRecommender
+from engine.models.gat_enhanced import EnhancedGATRecommender
+from engine.models.playlist_gat import PlaylistGAT
+
+MODELS: dict[str, type[nn.Module]] = {
+    "basic": GATRecommender,
+    "enhanced": EnhancedGATRecommender,
+    "playlist": PlaylistGAT,
+}
+
+__all__ = ["MODELS", "EnhancedGATRecommender", "GATRecommender", "PlaylistGAT", "build_model",
+           "count_parameters", "graph_meta", "score"]
+
+
+def graph_meta(graph: GraphData) -> dict[str, Any]:
+    """The constructor metadata of a graph as plain Python values (no tensors)."""
+    return {
+        "num_nodes": {t: int(n) for t, n in graph.num_nodes.items()},
+        "owner_type": graph.owner_type,
+        "item_type": graph.item_type,
+        "edge_types": [tuple(et) for et in graph.edge_types],
+        "feature_dims": graph.feature_dims(),
+        "edge_attr_dims": {et: int(ea.view(ea.size(0), -1).size(1))
+                           for et, ea in graph.edge_attr.items()},
+    }
+
+
+def build_model(name: str, graph_meta_: dict[str, Any] | GraphData, strict: bool = False,
+                **hparams: Any) -> nn.Module:
+    """``MODELS[name](**meta, **hparams)``; ``graph_meta_`` is a :func:`graph_meta` dict or a
+    :class:`GraphData` (converted). One training config serves every model, so hyper-parameters
+    the chosen model does not take (``num_layers`` and ``genre_weight`` for ``"basic"``) are
+    dropped with a warning, or raise with ``strict=True``. An unknown name raises."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
+    meta = graph_meta(graph_meta_) if isinstance(graph_meta_, GraphData) else dict(graph_meta_)
+    cls = MODELS[name]
+    accepted = set(inspect.signature(cls.__init__).parameters)
+    unused = sorted(set(hparams) - accepted)
+    if unused:
+        if strict:
+            raise TypeError(f"model {name!r} takes no hyper-parameters {unused}")
+        warnings.warn(f"model {name!r} ignores hyper-parameters {unused}", stacklevel=2)
+    return cls(**meta, **{k: v for k, v in hparams.items() if k in accepted})
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable scalars (each shared parameter counted once)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def score(vecs: dict[str, Tensor], owner_idx: Tensor, item_idx: Tensor,
+          owner_type: str | None = None, item_type: str | None = None) -> Tensor:
+    """``<vecs[owner][owner_idx], vecs[item][item_idx]>`` row by row, for local indices. The types
+    default to the first and second key of ``vecs`` (every model returns the owner type first)."""
+    if owner_type is None or item_type is None:
+        first, second = list(vecs)[:2]
+        owner_type, item_type = owner_type or first, item_type or second
+    return (vecs[owner_type][owner_idx] * vecs[item_type][item_idx]).sum(-1)

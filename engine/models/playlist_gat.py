@@ -1,0 +1,193 @@
+r"""Heterogeneous GAT over playlists, tracks, artists and genres, with content features.
+
+**Input.** Every node type :math:`t` the layers read gets
+
+.. math::
+    \mathbf{h}^{(0)}_v = \mathbf{E}_t[\mathrm{id}(v)] + \mathbf{W}_t \mathbf{x}_v ,
+
+an ID embedding (types in ``id_embeddings``, default all) plus a linear projection of its
+features (types in ``feature_dims``); a type needs at least one of the two. Turning ID embeddings
+off for the item type of a huge catalogue makes it inductive: new tracks are represented by their
+features and neighbours alone.
+
+**Layers.** ``num_layers`` heterogeneous GAT layers (:class:`~.gat_enhanced.HeteroGAT`: one
+``GATConv(heads, concat=False, add_self_loops=False)`` per edge type, summed per destination):
+
+.. math::
+    \mathbf{h}^{(l+1)}_v = \mathrm{LayerNorm}_{t(v)}\Big(\mathbf{h}^{(l)}_v
+    + \mathrm{Dropout}\big(\sigma_l(\mathbf{m}^{(l)}_v)\big)\Big),
+
+:math:`\sigma_l = \mathrm{ELU}` except identity in the last layer. The last layer only has edge
+types into the owner and item types, each earlier layer only those whose destination a later layer
+reads (:func:`~.gat_enhanced.plan_layers`), so every parameter reaches the score. A track without
+playlist edges is still reached through track <- artist and track <- genre edges.
+
+**Output.** LightGCN-style layer combination of the owner and item states,
+:math:`\mathbf{c}_v = \frac{1}{L+1}\sum_{l=0}^{L} \mathbf{h}^{(l)}_v`. With ``genre_weight``
+:math:`w > 0` and a genre route, genre-affinity vectors :math:`\mathbf{g}_v`
+(:class:`~.gat_enhanced.GenreAffinity`, pooling the genres' input states
+:math:`\mathbf{h}^{(0)}`) are appended as :math:`[\sqrt{1-w}\,\mathbf{c}_v \,\|\,
+\sqrt{w}\,\mathbf{g}_v]`, so the score is :math:`(1-w)\langle\mathbf{c}_o, \mathbf{c}_i\rangle +
+w\langle\mathbf{g}_o, \mathbf{g}_i\rangle`. The default :math:`w = 0` builds no genre path at all
+(genres still take part in the layers), and the vectors have :math:`D` entries.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from engine.graph.types import EdgeType, Subgraph
+from engine.models.gat_basic import Attention, node_ids
+from engine.models.gat_enhanced import GenreAffinity, HeteroGAT, input_types, plan_layers
+
+
+class PlaylistGAT(nn.Module):
+    r"""Feature-aware heterogeneous GAT; see the module docstring for the math.
+
+    Args:
+        num_nodes: nodes per type (global).
+        owner_type, item_type: the owner and item node types.
+        edge_types: the graph's edge types.
+        feature_dims: feature width per node type (types with ``x``); may be empty.
+        edge_attr_dims: edge feature width per edge type; those convs use ``edge_dim``.
+        embedding_dim: :math:`D`.
+        heads: attention heads per conv (averaged).
+        num_layers: :math:`L \ge 1`.
+        dropout: attention dropout and dropout on each layer's messages.
+        genre_weight: :math:`w \in [0, 1]`, see the module docstring.
+        id_embeddings: node types with ID embeddings; ``None`` means all.
+        genre_type, artist_type: names of those node types.
+
+    With ``keep_attention = True`` a forward stores detached ``(edge_index, alpha)`` per edge type
+    in ``last_attention`` (for an edge type in several layers, the layer nearest the output) and
+    ``last_genre_attention`` (genre path, when built).
+    """
+
+    def __init__(
+        self,
+        num_nodes: dict[str, int],
+        owner_type: str,
+        item_type: str,
+        edge_types: list[EdgeType],
+        feature_dims: dict[str, int] | None = None,
+        edge_attr_dims: dict[EdgeType, int] | None = None,
+        embedding_dim: int = 64,
+        heads: int = 4,
+        num_layers: int = 2,
+        dropout: float = 0.1,
+        genre_weight: float = 0.0,
+        id_embeddings: Iterable[str] | None = None,
+        genre_type: str = "genre",
+        artist_type: str = "artist",
+    ):
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        if not 0.0 <= genre_weight <= 1.0:
+            raise ValueError(f"genre_weight must be in [0, 1], got {genre_weight}")
+        edge_types = [tuple(et) for et in edge_types]
+        feature_dims = dict(feature_dims or {})
+        edge_attr_dims = dict(edge_attr_dims or {})
+        self.owner_type, self.item_type, self.genre_type = owner_type, item_type, genre_type
+        self.genre_weight, self.dropout = float(genre_weight), dropout
+        self.embedding_dim = embedding_dim
+        self.keep_attention = False
+        self.last_attention: Attention = {}
+        self.last_genre_attention: Attention = {}
+
+        self.plan = plan_layers(edge_types, {owner_type, item_type}, num_layers)
+        if not self.plan[-1]:
+            raise ValueError(f"no edge types into {owner_type} or {item_type}: {edge_types}")
+        self.layers = nn.ModuleList(
+            HeteroGAT(ets, embedding_dim, heads, dropout, edge_attr_dims) for ets in self.plan)
+        self.norms = nn.ModuleList(
+            nn.ModuleDict({dst: nn.LayerNorm(embedding_dim) for dst in dict.fromkeys(
+                et[2] for et in ets)})
+            for ets in self.plan)
+        types = input_types(self.plan, [owner_type, item_type])
+
+        self.genre: GenreAffinity | None = None
+        if genre_weight > 0:
+            self.genre = GenreAffinity(owner_type, item_type, edge_types, embedding_dim, heads,
+                                       dropout, edge_attr_dims, genre_type, artist_type)
+            types += [t for t in [genre_type, *self.genre.query_types()] if t not in types]
+
+        with_id = set(types if id_embeddings is None else id_embeddings)
+        bare = [t for t in types if t not in with_id and t not in feature_dims]
+        if bare:
+            raise ValueError(f"node types {bare} have neither ID embeddings nor features")
+        self.emb = nn.ModuleDict(
+            {t: nn.Embedding(num_nodes[t], embedding_dim) for t in types if t in with_id})
+        self.proj = nn.ModuleDict(
+            {t: nn.Linear(feature_dims[t], embedding_dim) for t in types if t in feature_dims})
+        self.types = types
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for emb in self.emb.values():
+            nn.init.normal_(emb.weight, std=0.1)
+        for module in [*self.proj.values(), *self.norms.modules()]:
+            if isinstance(module, (nn.Linear, nn.LayerNorm)):
+                module.reset_parameters()
+        for module in [*self.layers, self.genre]:
+            if module is not None:
+                for conv in module.convs.values():
+                    conv.reset_parameters()
+
+    def encode(self, sub: Subgraph) -> dict[str, Tensor]:
+        r"""Input states :math:`\mathbf{h}^{(0)}` of the local nodes of every type it reads."""
+        device = next(self.parameters()).device
+        h: dict[str, Tensor] = {}
+        for t in self.types:
+            n = sub.num_nodes(t)
+            v = torch.zeros(n, self.embedding_dim, device=device)
+            if t in self.emb:
+                v = v + self.emb[t](node_ids(sub, t, device))
+            if t in self.proj:
+                x = sub.x.get(t)
+                width = self.proj[t].in_features
+                if x is None and n:
+                    raise ValueError(f"node type {t!r} needs features x of width {width}")
+                x = torch.zeros(0, width) if x is None else x  # keeps proj in the autograd graph
+                v = v + self.proj[t](x.to(device=device, dtype=torch.float))
+            h[t] = v
+        return h
+
+    def components(self, sub: Subgraph) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
+        """``(collab, genre)`` vectors ``{owner_type: ..., item_type: ...}`` before mixing."""
+        attention: Attention | None = {} if self.keep_attention else None
+        h0 = self.encode(sub)
+        h = h0
+        keep = (self.owner_type, self.item_type)
+        states = {t: [h0[t]] for t in keep}
+        for depth, (layer, norms) in enumerate(zip(self.layers, self.norms)):
+            msg = layer(h, sub, attention)
+            last = depth == len(self.layers) - 1
+            h = {t: norms[t](v + F.dropout(msg[t] if last else F.elu(msg[t]), self.dropout,
+                                           self.training))
+                 if t in msg else v for t, v in h.items()}
+            for t in keep:
+                states[t].append(h[t])
+        if attention is not None:
+            self.last_attention = attention
+        collab = {t: torch.stack(states[t]).mean(0) for t in keep}
+        if self.genre is None:
+            return collab, None
+        g_att: Attention | None = {} if self.keep_attention else None
+        g_owner, g_item = self.genre(h0[self.genre_type], h0, sub, g_att)
+        if g_att is not None:
+            self.last_genre_attention = g_att
+        return collab, {self.owner_type: g_owner, self.item_type: g_item}
+
+    def forward(self, sub: Subgraph) -> dict[str, Tensor]:
+        """Score vectors of all local owner and item nodes of ``sub`` (``D`` entries, or ``2D``
+        with a genre path)."""
+        collab, genre = self.components(sub)
+        if genre is None:
+            return collab
+        a, b = math.sqrt(1.0 - self.genre_weight), math.sqrt(self.genre_weight)
+        return {t: torch.cat([a * collab[t], b * genre[t]], dim=-1) for t in collab}

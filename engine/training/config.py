@@ -1,0 +1,72 @@
+"""Run configuration: the modes of ``jobs.train_kaggle`` and every hyper-parameter of the loop.
+
+``batch_size`` counts *owners* (playlists or users) per step; each owner contributes
+``pos_per_owner`` positive tracks and each positive ``num_neg`` negatives, so one step trains
+``batch_size * pos_per_owner`` BPR triples, each with ``num_neg`` negatives.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+MODES: dict[str, dict] = {
+    # playlists kept, epochs, owners per batch (as in the seed project)
+    "mini": {"max_playlists": 500, "epochs": 3, "batch_size": 256},
+    "quick": {"max_playlists": 1000, "epochs": 5, "batch_size": 128},
+    "balanced": {"max_playlists": 5000, "epochs": 8, "batch_size": 96},
+    "full": {"max_playlists": 50000, "epochs": 20, "batch_size": 64},
+}
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = ""  # prepared dataset folder (shared storage), see engine.data.canonical
+    genres_csv: str = ""  # optional artist_name,genres CSV replacing title-derived genres
+    output: str = "runs/run"  # metrics.json, checkpoints, TensorBoard events land here
+    model: str = "playlist"  # basic | enhanced | playlist
+    epochs: int = 5
+    lr: float = 0.01
+    batch_size: int = 128
+    pos_per_owner: int = 8
+    num_neg: int = 4
+    embedding_dim: int = 64
+    heads: int = 2
+    num_layers: int = 2
+    dropout: float = 0.1
+    genre_weight: float = 0.0
+    fanouts: list[int] = field(default_factory=lambda: [10, 5])
+    l2: float = 1e-5  # L2 penalty on the batch's score vectors (BPR regulariser)
+    holdout: int = 5
+    val_ratio: float = 0.15
+    test_ratio: float = 0.15
+    max_val_owners: int = 1000
+    patience: int = 3  # epochs without val Recall@10 gain before early stopping (0 = never)
+    lr_factor: float = 0.5
+    lr_patience: int = 1
+    min_lr: float = 1e-5
+    fixed_lr: bool = False  # the "simple" trainer: no scheduler, no early stopping
+    sparse_embeddings: bool = True
+    seed: int = 0
+    eval_batch_size: int = 1024
+    num_threads: int = 0  # torch intra-op threads per worker (0 = leave torch's default)
+    fail_at_epoch: int = -1  # fault-injection for tests: rank 1 (or 0) dies once at this epoch
+    progress: bool = True
+    final_test: bool = True  # evaluate the test split at the end (hyper-parameter search: False)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown training option(s): {', '.join(unknown)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def hparams(self) -> dict:
+        """The hyper-parameters worth comparing across runs (TensorBoard HParams)."""
+        keys = ("model", "lr", "batch_size", "pos_per_owner", "num_neg", "embedding_dim", "heads",
+                "num_layers", "dropout", "genre_weight", "l2", "seed")
+        d = {k: getattr(self, k) for k in keys}
+        d["fanouts"] = ",".join(map(str, self.fanouts))
+        return d

@@ -1,0 +1,279 @@
+"""The per-worker training loop: BPR on sampled subgraphs, validation, early stopping, test.
+
+One function, :func:`train_loop_per_worker`, read top to bottom:
+
+1. load the prepared dataset (shared storage) and make the protocol split;
+2. build the message-passing graph from *fit* edges (training minus validation);
+3. build the model, split its parameters into sparse ID embeddings and dense weights;
+4. resume from the latest checkpoint if the context has one;
+5. per epoch: this rank's shard of owners in batches (every rank runs the same number of steps),
+   a sampled subgraph per batch, BPR loss, gradient sync across ranks, optimiser steps; then
+   rank 0 validates on full-graph embeddings and broadcasts the result, so every rank takes the
+   same scheduler / early-stopping decision; rank 0 checkpoints; every rank reports;
+6. restore the best epoch's weights (a deep copy), rebuild the graph from all non-test edges and
+   evaluate on the test split beside the popularity and item-kNN baselines; write metrics.json.
+
+Ray is not imported here: ``config["context"]`` picks a reporter from :mod:`.context`. The same
+function runs in a plain process (``context="local"``), in every Ray Train worker, or as a Tune
+trial's body.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from engine.data.canonical import load_dataset
+from engine.eval.evaluate import embedding_score_fn, evaluate_scores
+from engine.eval.baselines import evaluate_with_baselines
+from engine.graph.build import build_graph
+from engine.graph.genres import read_artist_genres_csv
+from engine.graph.sampler import BPRBatches, owner_shard, steps_per_epoch
+from engine.graph.split import make_split
+from engine.models import build_model, count_parameters
+from engine.training.checkpoint import rng_state, save_state, set_rng_state
+from engine.training.config import TrainConfig
+from engine.training.context import make_context
+from engine.training.sync import broadcast_floats, split_parameters, sync_gradients
+from engine.training.tb import EpochWriter
+
+PROGRESS_FILE = "progress.json"
+
+
+def bpr_loss(vecs: dict, owner_type: str, item_type: str, batch, l2: float) -> torch.Tensor:
+    """BPR: -log sigmoid(s(u, i+) - s(u, i-)) averaged over triples and negatives, plus an L2
+    penalty on the score vectors involved (the usual BPR regulariser)."""
+    u = vecs[owner_type][batch.owner_idx]  # [T, D]
+    pos = vecs[item_type][batch.pos_idx]  # [T, D]
+    neg = vecs[item_type][batch.neg_idx]  # [T, N, D]
+    s_pos = (u * pos).sum(-1, keepdim=True)
+    s_neg = (u.unsqueeze(1) * neg).sum(-1)
+    loss = -F.logsigmoid(s_pos - s_neg).mean()
+    if l2 > 0:
+        reg = u.pow(2).sum(-1).mean() + pos.pow(2).sum(-1).mean() + neg.pow(2).sum(-1).mean()
+        loss = loss + l2 * reg
+    return loss
+
+
+@torch.no_grad()
+def infer(model: torch.nn.Module, graph) -> dict[str, torch.Tensor]:
+    """Score vectors of every node from one full-graph forward (no sampling noise)."""
+    was_training = model.training
+    model.eval()
+    vecs = model(graph.full())
+    model.train(was_training)
+    return vecs
+
+
+def _log(rank: int, msg: str) -> None:
+    if rank == 0:
+        print(msg, flush=True)
+
+
+def _all_mean(value: float, world_size: int) -> float:
+    if world_size == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item()) / world_size
+
+
+def _maybe_inject_failure(cfg: TrainConfig, epoch: int, rank: int, world_size: int) -> None:
+    """Fault injection for tests: the last rank dies (like a killed process) once, at the start
+    of epoch ``fail_at_epoch``; a marker file makes it happen only on the first attempt."""
+    if cfg.fail_at_epoch != epoch or rank != world_size - 1:
+        return
+    marker = Path(cfg.output) / ".fault_injected"
+    if marker.exists():
+        return
+    marker.write_text(str(epoch))
+    print(f"[fault injection] rank {rank} exits at the start of epoch {epoch + 1}", flush=True)
+    os._exit(1)
+
+
+def train_loop_per_worker(config: dict) -> dict | None:
+    config = dict(config)
+    ctx = make_context(config.pop("context", "local"), config.get("output", "runs/run"))
+    cfg = TrainConfig.from_dict(config)
+    rank, world_size = ctx.rank, ctx.world_size
+    chief = rank == 0
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.output)
+    if chief:
+        out.mkdir(parents=True, exist_ok=True)
+
+    # 1-2. data, split, graph of fit edges
+    ds = load_dataset(cfg.dataset)
+    split = make_split(ds, holdout=cfg.holdout, val_ratio=cfg.val_ratio,
+                       test_ratio=cfg.test_ratio, max_val_owners=cfg.max_val_owners, seed=cfg.seed)
+    artist_genres = None
+    if cfg.genres_csv:
+        artist_genres = read_artist_genres_csv(cfg.genres_csv, ds.artists)
+    graph = build_graph(ds, split, stage="fit", artist_genres=artist_genres)
+    owner_t, item_t = graph.owner_type, graph.item_type
+
+    # 3. model and optimisers
+    model = build_model(cfg.model, graph, embedding_dim=cfg.embedding_dim, heads=cfg.heads,
+                        num_layers=cfg.num_layers, dropout=cfg.dropout,
+                        genre_weight=cfg.genre_weight)
+    dense, sparse = split_parameters(model, cfg.sparse_embeddings)
+    opt_dense = torch.optim.Adam(dense, lr=cfg.lr)
+    opt_sparse = torch.optim.SparseAdam(sparse, lr=cfg.lr) if sparse else None
+    optimisers = [o for o in (opt_dense, opt_sparse) if o is not None]
+    schedulers = [torch.optim.lr_scheduler.ReduceLROnPlateau(
+        o, mode="max", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.min_lr)
+        for o in optimisers]
+    n_params = count_parameters(model)
+    _log(rank, f"model {cfg.model}: {n_params:,} parameters; graph {split.summary()}; "
+               f"{world_size} worker(s)")
+
+    # 4. resume
+    start_epoch, best, stale, finished = 0, -1.0, 0, False
+    best_state = copy.deepcopy(model.state_dict())
+    history, resumes = [], []
+    state = ctx.latest_checkpoint()
+    if state is not None:
+        model.load_state_dict(state["model"])
+        for o, s in zip(optimisers, state["optimisers"]):
+            o.load_state_dict(s)
+        for sch, s in zip(schedulers, state["schedulers"]):
+            sch.load_state_dict(s)
+        set_rng_state(state["rng"])
+        start_epoch, best, stale = state["epoch"], state["best"], state["stale"]
+        finished, history = state["finished"], state["history"]
+        best_state, resumes = state["best_model"], state.get("resumes", [])
+        if not finished:
+            lost = 0
+            progress = out / PROGRESS_FILE
+            if progress.exists():
+                lost = max(0, json.loads(progress.read_text())["epoch_started"] - start_epoch + 1)
+            resumes.append({"from_epoch": start_epoch, "epochs_lost": lost})
+            _log(rank, f"resumed from the checkpoint of epoch {start_epoch}; "
+                       f"epochs lost to the interruption: {lost}")
+        else:
+            _log(rank, f"run already finished at epoch {start_epoch}; not retraining")
+
+    # 5. epochs
+    train_owners = torch.nonzero(graph.csr[graph.interaction].degree() > 0).flatten()
+    shard = owner_shard(train_owners, rank, world_size, cfg.seed)
+    steps = steps_per_epoch(len(train_owners), world_size, cfg.batch_size)
+    tb = EpochWriter(out / "tensorboard", enabled=chief,
+                     purge_step=start_epoch + 1 if state is not None else None)
+    t_train = time.perf_counter()
+    epoch = start_epoch
+    for epoch in range(start_epoch, cfg.epochs):
+        if finished:
+            break
+        if chief:
+            (out / PROGRESS_FILE).write_text(json.dumps({"epoch_started": epoch + 1}))
+        _maybe_inject_failure(cfg, epoch, rank, world_size)
+        model.train()
+        t0 = time.perf_counter()
+        total_loss, triples = 0.0, 0
+        batches = BPRBatches(graph, shard, batch_size=cfg.batch_size, num_neg=cfg.num_neg,
+                             fanouts=cfg.fanouts, seed=cfg.seed, epoch=epoch, rank=rank,
+                             steps=steps, pos_per_owner=cfg.pos_per_owner)
+        bar = tqdm(batches, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not (chief and cfg.progress), leave=False)
+        for batch in bar:
+            vecs = model(batch.sub)
+            loss = bpr_loss(vecs, owner_t, item_t, batch, cfg.l2)
+            for o in optimisers:
+                o.zero_grad(set_to_none=True)
+            loss.backward()
+            sync_gradients(dense, sparse)
+            for o in optimisers:
+                o.step()
+            total_loss += loss.item() * batch.num_triples
+            triples += batch.num_triples
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        seconds = time.perf_counter() - t0
+        train_loss = _all_mean(total_loss / max(triples, 1), world_size)
+        triples_per_s = _all_mean(triples / seconds, world_size) * world_size
+
+        # validation on rank 0, decision shared with every rank
+        val = [0.0, 0.0]
+        if chief:
+            vecs = infer(model, graph)
+            m = evaluate_scores(embedding_score_fn(vecs[owner_t], vecs[item_t]), split.fit,
+                                split.val, split.num_items, ks=(10,),
+                                batch_size=cfg.eval_batch_size)
+            val = [m["recall@10"], m["ndcg@10"]]
+        val_recall, val_ndcg = broadcast_floats(val)
+        improved = val_recall > best
+        if improved:
+            best, stale = val_recall, 0
+            best_state = copy.deepcopy(model.state_dict())  # a real copy, not a view
+        else:
+            stale += 1
+        if not cfg.fixed_lr:
+            for sch in schedulers:
+                sch.step(val_recall)
+        lr = optimisers[0].param_groups[0]["lr"]
+        stop = (not cfg.fixed_lr) and cfg.patience > 0 and stale >= cfg.patience
+        finished = stop or epoch + 1 == cfg.epochs
+        metrics = {"epoch": epoch + 1, "train_loss": train_loss, "val_recall@10": val_recall,
+                   "val_ndcg@10": val_ndcg, "lr": lr, "triples_per_s": triples_per_s,
+                   "epoch_seconds": seconds, "best_val_recall@10": best}
+        history.append(metrics)
+        _log(rank, f"Epoch {epoch + 1}/{cfg.epochs} - train_loss: {train_loss:.4f}, "
+                   f"val_recall@10: {val_recall:.4f}, val_ndcg@10: {val_ndcg:.4f}, lr: {lr:g}, "
+                   f"{triples_per_s:,.0f} triples/s")
+        tb.epoch(epoch + 1, metrics)
+        ckpt = None
+        if chief:
+            ckpt = {"model": model.state_dict(), "optimisers": [o.state_dict() for o in optimisers],
+                    "schedulers": [s.state_dict() for s in schedulers], "rng": rng_state(),
+                    "epoch": epoch + 1, "best": best, "stale": stale, "finished": finished,
+                    "history": history, "best_model": best_state, "resumes": resumes,
+                    "config": cfg.to_dict()}
+        ctx.report(metrics, ckpt)
+        if stop:
+            _log(rank, f"early stopping: no val_recall@10 gain for {cfg.patience} epoch(s)")
+            break
+    train_seconds = time.perf_counter() - t_train
+    if not cfg.final_test:  # hyper-parameter search: never look at the test split
+        tb.close()
+        return {"best_val_recall@10": best, "epochs_run": len(history)} if chief else None
+
+    # 6. best weights, test split, baselines, metrics.json (rank 0)
+    if not chief:
+        tb.close()
+        return None
+    save_state(model.state_dict(), out / "final_model.pt")
+    model.load_state_dict(best_state)
+    save_state(best_state, out / "best_model.pt")
+    test_graph = build_graph(ds, split, stage="train", artist_genres=artist_genres)
+    vecs = infer(model, test_graph)
+    report = evaluate_with_baselines(embedding_score_fn(vecs[owner_t], vecs[item_t]), split,
+                                     stage_edges=split.train, heldout=split.test,
+                                     batch_size=cfg.eval_batch_size)
+    result = {
+        **report,
+        "params": n_params,
+        # seconds spent in training epochs, summed over every attempt (validation excluded)
+        "train_seconds": round(sum(h["epoch_seconds"] for h in history), 3),
+        "wall_seconds_this_attempt": round(train_seconds, 3),
+        "best_val_recall@10": best,
+        "epochs_run": len(history),
+        "history": history,
+        "resumes": resumes,
+        "data": {"dataset": str(cfg.dataset), "kind": ds.kind, **split.summary()},
+        "config": cfg.to_dict(),
+        "workers": world_size,
+    }
+    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    tb.hparams(cfg.hparams(), {"test_recall@10": report["test"]["recall@10"],
+                               "test_ndcg@10": report["test"]["ndcg@10"],
+                               "best_val_recall@10": best})
+    tb.close()
+    return result

@@ -1,0 +1,1 @@
+"""Thin command-line jobs over :mod:`engine`."""

@@ -1,0 +1,101 @@
+"""Generate synthetic data.
+
+    python -m jobs.generate sessions --users N --days D [--songs S --artists A] --seed S --output DIR
+    python -m jobs.generate kaggle --rows N --seed S --output FILE.csv
+
+``sessions`` writes a prepared canonical dataset folder (``kind="session"``); ``kaggle`` writes a
+Kaggle "Spotify Playlists"-format CSV. Both are deterministic by seed and written atomically.
+The last line of output is a JSON summary.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from engine.data.canonical import save_dataset
+from engine.data.synthetic import generate_sessions, write_kaggle_csv
+from jobs._cli import ArgumentParser, run_cli
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _date(text: str) -> str:
+    try:
+        np.datetime64(text, "D")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date like 2024-01-01, got {text!r}") from None
+    return text
+
+
+def build_parser() -> ArgumentParser:
+    """The command line: one sub-command per generator."""
+    parser = ArgumentParser(prog="python -m jobs.generate", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("sessions", help="synthetic listening sessions as a prepared dataset")
+    s.add_argument("--users", type=_positive_int, default=1000)
+    s.add_argument("--days", type=_positive_int, default=30)
+    s.add_argument("--songs", type=_positive_int, default=5000)
+    s.add_argument("--artists", type=_positive_int, default=500)
+    s.add_argument("--start", type=_date, default="2024-01-01", help="first day (UTC)")
+    s.add_argument("--seed", type=_seed, default=0)
+    s.add_argument("--output", required=True, help="dataset folder to write")
+    k = sub.add_parser("kaggle", help="a Kaggle 'Spotify Playlists' spotify_dataset.csv")
+    k.add_argument("--rows", type=_positive_int, required=True)
+    k.add_argument("--tracks", type=_positive_int, default=None, help="catalogue size")
+    k.add_argument("--artists", type=_positive_int, default=None)
+    k.add_argument("--seed", type=_seed, default=0)
+    k.add_argument("--output", required=True, help="CSV file to write")
+    return parser
+
+
+def _sessions(args: argparse.Namespace) -> dict:
+    # disable=None: no bar when stderr is not a terminal, so logs hold only real messages.
+    with tqdm(total=2, desc="sessions", unit="step", leave=False, disable=None) as bar:
+        ds = generate_sessions(args.users, args.days, args.songs, args.artists, args.seed,
+                               args.start)
+        bar.update()
+        out = save_dataset(ds, args.output)
+        bar.update()
+    return {"output": str(out), "users": ds.num_owners, "songs": ds.num_tracks,
+            "artists": ds.num_artists, "events": len(ds.interactions)}
+
+
+def _kaggle(args: argparse.Namespace) -> dict:
+    with tqdm(total=args.rows, desc="kaggle csv", unit="row", unit_scale=True,
+              leave=False, disable=None) as bar:
+        return write_kaggle_csv(args.output, args.rows, args.seed, num_tracks=args.tracks,
+                                num_artists=args.artists, progress=bar.update)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, generate, and print a one-line JSON summary."""
+    args = build_parser().parse_args(argv)
+    summary = _sessions(args) if args.command == "sessions" else _kaggle(args)
+    print(json.dumps(summary, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,50 @@
+"""Shared fixtures: the real sample data folder, a tiny prepared dataset, and one Ray session."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_playlists(tmp_path_factory) -> Path:
+    """A prepared playlist dataset of ~120 generated playlists (Kaggle format, seeded)."""
+    from engine.data.canonical import save_dataset
+    from engine.data.kaggle import read_kaggle_csv
+    from engine.data.subset import subset_owners
+    from engine.data.synthetic import write_kaggle_csv
+
+    root = tmp_path_factory.mktemp("tiny")
+    csv = root / "spotify_dataset.csv"
+    write_kaggle_csv(csv, 6000, seed=3)
+    ds = subset_owners(read_kaggle_csv(csv), 120, seed=0)
+    return save_dataset(ds, root / "prepared")
+
+
+@pytest.fixture(scope="session")
+def tiny_sessions(tmp_path_factory) -> Path:
+    from engine.data.canonical import save_dataset
+    from engine.data.synthetic import generate_sessions
+
+    root = tmp_path_factory.mktemp("sessions")
+    ds = generate_sessions(num_users=80, days=5, num_songs=400, num_artists=60, seed=1)
+    return save_dataset(ds, root / "prepared")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray session for every test that needs Ray (ray.init costs 5-9 s here)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR",
+             configure_logging=True, log_to_driver=True)
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,1 @@
+"""Hyper-parameter search over the training loop (Ray Tune + Optuna TPE + ASHA)."""

@@ -1,0 +1,221 @@
+"""Hyper-parameter search: Ray Tune + Optuna (seeded TPE) + ASHA on validation Recall@10.
+
+    python -m tune.search --pipeline kaggle --data PATH --mode mini --trials 12 --max-epochs 6
+
+Each trial runs :func:`engine.training.loop.train_loop_per_worker` and reports every epoch, so ASHA
+can stop weak trials early. One worker per trial: the trial runs the loop itself. More workers: the
+trial launches a ``TorchTrainer`` and reports through ``TuneReportCallback`` (Train V2 pattern).
+Trials never look at the test split. The best configuration goes to ``DIR/best_config.json``,
+whose path is the last line printed; ``jobs.train_kaggle --config DIR/best_config.json`` uses it.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from engine.errors import BadInput
+from engine.training.config import MODES, TrainConfig
+from jobs._cli import ArgumentParser, run_cli
+from jobs._train_common import run_dataset
+from tune.space import load_space, to_train_config, to_tune
+
+METRIC = "val_recall@10"
+EXPERIMENT = "search"
+
+
+def parse_args(argv):
+    p = ArgumentParser(prog="python -m tune.search", description=__doc__.split("\n")[0])
+    p.add_argument("--pipeline", choices=["kaggle", "synthetic"], default="kaggle")
+    p.add_argument("--data", default=None, help="as jobs.train_kaggle / jobs.train_synthetic")
+    p.add_argument("--format", default=None, choices=["kaggle", "mpd", "mpd_csv", "prepared"])
+    p.add_argument("--mode", choices=sorted(MODES), default="mini",
+                   help="data size and batch size of the kaggle pipeline's modes")
+    p.add_argument("--model", default=None, choices=["playlist", "enhanced", "basic"])
+    p.add_argument("--trials", type=int, default=12)
+    p.add_argument("--max-epochs", type=int, default=6)
+    p.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before a trial "
+                   "can be stopped")
+    p.add_argument("--reduction-factor", type=float, default=3, help="ASHA: keep 1/factor "
+                   "of trials at each rung")
+    p.add_argument("--workers-per-trial", type=int, default=1)
+    p.add_argument("--concurrent", type=int, default=None,
+                   help="trials at once (default: CPUs / workers per trial)")
+    p.add_argument("--space", default=None, help="YAML/JSON search space replacing the default")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", default="runs/tune")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted search")
+    p.add_argument("--address", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def make_trainable(base: dict, workers: int, root: Path):
+    """The Tune function trainable: the loop itself, or a TorchTrainer for several workers."""
+
+    def trial(sample: dict) -> None:
+        from ray import tune
+
+        trial_id = tune.get_context().get_trial_id()
+        cfg = dict(base, **to_train_config(sample))
+        cfg["output"] = str(root / "trials" / trial_id)
+        if workers == 1:
+            from engine.training.loop import train_loop_per_worker
+
+            train_loop_per_worker(dict(cfg, context="ray_tune"))
+            return
+        from ray.train import RunConfig, ScalingConfig
+        from ray.train.torch import TorchTrainer
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        from engine.training.loop import train_loop_per_worker
+
+        TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config=dict(cfg, context="ray_train", num_threads=1),
+            scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1}),
+            run_config=RunConfig(name=trial_id, storage_path=str(root / "train"),
+                                 callbacks=[TuneReportCallback()]),
+        ).fit()
+
+    return trial
+
+
+def build_base(args, out: Path) -> dict:
+    """Fixed (non-searched) options and the prepared dataset every trial reads."""
+    seed = args.seed
+    if args.pipeline == "kaggle":
+        mode = MODES[args.mode]
+        base = TrainConfig(model=args.model or "playlist", batch_size=mode["batch_size"]).to_dict()
+        if args.data:
+            source = Path(args.data)
+            if not source.exists():
+                raise BadInput(f"{source}: no such file or folder")
+        else:
+            from jobs.train_kaggle import generated_kaggle_csv
+
+            source = generated_kaggle_csv(seed)
+
+        def load_raw():
+            from engine.data.load import load_any
+
+            return load_any(source, fmt=args.format)
+
+        dataset = run_dataset(load_raw, source, out, mode["max_playlists"], seed)
+    else:
+        from engine.data.canonical import is_prepared, load_dataset, save_dataset
+
+        base = TrainConfig(model=args.model or "enhanced", embedding_dim=32, heads=4).to_dict()
+        source = Path(args.data) if args.data else Path("data/generated/sessions.seed%d.1000u.30d" % seed)
+        if not is_prepared(source):
+            if args.data:
+                raise BadInput(f"{source}: not a prepared session dataset (no manifest.json)")
+            from engine.data.synthetic import generate_sessions
+
+            save_dataset(generate_sessions(num_users=1000, days=30, seed=seed), source)
+        dataset = run_dataset(lambda: load_dataset(source), source, out, None, seed)
+    base.update(dataset=str(dataset.resolve()), epochs=args.max_epochs, seed=seed,
+                patience=0, final_test=False, progress=False, max_val_owners=500)
+    return base
+
+
+def trial_table(results, max_epochs: int) -> list[dict]:
+    rows = []
+    for r in results:
+        df = r.metrics_dataframe
+        epochs = int(df["training_iteration"].max()) if df is not None and len(df) else 0
+        best = float(df[METRIC].max()) if df is not None and METRIC in df else float("nan")
+        rows.append({"trial": Path(r.path).name, "config": r.config, "epochs": epochs,
+                     "best_val_recall@10": best, "stopped_early": epochs < max_epochs,
+                     "error": str(r.error).splitlines()[0] if r.error else None})
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    keys = sorted({k for r in rows for k in r["config"]})
+    print("\n" + f"{'trial':<28}" + "".join(f"{k[:12]:>13}" for k in keys)
+          + f"{'epochs':>8}{'best val R@10':>15}{'stopped':>9}")
+    for r in sorted(rows, key=lambda r: -(r["best_val_recall@10"] if not math.isnan(r["best_val_recall@10"]) else -1)):
+        vals = "".join(f"{(f'{v:.4g}' if isinstance(v, float) else str(v))[:12]:>13}"
+                       for v in (r["config"].get(k) for k in keys))
+        print(f"{r['trial'][:27]:<28}{vals}{r['epochs']:>8}{r['best_val_recall@10']:>15.4f}"
+              f"{'yes' if r['stopped_early'] else 'no':>9}" + (f"  ERROR {r['error']}" if r["error"] else ""))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.trials < 1 or args.max_epochs < 1 or args.workers_per_trial < 1:
+        raise BadInput("--trials, --max-epochs and --workers-per-trial must be at least 1")
+    space = load_space(args.space)
+    out = Path(args.output).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    base = build_base(args, out)
+
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from engine.training.ray_train import init_ray
+
+    ray = init_ray(address=args.address)
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    concurrent = args.concurrent or max(1, cpus // args.workers_per_trial)
+    trainable = make_trainable(base, args.workers_per_trial, out)
+    if args.workers_per_trial == 1:
+        trainable = tune.with_resources(trainable, {"CPU": 1})
+    else:
+        # The trial itself holds no CPU; its TorchTrainer's workers take theirs.
+        trainable = tune.with_resources(trainable, {"CPU": 0})
+    exp_path = out / EXPERIMENT
+    if args.resume and tune.Tuner.can_restore(str(exp_path)):
+        print(f"resuming the search in {exp_path}")
+        tuner = tune.Tuner.restore(str(exp_path), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        if exp_path.exists() and not args.resume:
+            raise BadInput(f"{exp_path}: a search already exists here; pass --resume to "
+                           "continue it or choose another --output")
+        searcher = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=args.seed))
+        tuner = tune.Tuner(
+            trainable,
+            param_space=to_tune(space),
+            tune_config=tune.TuneConfig(
+                metric=METRIC, mode="max", search_alg=searcher, num_samples=args.trials,
+                max_concurrent_trials=concurrent,
+                scheduler=ASHAScheduler(max_t=args.max_epochs, grace_period=args.grace_period,
+                                        reduction_factor=args.reduction_factor)),
+            run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(out),
+                                      verbose=1 if not args.no_progress else 0),
+        )
+    results = tuner.fit()
+    rows = trial_table(results, args.max_epochs)
+    print_table(rows)
+    ok = [r for r in rows if not math.isnan(r["best_val_recall@10"])]
+    if not ok:
+        raise BadInput(f"{exp_path}: no trial reported a validation metric")
+    best = max(ok, key=lambda r: r["best_val_recall@10"])
+    total = sum(r["epochs"] for r in rows)
+    summary = {
+        "config": to_train_config(best["config"]),
+        METRIC: best["best_val_recall@10"],
+        "trial": best["trial"],
+        "pipeline": args.pipeline,
+        "dataset": base["dataset"],
+        "trials": len(rows),
+        "epochs_run": total,
+        "epochs_without_early_stopping": len(rows) * args.max_epochs,
+        "trials_stopped_early": sum(r["stopped_early"] for r in rows),
+        "table": [{k: v for k, v in r.items()} for r in rows],
+    }
+    path = out / "best_config.json"
+    path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    print(f"\nbest val Recall@10 {best['best_val_recall@10']:.4f} (trial {best['trial']}); "
+          f"{total} epochs run of {len(rows) * args.max_epochs} without early stopping; "
+          f"TensorBoard: tensorboard --logdir {out / 'trials'} --host 127.0.0.1")
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,99 @@
+"""The search space: a documented default that a YAML or JSON file can replace.
+
+File format (YAML or JSON), one entry per TrainConfig field::
+
+    lr:            {type: loguniform, low: 1.0e-4, high: 1.0e-1}
+    heads:         {type: choice, values: [1, 2, 4, 8]}
+    genre_weight:  {type: uniform, low: 0.0, high: 1.0}
+    embedding_dim: {type: choice, values: [32, 64, 128]}
+    dropout:       {type: uniform, low: 0.0, high: 0.5}
+    num_neg:       {type: choice, values: [1, 2, 4, 8]}
+    fanouts:       {type: choice, values: ["10,5", "15,10", "5,5"]}
+
+``fanouts`` values are comma-separated per-hop neighbour counts. Types: loguniform, uniform,
+randint (low inclusive, high exclusive), choice.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+
+from engine.errors import BadInput
+from engine.training.config import TrainConfig
+
+DEFAULT_SPACE: dict[str, dict] = {
+    "lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1},
+    "heads": {"type": "choice", "values": [1, 2, 4, 8]},
+    "genre_weight": {"type": "uniform", "low": 0.0, "high": 1.0},
+    "embedding_dim": {"type": "choice", "values": [32, 64, 128]},
+    "dropout": {"type": "uniform", "low": 0.0, "high": 0.5},
+    "num_neg": {"type": "choice", "values": [1, 2, 4, 8]},
+    "fanouts": {"type": "choice", "values": ["10,5", "15,10", "5,5"]},
+}
+TYPES = ("loguniform", "uniform", "randint", "choice")
+
+
+def load_space(path: str | None) -> dict[str, dict]:
+    """The default space, or the one in ``path`` (validated; BadInput names the problem)."""
+    if not path:
+        return dict(DEFAULT_SPACE)
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise BadInput(f"{p}: cannot read search-space file ({exc.strerror or exc})") from None
+    try:
+        if p.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            space = yaml.safe_load(text)
+        else:
+            space = json.loads(text)
+    except Exception as exc:  # yaml and json raise different types
+        raise BadInput(f"{p}: not valid {'YAML' if p.suffix in ('.yaml', '.yml') else 'JSON'} "
+                       f"({str(exc).splitlines()[0]})") from None
+    validate_space(space, p)
+    return space
+
+
+def validate_space(space, where: Path | str = "search space") -> None:
+    if not isinstance(space, dict) or not space:
+        raise BadInput(f"{where}: must map option names to distributions")
+    known = {f.name for f in fields(TrainConfig)}
+    for name, spec in space.items():
+        if name not in known:
+            raise BadInput(f"{where}: '{name}' is not a training option")
+        if not isinstance(spec, dict) or spec.get("type") not in TYPES:
+            raise BadInput(f"{where}: '{name}' needs type one of {', '.join(TYPES)}")
+        if spec["type"] == "choice":
+            if not isinstance(spec.get("values"), list) or not spec["values"]:
+                raise BadInput(f"{where}: '{name}' choice needs a non-empty list 'values'")
+        else:
+            low, high = spec.get("low"), spec.get("high")
+            if not isinstance(low, (int, float)) or not isinstance(high, (int, float)) or low >= high:
+                raise BadInput(f"{where}: '{name}' needs numbers low < high")
+            if spec["type"] == "loguniform" and low <= 0:
+                raise BadInput(f"{where}: '{name}' loguniform needs low > 0")
+
+
+def to_tune(space: dict[str, dict]) -> dict:
+    """Ray Tune sampling objects for the space (OptunaSearch converts them)."""
+    from ray import tune
+
+    out = {}
+    for name, s in space.items():
+        t = s["type"]
+        out[name] = (tune.loguniform(s["low"], s["high"]) if t == "loguniform"
+                     else tune.uniform(s["low"], s["high"]) if t == "uniform"
+                     else tune.randint(s["low"], s["high"]) if t == "randint"
+                     else tune.choice(s["values"]))
+    return out
+
+
+def to_train_config(sample: dict) -> dict:
+    """A sampled point as TrainConfig fields (fanouts "10,5" -> [10, 5])."""
+    cfg = dict(sample)
+    if isinstance(cfg.get("fanouts"), str):
+        cfg["fanouts"] = [int(v) for v in cfg["fanouts"].split(",")]
+    return cfg
