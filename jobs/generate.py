@@ -1,6 +1,7 @@
 """Generate synthetic data.
 
-    python -m jobs.generate sessions --users N --days D [--songs S --artists A] --seed S --output DIR
+    python -m jobs.generate sessions --users N --days D [--songs S] [--artists A] [--start DATE]
+                                     --seed S --output DIR
     python -m jobs.generate kaggle --rows N --seed S --output FILE.csv
 
 ``sessions`` writes a prepared canonical dataset folder (``kind="session"``); ``kaggle`` writes a

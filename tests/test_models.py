@@ -35,20 +35,24 @@ FEATURES = {"playlist": 4, "track": 5, "artist": 3}
 EDGE_ATTR = {(OWNER, "to", ITEM): 2, (ITEM, "to", OWNER): 2}
 
 
-def _pairs() -> dict[EdgeType, list[tuple[int, int]]]:
+def _pairs(owner_genre: bool) -> dict[EdgeType, list[tuple[int, int]]]:
     p2t = [(p, (3 * p + k) % 19) for p in range(6) for k in range(5)]  # tracks 0..18
     t2a = [(t, t % 5) for t in range(20)] + [(0, 1), (7, 3)]  # two tracks with a featured artist
     t2g = [(t, t % 3) for t in range(20)] + [(t, (t + 1) % 3) for t in range(0, 20, 4)]
     a2g = [(a, g) for a in range(5) for g in (a % 3, (a + 1) % 3)]
-    return {(OWNER, "to", ITEM): p2t, (ITEM, "to", "artist"): t2a, (ITEM, "to", "genre"): t2g,
-            ("artist", "to", "genre"): a2g}
+    pairs = {(OWNER, "to", ITEM): p2t, (ITEM, "to", "artist"): t2a, (ITEM, "to", "genre"): t2g,
+             ("artist", "to", "genre"): a2g}
+    if owner_genre:  # as from playlist titles
+        pairs[(OWNER, "to", "genre")] = [(p, g) for p in range(6) for g in {p % 3, p // 2 % 3}]
+    return pairs
 
 
-def _graph() -> Subgraph:
-    """The whole tiny graph as a Subgraph (identity ``n_id``), every edge type with its reverse."""
+def _graph(owner_genre: bool = True) -> Subgraph:
+    """The whole tiny graph as a Subgraph (identity ``n_id``), every edge type with its reverse;
+    without ``owner_genre`` owners reach genres only through their tracks."""
     gen = torch.Generator().manual_seed(0)
     edge_index: dict[EdgeType, torch.Tensor] = {}
-    for et, pairs in _pairs().items():
+    for et, pairs in _pairs(owner_genre).items():
         ei = torch.tensor(pairs, dtype=torch.long).t().contiguous()
         edge_index[et], edge_index[rev(et)] = ei, ei.flip(0)
     attr = torch.rand(edge_index[(OWNER, "to", ITEM)].size(1), 2, generator=gen)
@@ -60,7 +64,7 @@ def _graph() -> Subgraph:
     )
 
 
-def _meta(sub: Subgraph) -> dict:
+def _meta(sub: Subgraph) -> dict:  # the edge types are the subgraph's
     return {"num_nodes": dict(N), "owner_type": OWNER, "item_type": ITEM,
             "edge_types": list(sub.edge_index), "feature_dims": dict(FEATURES),
             "edge_attr_dims": dict(EDGE_ATTR)}
@@ -135,10 +139,13 @@ def test_bpr_loss_falls(key):
     assert after < 0.7 * before
 
 
+@pytest.mark.parametrize("owner_genre", [True, False])
 @pytest.mark.parametrize("key", list(CONFIGS))
-def test_every_parameter_gets_a_gradient(key):
-    sub = _graph()
+def test_every_parameter_gets_a_gradient(key, owner_genre):
+    sub = _graph(owner_genre)
     model = _build(key, sub)
+    if getattr(model, "genre", None) is not None:  # both owner routes of the genre path
+        assert model.genre.owner_edge[0] == ("genre" if owner_genre else ITEM)
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
     triples = _triples(sub)
     for _ in range(2):  # the second step's gradients come from moved parameters

@@ -44,23 +44,21 @@ def dict_rows(path: Path) -> list[dict[str, str]]:
 
 def expected_playlists(rows: list[list[str]]) -> dict[tuple[str, str], list[tuple[str, str]]]:
     """(user, playlist) -> distinct (artist, track) in first-seen order, the slow obvious way."""
-    out: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    out: dict[tuple[str, str], dict[tuple[str, str], None]] = {}
     for user, artist, track, title in rows:
-        if not track.strip():
-            continue
-        tracks = out.setdefault((user, title), [])
-        if (artist.strip(), track.strip()) not in tracks:
-            tracks.append((artist.strip(), track.strip()))
-    return out
+        if track.strip():
+            out.setdefault((user, title), {}).setdefault((artist.strip(), track.strip()), None)
+    return {k: list(v) for k, v in out.items()}
 
 
 def actual_playlists(ds: Dataset) -> dict[tuple[str, str], list[tuple[str, str]]]:
     inter = ds.interactions.sort_values(["owner_id", "order"])
-    artist = ds.artists.name.to_numpy()[ds.tracks.artist_id.to_numpy()]
+    artist = ds.artists.name.to_numpy()[ds.tracks.artist_id.to_numpy()].tolist()
+    owners = list(zip(ds.owners.key.tolist(), ds.owners.name.tolist()))
+    names = ds.tracks.name.tolist()
     out: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for o, t in zip(inter.owner_id.tolist(), inter.track_id.tolist()):
-        key = (ds.owners.key[o], ds.owners.name[o])
-        out.setdefault(key, []).append((artist[t], ds.tracks.name[t]))
+        out.setdefault(owners[o], []).append((artist[t], names[t]))
     return out
 
 

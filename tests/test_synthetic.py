@@ -1,4 +1,4 @@
-"""Synthetic data: determinism, canonical format, and the statistical shape of the behaviour model."""
+"""Synthetic data: determinism, canonical format, and the statistical shape of the model."""
 from __future__ import annotations
 
 import csv

@@ -182,21 +182,27 @@ def encode(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     return codes, enc.dictionary
 
 
-def encode_runs(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+def encode_runs(values: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
     """:func:`encode` for columns whose equal values come in runs (Kaggle user_id, playlistname).
 
     Comparing neighbours is far cheaper than hashing every string, so only the first value of each
-    run is hashed. Falls back to plain encoding when the column is not run-structured.
+    run is hashed. Works chunk by chunk (a chunk start always opens a run), because slicing or
+    taking across a 12.9M-row chunked column would copy it. Falls back to plain encoding when the
+    column is not run-structured.
     """
-    n = len(values)
-    if n < 2:
+    heads, lengths = [], []
+    for chunk in values.chunks:
+        n = len(chunk)
+        if n == 0:
+            continue
+        change = pc.fill_null(pc.not_equal(chunk[1:], chunk[:-1]), True)
+        starts = np.flatnonzero(np.r_[True, change.to_numpy(zero_copy_only=False)])
+        heads.append(chunk.take(pa.array(starts)))
+        lengths.append(np.diff(np.r_[starts, n]))
+    if not heads or sum(map(len, heads)) > len(values) // 4:
         return encode(values)
-    change = pc.fill_null(pc.not_equal(values[1:], values[:-1]), True)
-    starts = np.flatnonzero(np.r_[True, change.to_numpy(zero_copy_only=False)])
-    if len(starts) > n // 4:
-        return encode(values)
-    head_codes, dictionary = encode(values.take(pa.array(starts)))
-    return np.repeat(head_codes, np.diff(np.r_[starts, n])), dictionary
+    head_codes, dictionary = encode(pa.chunked_array(heads, values.type))
+    return np.repeat(head_codes, np.concatenate(lengths)), dictionary
 
 
 def recode(codes: np.ndarray, dictionary: pa.Array, fn) -> tuple[np.ndarray, pa.Array]:
@@ -231,11 +237,13 @@ def run_starts(*columns: np.ndarray) -> np.ndarray:
 def factorize(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Renumber integer keys 0..n-1 in first-seen order: (int32 codes, first positions).
 
-    Only the first key of each run of equal keys is hashed (runs are long in playlist data).
+    When equal keys come in runs (playlist ids in file order) only each run's first key is hashed.
     """
     starts = run_starts(codes)
-    heads, _ = pd.factorize(codes[starts], sort=False)
-    heads = heads.astype(np.int32, copy=False)
+    if len(starts) > len(codes) // 4:
+        out = pd.factorize(codes, sort=False)[0].astype(np.int32, copy=False)
+        return out, first_positions(out)
+    heads = pd.factorize(codes[starts], sort=False)[0].astype(np.int32, copy=False)
     out = np.repeat(heads, np.diff(np.r_[starts, len(codes)]))
     return out, starts[first_positions(heads)]
 

@@ -39,6 +39,8 @@ import pyarrow.compute as pc
 from engine.data.canonical import Dataset
 from engine.errors import BadInput
 
+Rng = np.random.Generator
+
 # Roughly in order of real-world streaming popularity: rank 1 is the most played under Zipf.
 GENRES: tuple[str, ...] = (
     "pop", "rock", "hip hop", "electronic", "r&b", "indie", "country", "latin", "dance",
@@ -88,7 +90,7 @@ class GroupedSampler:
         norm = (cs - base[g]) / np.where(total > 0, total, 1.0)[g]
         return cls(g + norm, items[order], start, stop, total)
 
-    def sample(self, group_ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def sample(self, group_ids: np.ndarray, rng: Rng) -> np.ndarray:
         """One item per entry of ``group_ids``, drawn by weight within that group."""
         group_ids = np.asarray(group_ids, dtype=np.int64)
         if len(group_ids) and not (self.total[group_ids] > 0).all():
@@ -115,7 +117,7 @@ def _segment_offsets(lengths: np.ndarray) -> np.ndarray:
 
 
 def _gumbel_top_k(
-    log_w: np.ndarray, k: np.ndarray, rng: np.random.Generator
+    log_w: np.ndarray, k: np.ndarray, rng: Rng
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per row, ``k[row]`` columns drawn without replacement with probability ~ ``exp(log_w)``.
 
@@ -166,8 +168,8 @@ _LAST = _words(
     "Larsen Mendez Foster Gray Bell Ward Lowe Nash Frost Vance Cruz Lane Fox Shaw"
 )
 _VERB = _words(
-    "Chasing Dancing Falling Running Waiting Burning Drifting Holding Calling Breaking Dreaming "
-    "Leaving Losing Finding Riding Singing Walking Fading Crossing Counting"
+    "Chasing Dancing Following Running Watching Burning Painting Holding Calling Breaking Crossing "
+    "Leaving Losing Finding Riding Remembering Walking Facing Counting Saving Hunting"
 )
 _VERSION = (
     "Live", "Remastered 2011", "Radio Edit", "Acoustic", "Remix", "Demo", "Single Version",
@@ -251,14 +253,14 @@ def _with_wrap(names: pa.Array, wrap: np.ndarray) -> pa.Array:
     return pc.binary_join_element_wise(names, suffix, "")
 
 
-def artist_names(n: int, rng: np.random.Generator) -> pa.Array:
+def artist_names(n: int, rng: Rng) -> pa.Array:
     """``n`` readable band or artist names, distinct while ``n`` is below the template space."""
     total = int(_template_sizes(_ARTIST_TEMPLATES).sum())
     codes, wrap = _scrambled_codes(np.arange(n), int(rng.integers(total)), total)
     return _with_wrap(_compose(codes, _ARTIST_TEMPLATES), wrap)
 
 
-def track_names(track_artist: np.ndarray, num_artists: int, rng: np.random.Generator) -> pa.Array:
+def track_names(track_artist: np.ndarray, num_artists: int, rng: Rng) -> pa.Array:
     """Readable song titles, distinct within each artist (so (artist, title) identifies a song).
 
     ``track_artist`` must be sorted (songs grouped by artist).
@@ -302,7 +304,7 @@ def zipf_weights(n: int, exponent: float) -> np.ndarray:
     return w / w.sum()
 
 
-def _draw_artist_genres(num_artists: int, genre_pop: np.ndarray, rng) -> np.ndarray:
+def _draw_artist_genres(num_artists: int, genre_pop: np.ndarray, rng: Rng) -> np.ndarray:
     """1-3 distinct genres per artist, drawn by genre popularity; (artist, genre) pairs."""
     k = rng.choice(len(GENRES_PER_ARTIST_P), size=num_artists, p=GENRES_PER_ARTIST_P) + 1
     _, chosen = _gumbel_top_k(np.log(genre_pop)[None, :].repeat(num_artists, 0), k, rng)
@@ -310,7 +312,7 @@ def _draw_artist_genres(num_artists: int, genre_pop: np.ndarray, rng) -> np.ndar
     return np.stack([artist, genre], axis=1).astype(np.int64)
 
 
-def build_catalogue(num_tracks: int, num_artists: int, rng: np.random.Generator) -> Catalogue:
+def build_catalogue(num_tracks: int, num_artists: int, rng: Rng) -> Catalogue:
     """Draw genres, artists and songs as described in the module docstring."""
     genre_pop = zipf_weights(len(GENRES), GENRE_ZIPF)
     artist_pop = rng.pareto(ARTIST_PARETO, size=num_artists) + 1.0
@@ -340,7 +342,8 @@ def build_catalogue(num_tracks: int, num_artists: int, rng: np.random.Generator)
                      offset, counts, genre_artists, artist_tracks)
 
 
-def taste_genres(num_people: int, k: np.ndarray, cat: Catalogue, rng) -> tuple[np.ndarray, ...]:
+def taste_genres(num_people: int, k: np.ndarray, cat: Catalogue,
+                 rng: Rng) -> tuple[np.ndarray, np.ndarray]:
     """Each person's preferred genres: ``k`` distinct genres drawn by genre popularity.
 
     Returns ``(rank, mask)`` of shape (people, G): ``mask`` marks preferred genres and ``rank``
@@ -420,7 +423,7 @@ def _type_array(field_name: str) -> np.ndarray:
     return np.array([getattr(t, field_name) for t in USER_TYPES])
 
 
-def _draw_users(num_users: int, cat: Catalogue, rng: np.random.Generator) -> _Users:
+def _draw_users(num_users: int, cat: Catalogue, rng: Rng) -> _Users:
     type_idx = rng.choice(len(USER_TYPES), size=num_users, p=_type_array("share"))
     # Log-normal spread inside a type, normalised to mean 1 so the type's rate is the mean rate.
     activity = rng.lognormal(-0.5 * 0.5**2, 0.5, size=num_users)
@@ -432,7 +435,7 @@ def _draw_users(num_users: int, cat: Catalogue, rng: np.random.Generator) -> _Us
     return _Users(type_idx, activity, mask, genres, favourites)
 
 
-def _draw_sessions(users: _Users, days: int, start_day: int, rng) -> dict[str, np.ndarray]:
+def _draw_sessions(users: _Users, days: int, start_day: int, rng: Rng) -> dict[str, np.ndarray]:
     """Sessions per user and day (Poisson), their start second (hour profile) and length."""
     weekday = (start_day + np.arange(days) + 3) % 7          # 1970-01-01 was a Thursday
     lam = (_type_array("sessions_per_day")[users.type_idx] * users.activity)[:, None]
@@ -449,7 +452,7 @@ def _draw_sessions(users: _Users, days: int, start_day: int, rng) -> dict[str, n
 
 
 def _draw_event_artists(users: _Users, cat: Catalogue, ev_user: np.ndarray,
-                        session_start: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
+                        session_start: np.ndarray, rng: Rng) -> tuple[np.ndarray, np.ndarray]:
     """Per event, the artist and whether it continues the previous track's artist.
 
     A session has a mood genre, drawn from the user's taste, that drifts now and then. Each track
@@ -471,7 +474,8 @@ def _draw_event_artists(users: _Users, cat: Catalogue, ev_user: np.ndarray,
     return artist[_forward_fill_index(fresh)], fresh
 
 
-def _draw_event_tracks(cat: Catalogue, artist: np.ndarray, fresh: np.ndarray, rng) -> np.ndarray:
+def _draw_event_tracks(cat: Catalogue, artist: np.ndarray, fresh: np.ndarray,
+                       rng: Rng) -> np.ndarray:
     """A fresh pick draws a song of the artist by popularity; staying with the artist plays on in
     catalogue (album) order from there, so continuations are not the same hit over and over."""
     first = cat.artist_tracks.sample(artist[fresh], rng)
@@ -484,7 +488,7 @@ def _draw_event_tracks(cat: Catalogue, artist: np.ndarray, fresh: np.ndarray, rn
 
 
 def _draw_playback(users: _Users, cat: Catalogue, ev_user: np.ndarray, song: np.ndarray,
-                   duration_ms: np.ndarray, rng) -> tuple[np.ndarray, np.ndarray]:
+                   duration_ms: np.ndarray, rng: Rng) -> tuple[np.ndarray, np.ndarray]:
     """Skips and completion: skips stop early (Beta(1, 6), mean ~0.14); other plays mostly run to
     the end, a few stop in the last half. Songs outside the user's genres are skipped more."""
     in_taste = users.pref_mask[ev_user, cat.track_genre[song]]
@@ -500,7 +504,7 @@ def _draw_playback(users: _Users, cat: Catalogue, ev_user: np.ndarray, song: np.
 
 
 def _place_sessions(sess: dict, ev_session: np.ndarray, ev_pos: np.ndarray,
-                    ms_played: np.ndarray, rng) -> np.ndarray:
+                    ms_played: np.ndarray, rng: Rng) -> np.ndarray:
     """Event start times: tracks follow each other with 1-3 s gaps, and a session that would start
     before the previous one of the same user ended is pushed back past it (plus a break).
 
@@ -523,7 +527,7 @@ def _place_sessions(sess: dict, ev_session: np.ndarray, ev_pos: np.ndarray,
 
 
 def _session_tables(num_users: int, num_songs: int, num_artists: int, cat: Catalogue,
-                    users: _Users, rng) -> dict[str, pd.DataFrame]:
+                    users: _Users, rng: Rng) -> dict[str, pd.DataFrame]:
     key_w = max(6, len(str(num_users - 1)))
     song_w = max(5, len(str(num_songs - 1)))
     ids = np.arange(num_users)
@@ -635,7 +639,8 @@ def generate_sessions(
 # Kaggle "Spotify Playlists" CSV
 # ------------------------------------------------------------------------------------------------
 
-KAGGLE_HEADER = '"user_id", "artistname", "trackname", "playlistname"\n'   # spaces as in the original
+# The original header has a space after each comma; its data lines do not.
+KAGGLE_HEADER = '"user_id", "artistname", "trackname", "playlistname"\n'
 PLAYLIST_LEN_MEDIAN = 30    # rows per playlist: log-normal, so a long tail of huge playlists
 PLAYLIST_LEN_SIGMA = 1.3
 PLAYLIST_LEN_MAX = 5000
@@ -685,7 +690,7 @@ class _Playlists:
 
 
 def _heavy_tailed_counts(total: int, median: float, sigma: float, cap: int,
-                         rng: np.random.Generator) -> np.ndarray:
+                         rng: Rng) -> np.ndarray:
     """Log-normal counts (>= 1) that add up to exactly ``total``; the last one is cut short."""
     mean = median * math.exp(sigma**2 / 2)
     parts = []
@@ -711,7 +716,7 @@ def _title_words() -> tuple[np.ndarray, np.ndarray, pa.Array]:
     return _segment_offsets(counts), counts, flat
 
 
-def _playlist_titles(genre: np.ndarray, user: np.ndarray, rng) -> pa.Array:
+def _playlist_titles(genre: np.ndarray, user: np.ndarray, rng: Rng) -> pa.Array:
     """Titles naming the main genre ("indie vibes", "HIP HOP 2012") or generic ("Road Trip"),
     in mixed case, made unique within each owner with a " 2", " 3" suffix."""
     n = len(genre)
@@ -733,14 +738,14 @@ def _playlist_titles(genre: np.ndarray, user: np.ndarray, rng) -> pa.Array:
     return pc.binary_join_element_wise(title, suffix, "")
 
 
-def _genre_column(n_genres: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _genre_column(n_genres: np.ndarray, rng: Rng) -> np.ndarray:
     """Which of a playlist's genres a draw uses, favouring the first (the one its title names):
     about 65/35 % with two genres, 50/27/23 % with three."""
     return np.minimum((rng.random(len(n_genres)) ** 1.6 * n_genres).astype(np.int64),
                       n_genres - 1)
 
 
-def _draw_playlists(rows: int, cat: Catalogue, rng: np.random.Generator) -> _Playlists:
+def _draw_playlists(rows: int, cat: Catalogue, rng: Rng) -> _Playlists:
     """Owners, playlist lengths, genres, anchor artists and titles, in file order."""
     # A tiny catalogue caps playlist length too, or long playlists would be mostly repeats.
     cap = min(rows, PLAYLIST_LEN_MAX, max(10, len(cat.track_pop) // 5))
@@ -767,7 +772,7 @@ def _draw_playlists(rows: int, cat: Catalogue, rng: np.random.Generator) -> _Pla
                       n_anchors[order], anchors, title.take(pa.array(order)))
 
 
-def _user_hex_ids(n: int, rng: np.random.Generator) -> pa.Array:
+def _user_hex_ids(n: int, rng: Rng) -> pa.Array:
     """32-hex-digit owner ids like the original's md5 strings."""
     table = np.array([f"{i:02x}" for i in range(256)], dtype="S2")
     raw = np.ascontiguousarray(table[rng.integers(0, 256, size=(n, 16))])
@@ -781,7 +786,7 @@ def _quoted(arr: pa.Array) -> pa.Array:
 
 @dataclass
 class _KaggleText:
-    """Pre-built pieces of each CSV line: ``prefix[playlist] + middle[track] + suffix[playlist]``."""
+    """Pre-built pieces of a CSV line: ``prefix[playlist] + middle[track] + suffix[playlist]``."""
 
     prefix: pa.Array      # "user_id","
     middle: pa.Array      # artist","track
@@ -789,7 +794,7 @@ class _KaggleText:
     name_rank: np.ndarray  # each track's position in (track name, artist name) order
 
 
-def _kaggle_text(cat: Catalogue, pls: _Playlists, rng) -> _KaggleText:
+def _kaggle_text(cat: Catalogue, pls: _Playlists, rng: Rng) -> _KaggleText:
     num_artists = len(cat.artist_pop)
     artist = artist_names(num_artists, rng)
     track = track_names(cat.track_artist, num_artists, rng)
@@ -807,7 +812,7 @@ def _kaggle_text(cat: Catalogue, pls: _Playlists, rng) -> _KaggleText:
 
 
 def _draw_rows(cat: Catalogue, pls: _Playlists, pl: np.ndarray, anchor_p: float,
-               rng: np.random.Generator) -> np.ndarray:
+               rng: Rng) -> np.ndarray:
     """One track per row: from an anchor artist, from one of the playlist's genres, or a global
     hit (genre by popularity), then a song of the chosen artist by popularity."""
     n = len(pl)
@@ -832,7 +837,7 @@ def _repeats(pl: np.ndarray, track: np.ndarray, num_tracks: int) -> np.ndarray:
     return again
 
 
-def _chunk_tracks(cat: Catalogue, pls: _Playlists, pl: np.ndarray, rng) -> np.ndarray:
+def _chunk_tracks(cat: Catalogue, pls: _Playlists, pl: np.ndarray, rng: Rng) -> np.ndarray:
     """Tracks for a chunk's rows, redrawing repeats a few rounds: a playlist rarely lists a song
     twice. Each round leans less on the anchor artists, whose few hits are what runs out; the
     repeats left after the last round stay, as in the real file."""

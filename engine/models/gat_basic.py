@@ -113,6 +113,7 @@ class GATRecommender(nn.Module):
         self.keep_attention = False
         self.last_attention: Attention = {}
 
+        edge_types = [tuple(et) for et in edge_types]
         o2i, i2o = (owner_type, "to", item_type), (item_type, "to", owner_type)
         a2i = (artist_type, "to", item_type)
         missing = [et for et in (o2i, i2o) if et not in edge_types]

@@ -86,14 +86,17 @@ def _all_mean(value: float, world_size: int) -> float:
 
 
 def _maybe_inject_failure(cfg: TrainConfig, epoch: int, rank: int, world_size: int) -> None:
-    """Fault injection for tests: the last rank dies (like a killed process) once, at the start
-    of epoch ``fail_at_epoch``; a marker file makes it happen only on the first attempt."""
+    """Fault injection for tests: the last rank dies (like a killed process) once, early in
+    epoch ``fail_at_epoch`` (0-based); a marker file makes it happen only on the first attempt."""
     if cfg.fail_at_epoch != epoch or rank != world_size - 1:
         return
     marker = Path(cfg.output) / ".fault_injected"
     if marker.exists():
         return
     marker.write_text(str(epoch))
+    # Die a little after the epoch started, as a real kill would: Ray Train registers reported
+    # checkpoints at its health checks (every 2 s), which a real epoch outlasts.
+    time.sleep(3)
     print(f"[fault injection] rank {rank} exits at the start of epoch {epoch + 1}", flush=True)
     os._exit(1)
 
@@ -155,7 +158,7 @@ def train_loop_per_worker(config: dict) -> dict | None:
             lost = 0
             progress = out / PROGRESS_FILE
             if progress.exists():
-                lost = max(0, json.loads(progress.read_text())["epoch_started"] - start_epoch + 1)
+                lost = max(0, json.loads(progress.read_text())["epoch_started"] - start_epoch)
             resumes.append({"from_epoch": start_epoch, "epochs_lost": lost})
             _log(rank, f"resumed from the checkpoint of epoch {start_epoch}; "
                        f"epochs lost to the interruption: {lost}")

@@ -1,0 +1,52 @@
+"""tune.search: a 4-trial, 2-epoch search with ASHA; bad search-space files."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tune import search
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_search_finishes_writes_best_config_and_asha_stops_a_trial(
+        ray_session, tiny_playlists, tmp_path, capsys):
+    # lr 1e-9 cannot learn, lr 0.05 can: with ASHA (grace 1, reduction factor 4) and trials run
+    # one at a time, a trial below the first rung's cutoff must be stopped after epoch 1.
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"lr": {"type": "choice", "values": [1e-9, 0.05]},
+                                 "embedding_dim": {"type": "choice", "values": [16]}}))
+    out = tmp_path / "search"
+    rc = search.main(["--data", str(tiny_playlists), "--trials", "4", "--max-epochs", "2",
+                      "--grace-period", "1", "--reduction-factor", "4", "--concurrent", "1",
+                      "--space", str(space), "--output", str(out), "--no-progress"])
+    assert rc == 0
+    last_line = capsys.readouterr().out.strip().splitlines()[-1]
+    best = json.loads((out / "best_config.json").read_text())
+    assert last_line == str(out / "best_config.json")
+    assert best["trials"] == 4 and best["trials_stopped_early"] >= 1
+    assert best["epochs_run"] < best["epochs_without_early_stopping"]
+    assert best["config"]["lr"] == 0.05
+    # every trial wrote TensorBoard curves under one log dir
+    assert len(list((out / "trials").glob("*/tensorboard/events.out.tfevents.*"))) == 4
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "not valid JSON"),
+    ('{"lr": {"type": "loguniform", "low": 0, "high": 1}}', "loguniform needs low > 0"),
+    ('{"learning_rate": {"type": "uniform", "low": 0, "high": 1}}', "not a training option"),
+    ('{"heads": {"type": "choice", "values": []}}', "non-empty list"),
+])
+def test_bad_search_space_is_exit_2_with_one_line(tmp_path, content, message):
+    space = tmp_path / "space.json"
+    space.write_text(content)
+    proc = subprocess.run([sys.executable, "-m", "tune.search", "--space", str(space),
+                           "--output", str(tmp_path / "out")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(space) in lines[0] and message in lines[0]
+    assert "Traceback" not in proc.stderr
