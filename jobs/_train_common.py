@@ -47,7 +47,9 @@ def add_common_args(p) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--max-failures", type=int, default=2,
                    help="worker-group restarts Ray may make after a failure (from the last checkpoint)")
-    p.add_argument("--dashboard", action="store_true", help="start the Ray dashboard (127.0.0.1)")
+    p.add_argument("--no-dashboard", dest="dashboard", action="store_false",
+                   help="do not start the Ray dashboard (default: on, listening on 127.0.0.1; "
+                        "Ray's state API, used to clean up after stopped workers, needs it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--fail-at-epoch", type=int, help=argparse_hidden())
 

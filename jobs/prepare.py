@@ -7,6 +7,7 @@ written atomically by :func:`engine.data.canonical.save_dataset`; a bad input or
 output folder ends with exit status 2 and one line on stderr, and leaves nothing behind. The
 output folder is checked *before* parsing, so a typo does not cost a full read of the input.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,7 +33,9 @@ def parse_args(argv: Sequence[str] | None):
 def check_output(out: Path) -> None:
     """Refuse an output that save_dataset would refuse, before spending time on the input."""
     if out.exists() and not is_prepared(out) and (not out.is_dir() or any(out.iterdir())):
-        raise BadInput(f"{out}: output exists and is not a prepared dataset; choose another --output")
+        raise BadInput(
+            f"{out}: output exists and is not a prepared dataset; choose another --output"
+        )
     parent = out.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent

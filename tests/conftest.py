@@ -44,7 +44,8 @@ def tiny_sessions(tmp_path_factory) -> Path:
 def ray_session():
     """One local Ray session for every test that needs Ray (ray.init costs 5-9 s here)."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR",
-             configure_logging=True, log_to_driver=True)
+    from engine.training.ray_train import init_ray
+
+    init_ray(num_cpus=2)
     yield ray
     ray.shutdown()

@@ -17,7 +17,7 @@ from engine.eval import (
     per_owner_metrics,
     popularity_score_fn,
 )
-from engine.eval.evaluate import candidate_mask, masked_topk, owner_csr
+from engine.eval.evaluate import Ranker, candidate_mask
 from engine.eval.metrics import MetricAccumulator
 from engine.graph.split import HeldOut, Split
 
@@ -134,9 +134,8 @@ def test_training_items_masked() -> None:
     # next best -> after masking it is rank 1. Owner 1 trains 10..19, held out 0.
     train = edges([(0, i) for i in range(10)] + [(1, i) for i in range(10, 20)])
     table = torch.arange(20, 0, -1).float().repeat(2, 1)  # item 0 best, item 19 worst
-    cand = candidate_mask(train, 20)
-    indptr, items = owner_csr(train, 2)
-    top, valid = masked_topk(table, torch.tensor([0, 1]), 10, cand, indptr, items)
+    ranker = Ranker(candidate_mask(train, 20), train, 2)
+    top, valid = ranker.topk(table, torch.tensor([0, 1]), 10)
     assert valid.all()
     assert set(top[0].tolist()) == set(range(10, 20))
     assert set(top[1].tolist()) == set(range(10))
@@ -144,17 +143,33 @@ def test_training_items_masked() -> None:
     assert r["recall@1"] == 1.0 and r["ndcg@1"] == 1.0 and r["r_precision"] == 1.0
 
 
-def test_score_views_not_overwritten() -> None:
-    # A scorer returning a view of its cached table (and popularity's expanded degree vector)
-    # must come out of the evaluation unchanged: masking works on a copy then.
+def test_scores_not_modified() -> None:
+    # The evaluator masks a copy: a scorer's cached table (returned as a view or as itself)
+    # and popularity's expanded degree vector come out unchanged.
     train = edges([(0, 0), (0, 1), (1, 2), (1, 3)])
     table = torch.arange(8.0).reshape(2, 4)
     before = table.clone()
     evaluate_scores(lambda ids: table[int(ids[0]):int(ids[-1]) + 1], train, held([[2], [0]]), 4)
+    evaluate_scores(lambda ids: table, train, held([[2], [0]]), 4, batch_size=2)
     assert torch.equal(table, before)
     pop = popularity_score_fn(train, 4)
     evaluate_scores(pop, train, held([[2], [0]]), 4)
     assert pop(torch.tensor([0])).tolist() == [[1.0, 1.0, 1.0, 1.0]]
+
+
+def test_ties_not_broken_by_item_id() -> None:
+    # 1,000 items all scored 0; owner 0 holds out items 1..10 (trains item 0). An id-order
+    # tie-break (torch.topk keeps the lowest indices) would give recall@10 = 1; a random order
+    # gives ~10/999 in expectation. Fixed seed -> same result every time, any batch size.
+    n = 1000
+    train = edges([(0, 0)] + [(1, j) for j in range(n)])
+    h = held([list(range(1, 11))])
+    flat = lambda ids: torch.zeros(ids.numel(), n)
+    r = evaluate_scores(flat, train, h, n, ks=(10,))
+    assert r["recall@10"] < 0.5
+    assert r == evaluate_scores(flat, train, h, n, ks=(10,), batch_size=1)
+    seeds = {evaluate_scores(flat, train, h, n, ks=(10, 50), seed=s)["recall@50"] for s in range(5)}
+    assert len(seeds) > 1  # the seed really changes the tie order
 
 
 def test_non_candidate_is_a_miss_and_coverable() -> None:
@@ -217,9 +232,8 @@ def test_popularity_ranks_by_degree() -> None:
     train = edges([(0, 0)] + [(p, j) for j in range(1, 8) for p in range(1, j + 2)])
     score = popularity_score_fn(train, 8)
     assert score(torch.tensor([0, 3])).tolist() == [[1.0, 2, 3, 4, 5, 6, 7, 8]] * 2
-    indptr, items = owner_csr(train, 9)
-    top, _ = masked_topk(score(torch.tensor([0, 8])), torch.tensor([0, 8]), 3,
-                         candidate_mask(train, 8), indptr, items)
+    ranker = Ranker(candidate_mask(train, 8), train, 9)
+    top, _ = ranker.topk(score(torch.tensor([0, 8])), torch.tensor([0, 8]), 3)
     assert top[0].tolist() == [7, 6, 5]
     assert top[1].tolist() == [6, 5, 4]  # owner 8 trains item 7 (the most popular)
 

@@ -1,5 +1,6 @@
 """``python -m jobs.prepare``: round trips to equal tables, determinism, and the bad-input contract
 (exit 2, one stderr line naming the file, no traceback, no output folder)."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,14 @@ needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is mis
 
 
 def prepare(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "jobs.prepare", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.prepare", *args],
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def assert_same_tables(a, b) -> None:
@@ -31,12 +38,15 @@ def assert_same_tables(a, b) -> None:
 
 
 @needs_data
-@pytest.mark.parametrize("raw", [
-    "kaggle/spotify_dataset.head10k.csv",
-    "kaggle/spotify_dataset.sample500.csv",
-    "mpd/mpd.slice.0-999.head29.json",
-    "mpd/mpd_sample50.csv",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "kaggle/spotify_dataset.head10k.csv",
+        "kaggle/spotify_dataset.sample500.csv",
+        "mpd/mpd.slice.0-999.head29.json",
+        "mpd/mpd_sample50.csv",
+    ],
+)
 def test_round_trip_equal_tables(tmp_path, capsys, raw):
     out = tmp_path / "prepared"
     assert main(["--data", str(DATA / raw), "--output", str(out)]) == 0
@@ -51,8 +61,12 @@ def test_round_trip_equal_tables(tmp_path, capsys, raw):
 
 @needs_data
 def test_cli_with_features_is_deterministic(tmp_path):
-    args = ["--data", str(DATA / "mpd/slices"), "--features",
-            str(DATA / "kaggle/tracks_features.sample1k.csv")]
+    args = [
+        "--data",
+        str(DATA / "mpd/slices"),
+        "--features",
+        str(DATA / "kaggle/tracks_features.sample1k.csv"),
+    ]
     first = prepare(*args, "--output", str(tmp_path / "a"))
     assert first.returncode == 0, first.stderr
     assert "audio features: 21 of 105,622 tracks matched (0.02%)" in first.stdout
@@ -74,10 +88,14 @@ BAD_INPUTS = {
     "missing": (lambda d: d / "nope.csv", "no such file"),
     "empty": (lambda d: write(d / "empty.csv", b""), "empty file"),
     "header": (lambda d: write(d / "h.csv", b"user_id,trackname\nu,t\n"), "unknown format"),
-    "utf8": (lambda d: write(d / "u.csv", b"user_id,artistname,trackname,playlistname\nu,\xff,t,p\n"),
-             r"not UTF-8 (byte 0xff at offset 44)"),
-    "truncated json": (lambda d: write(d / "mpd.slice.0-9.json", b'{"playlists": [{"pid": 0, "tr'),
-                       "line 1 column 27"),
+    "utf8": (
+        lambda d: write(d / "u.csv", b"user_id,artistname,trackname,playlistname\nu,\xff,t,p\n"),
+        r"not UTF-8 (byte 0xff at offset 44)",
+    ),
+    "truncated json": (
+        lambda d: write(d / "mpd.slice.0-9.json", b'{"playlists": [{"pid": 0, "tr'),
+        "line 1 column 27",
+    ),
 }
 
 

@@ -3,6 +3,7 @@
 Expected figures are recomputed here with the csv/json modules (slow, obvious Python) rather than
 copied from the readers, so a bug in the vectorised code cannot agree with itself.
 """
+
 from __future__ import annotations
 
 import ast
@@ -28,8 +29,9 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 KAGGLE = DATA / "kaggle"
 MPD = DATA / "mpd"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is missing")
-FAST = settings(max_examples=50, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(
+    max_examples=50, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def csv_rows(path: Path) -> list[list[str]]:
@@ -77,9 +79,14 @@ def test_kaggle_head10k_exact():
     assert ds.num_artists == len({r[1].strip() for r in rows}) == 2941
     assert len(ds.interactions) == sum(map(len, expected.values())) == 9999
     assert ds.manifest["notes"]["rows_read"] == len(rows) == 9999
-    assert ds.manifest["notes"]["empty_artist_name_rows"] == sum(not r[1].strip() for r in rows) == 8
+    assert (
+        ds.manifest["notes"]["empty_artist_name_rows"] == sum(not r[1].strip() for r in rows) == 8
+    )
     assert ds.manifest["dropped"] == {
-        "wrong_field_count": 0, "empty_track_name": 0, "duplicate_in_playlist": 0}
+        "wrong_field_count": 0,
+        "empty_track_name": 0,
+        "duplicate_in_playlist": 0,
+    }
     assert actual_playlists(ds) == expected
     assert list(actual_playlists(ds)) == list(expected)  # owners in first-seen order
     assert "" in set(ds.artists.name)
@@ -100,27 +107,31 @@ def test_kaggle_quirks(tmp_path):
     text = (
         '"user_id", "artistname", "trackname", "playlistname"\r\n'
         '"u1","A","t1","P"\r\n'
-        '"u1"," A ","t1 ","P"\r\n'          # same track after trimming: duplicate
+        '"u1"," A ","t1 ","P"\r\n'  # same track after trimming: duplicate
         '"u1","B, the","say ""hi""","P"\r\n'
-        '"u2","","t2","P"\r\n'               # empty artist is its own artist
+        '"u2","","t2","P"\r\n'  # empty artist is its own artist
         '"u1","A","t3","Q"\r\n'
-        '"u1","A","  ","P"\r\n'              # empty track name: dropped
-        '"u1","A","t4","P","extra"\r\n'      # wrong field count: skipped
+        '"u1","A","  ","P"\r\n'  # empty track name: dropped
+        '"u1","A","t4","P","extra"\r\n'  # wrong field count: skipped
         '"u1","A"\r\n'
-        '"u1","C","t5","P"\r\n'              # back to playlist (u1, P)
+        '"u1","C","t5","P"\r\n'  # back to playlist (u1, P)
+        '"u1","C","two\r\nlines","P"\r\n'  # a quoted value may span lines
     )
     path = tmp_path / "k.csv"
     path.write_bytes(text.encode())
     ds = read_kaggle_csv(path)
     assert ds.manifest["dropped"] == {
-        "wrong_field_count": 2, "empty_track_name": 1, "duplicate_in_playlist": 1}
-    assert ds.manifest["notes"]["rows_read"] == 9
+        "wrong_field_count": 2,
+        "empty_track_name": 1,
+        "duplicate_in_playlist": 1,
+    }
+    assert ds.manifest["notes"]["rows_read"] == 10
     assert actual_playlists(ds) == {
-        ("u1", "P"): [("A", "t1"), ("B, the", 'say "hi"'), ("C", "t5")],
+        ("u1", "P"): [("A", "t1"), ("B, the", 'say "hi"'), ("C", "t5"), ("C", "two\r\nlines")],
         ("u2", "P"): [("", "t2")],
         ("u1", "Q"): [("A", "t3")],
     }
-    assert ds.interactions.order.tolist() == [0, 1, 2, 0, 0]
+    assert ds.interactions.order.tolist() == [0, 1, 2, 3, 0, 0]
 
 
 # --- audio features ---------------------------------------------------------------------------
@@ -149,12 +160,22 @@ def dataset_of_tracks(names: list[str], artists: list[str]) -> Dataset:
     return Dataset(
         "playlist",
         owners=pd.DataFrame({"owner_id": np.zeros(1, np.int32), "key": ["o"], "name": ["o"]}),
-        tracks=pd.DataFrame({"track_id": np.arange(n, dtype=np.int32), "key": [str(i) for i in range(n)],
-                             "name": names, "artist_id": art_id.astype(np.int32)}),
+        tracks=pd.DataFrame(
+            {
+                "track_id": np.arange(n, dtype=np.int32),
+                "key": [str(i) for i in range(n)],
+                "name": names,
+                "artist_id": art_id.astype(np.int32),
+            }
+        ),
         artists=pd.DataFrame({"artist_id": np.arange(len(art), dtype=np.int32), "name": list(art)}),
-        interactions=pd.DataFrame({"owner_id": np.zeros(n, np.int32),
-                                   "track_id": np.arange(n, dtype=np.int32),
-                                   "order": np.arange(n, dtype=np.int64)}),
+        interactions=pd.DataFrame(
+            {
+                "owner_id": np.zeros(n, np.int32),
+                "track_id": np.arange(n, dtype=np.int32),
+                "order": np.arange(n, dtype=np.int64),
+            }
+        ),
     )
 
 
@@ -164,7 +185,9 @@ def test_join_features_match_rate():
     rows = dict_rows(path)
     feats = read_track_features(path)
     # 600 real tracks (respelled: case and whitespace must not matter) + 150 that match nothing
-    names = ["  " + r["name"].upper() for r in rows[:600]] + [f"no such song {i}" for i in range(150)]
+    names = ["  " + r["name"].upper() for r in rows[:600]] + [
+        f"no such song {i}" for i in range(150)
+    ]
     artists = [ast.literal_eval(r["artists"])[0] + " " for r in rows[:600]] + ["nobody"] * 150
     ds = join_track_features(dataset_of_tracks(names, artists), feats)
     first_row: dict[tuple[str, str], dict] = {}
@@ -187,7 +210,9 @@ def test_join_features_on_kaggle_head():
     kag = csv_rows(KAGGLE / "spotify_dataset.head10k.csv")[1:]
     tracks = {(r[2].strip(), r[1].strip()) for r in kag}
     expected = sum((norm(t), norm(a)) in keys for t, a in tracks)
-    ds = load_any(KAGGLE / "spotify_dataset.head10k.csv", features=KAGGLE / "tracks_features.sample1k.csv")
+    ds = load_any(
+        KAGGLE / "spotify_dataset.head10k.csv", features=KAGGLE / "tracks_features.sample1k.csv"
+    )
     assert len(ds.track_features) == expected == 2
     assert ds.manifest["notes"]["feature_match_rate"] == round(expected / len(tracks), 6)
 
@@ -210,7 +235,8 @@ def test_mpd_slices_exact():
     assert sorted(ds.owners.key.astype(int)) == sorted(p["pid"] for p in playlists)
     assert ds.manifest["source"]["data"]["files"] == 466
     assert ds.owners.key[0] == "0" or ds.owners.key[0] == str(
-        json.loads(files[0].read_text("utf-8"))["playlists"][0]["pid"])
+        json.loads(files[0].read_text("utf-8"))["playlists"][0]["pid"]
+    )
 
 
 @needs_data
@@ -222,7 +248,9 @@ def test_mpd_head29_with_all_fields():
     assert ds.manifest["notes"]["num_tracks_mismatch"] == 1
     assert ds.manifest["dropped"]["duplicate_in_playlist"] == 17
     first = ds.interactions[ds.interactions.owner_id == 0].sort_values("order")
-    uris = list(dict.fromkeys(t["track_uri"] for t in sorted(raw[0]["tracks"], key=lambda t: t["pos"])))
+    uris = list(
+        dict.fromkeys(t["track_uri"] for t in sorted(raw[0]["tracks"], key=lambda t: t["pos"]))
+    )
     assert ds.tracks.key.to_numpy()[first.track_id].tolist() == uris
     assert ds.num_artists == len({t["artist_uri"] for p in raw for t in p["tracks"]})
 
@@ -266,13 +294,16 @@ def test_mpd_csv_sample50():
 
 
 @needs_data
-@pytest.mark.parametrize("path, fmt", [
-    ("kaggle/spotify_dataset.head10k.csv", "kaggle"),
-    ("kaggle/spotify_dataset.sample500.csv", "kaggle"),
-    ("mpd/slices", "mpd"),
-    ("mpd/mpd.slice.0-999.head29.json", "mpd"),
-    ("mpd/mpd_sample50.csv", "mpd_csv"),
-])
+@pytest.mark.parametrize(
+    "path, fmt",
+    [
+        ("kaggle/spotify_dataset.head10k.csv", "kaggle"),
+        ("kaggle/spotify_dataset.sample500.csv", "kaggle"),
+        ("mpd/slices", "mpd"),
+        ("mpd/mpd.slice.0-999.head29.json", "mpd"),
+        ("mpd/mpd_sample50.csv", "mpd_csv"),
+    ],
+)
 def test_detect_format(path, fmt):
     assert detect_format(DATA / path) == fmt
 
@@ -283,20 +314,42 @@ def test_features_file_is_not_a_dataset():
         detect_format(KAGGLE / "tracks_features.sample1k.csv")
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("k.csv", b"", "empty file"),
-    ("k.csv", b"a,b,c\n1,2,3\n", "unknown format"),
-    ("k.csv", b'user_id,"artistname","trackname","playlistname"\n', "no data rows"),
-    ("k.csv", b"user_id,artistname,trackname,playlistname\nu,a,\xe9t,p\n", r"not UTF-8 \(byte 0xe9 at offset 46\)"),
-    ("k.csv", b"user_id,artistname,trackname,playlistname\nu,a,,p\n", "no usable playlist rows"),
-    ("s.json", b'{"playlists": [{"pid": 1, "tracks": [', "line 1 column 38"),
-    ("s.json", b'{"info": {}}', 'no "playlists" list'),
-    ("s.json", b'{"playlists": [{"pid": 1, "tracks": [{"track_uri": 5}]}]}', r"playlists\[0\]\.tracks\[0\]"),
-    ("s.json", b'{"playlists": [{"pid": 1, "tracks": []}, {"tracks": []}]}', r"playlists\[1\]: pid"),
-    ("s.json", b'{"playlists": [{"pid": 1, "tracks": [{"track_uri": "t"}]}, {"pid": 1, "tracks": []}]}',
-     "pid 1 appears twice"),
-    ("s.json", b'\xff{"playlists": []}', "not UTF-8"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("k.csv", b"", "empty file"),
+        ("k.csv", b"a,b,c\n1,2,3\n", "unknown format"),
+        ("k.csv", b'user_id,"artistname","trackname","playlistname"\n', "no data rows"),
+        (
+            "k.csv",
+            b"user_id,artistname,trackname,playlistname\nu,a,\xe9t,p\n",
+            r"not UTF-8 \(byte 0xe9 at offset 46\)",
+        ),
+        (
+            "k.csv",
+            b"user_id,artistname,trackname,playlistname\nu,a,,p\n",
+            "no usable playlist rows",
+        ),
+        ("s.json", b'{"playlists": [{"pid": 1, "tracks": [', "line 1 column 38"),
+        ("s.json", b'{"info": {}}', 'no "playlists" list'),
+        (
+            "s.json",
+            b'{"playlists": [{"pid": 1, "tracks": [{"track_uri": 5}]}]}',
+            r"playlists\[0\]\.tracks\[0\]",
+        ),
+        (
+            "s.json",
+            b'{"playlists": [{"pid": 1, "tracks": []}, {"tracks": []}]}',
+            r"playlists\[1\]: pid",
+        ),
+        (
+            "s.json",
+            b'{"playlists": [{"pid": 1, "tracks": [{"track_uri": "t"}]}, {"pid": 1, "tracks": []}]}',
+            "pid 1 appears twice",
+        ),
+        ("s.json", b'\xff{"playlists": []}', "not UTF-8"),
+    ],
+)
 def test_bad_input(tmp_path, name, content, message):
     path = tmp_path / name
     path.write_bytes(content)
@@ -361,4 +414,6 @@ def test_random_header(names, row):
     header = ",".join(names).encode("utf-8", "surrogatepass")
     body = ",".join(row).encode("utf-8", "surrogatepass")
     _outcome(header + b"\n" + body + b"\n", ".csv", load_any)
-    _outcome(b"user_id,artistname,trackname,playlistname," + header + b"\n" + body, ".csv", load_any)
+    _outcome(
+        b"user_id,artistname,trackname,playlistname," + header + b"\n" + body, ".csv", load_any
+    )

@@ -6,6 +6,7 @@ inner whitespace collapsed. The ``artists`` column is a Python list literal (``[
 ``["O'Neil"]`` when a name holds an apostrophe); its first element is pulled out with one regular
 expression over the whole column, not ``ast.literal_eval`` per row, because the file has 1.2M rows.
 """
+
 from __future__ import annotations
 
 import ast
@@ -21,8 +22,20 @@ from engine.data import _ingest as ing
 from engine.data.canonical import Dataset
 
 FEATURES = (
-    "danceability", "energy", "key", "loudness", "mode", "speechiness", "acousticness",
-    "instrumentalness", "liveness", "valence", "tempo", "duration_ms", "time_signature", "year",
+    "danceability",
+    "energy",
+    "key",
+    "loudness",
+    "mode",
+    "speechiness",
+    "acousticness",
+    "instrumentalness",
+    "liveness",
+    "valence",
+    "tempo",
+    "duration_ms",
+    "time_signature",
+    "year",
 )
 KEY_SEP = "\x1f"
 # First element of a Python list repr: '...' (with \' escapes) or "..." (used when it holds a ').
@@ -100,7 +113,9 @@ def _match_keys(names: pd.Series, artists: pa.Array | pd.Series) -> pd.Index:
     big = pa.large_string()
     names = pa.array(names).cast(big)
     artists = (artists if isinstance(artists, pa.Array) else pa.array(artists)).cast(big)
-    keys = pc.binary_join_element_wise(normalise(names), normalise(artists), pa.scalar(KEY_SEP, big))
+    keys = pc.binary_join_element_wise(
+        normalise(names), normalise(artists), pa.scalar(KEY_SEP, big)
+    )
     return pd.Index(keys.to_pandas())
 
 

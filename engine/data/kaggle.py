@@ -10,6 +10,7 @@ re-quoted by pandas, each name wrapped in doubled quotes), CRLF line ends, comma
 quoted fields, rows with a wrong field count (skipped, counted), empty artist names (kept as the
 artist ``""``), empty track names (dropped, counted), a playlist's rows not being contiguous.
 """
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor

@@ -5,6 +5,7 @@ the format is sniffed from what is there: a folder with ``manifest.json`` is pre
 ``mpd.slice*.json`` or a ``.json`` file is MPD, and a CSV is recognised by its header rather than
 its name (real copies of these files are renamed freely).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -45,7 +46,9 @@ def detect_format(path: str | Path) -> str:
     raise BadInput(f"{p}: line 1: unknown format (header columns: {shown})")
 
 
-def load_any(path: str | Path, fmt: str | None = None, features: str | Path | None = None) -> Dataset:
+def load_any(
+    path: str | Path, fmt: str | None = None, features: str | Path | None = None
+) -> Dataset:
     """Read ``path`` as ``fmt`` (detected when None) and join ``features`` when given."""
     fmt = fmt or detect_format(path)
     readers = {

@@ -9,6 +9,7 @@ Each file is decoded with the standard json module (1,000 playlists, tens of MB)
 Arrow columns straight away, so a thousand slices never pile up as Python objects; the playlist
 tables are then built by the same vectorised code as the Kaggle reader.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -117,7 +118,9 @@ def _playlists(f: Path, raw: bytes) -> list:
     try:
         data = json.loads(raw.decode("utf-8"))
     except json.JSONDecodeError as exc:
-        raise BadInput(f"{f}: line {exc.lineno} column {exc.colno}: invalid JSON ({exc.msg})") from None
+        raise BadInput(
+            f"{f}: line {exc.lineno} column {exc.colno}: invalid JSON ({exc.msg})"
+        ) from None
     except RecursionError:
         raise BadInput(f"{f}: invalid JSON (nested too deeply)") from None
     if not isinstance(data, dict) or not isinstance(data.get("playlists"), list):
@@ -139,10 +142,12 @@ def _flatten(f: Path, playlists: list, base: int) -> tuple[pa.Table, list[str], 
         track_names = [str(t.get("track_name") or "") for t in tracks]
         artist_names = [str(t.get("artist_name") or "") for t in tracks]
         artist_keys = [str(t.get("artist_uri") or t.get("artist_name") or "") for t in tracks]
-        pos = [t.get("pos", -1) for t in tracks]
+        pos = [-1 if (v := t.get("pos")) is None else v for t in tracks]
         rank = np.asarray(pos, dtype=np.int64) if tracks else np.zeros(0, np.int64)
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
-        raise BadInput(_locate_bad_record(f, playlists) or f"{f}: malformed MPD slice ({exc})") from None
+        raise BadInput(
+            _locate_bad_record(f, playlists) or f"{f}: malformed MPD slice ({exc})"
+        ) from None
     starts = np.repeat(np.cumsum(lens) - lens, lens)
     listed = np.arange(len(tracks), dtype=np.int64) - starts
     rank = np.where(rank >= 0, rank, listed)  # no ``pos``: list order is playlist order
@@ -192,8 +197,10 @@ def _locate_bad_record(f: Path, playlists: list) -> str | None:
                 _uri(t.get("track_uri"))
             except TypeError as exc:
                 return f"{where}.tracks[{j}]: {exc}"
-            pos = t.get("pos", -1)
-            if isinstance(pos, bool) or not isinstance(pos, int) or abs(pos) >= 2**62:
+            pos = t.get("pos")
+            if pos is not None and (
+                isinstance(pos, bool) or not isinstance(pos, int) or abs(pos) >= 2**62
+            ):
                 return f"{where}.tracks[{j}]: pos must be an integer"
     return None
 
@@ -206,7 +213,9 @@ def _check_unique_pids(files: list[Path], owner_file: np.ndarray, owners: list) 
     first = int(np.flatnonzero(dup)[0])
     pid = owners[first][0]
     where = [files[owner_file[i]].name for i in np.flatnonzero(dup) if owners[i][0] == pid][:2]
-    raise BadInput(f"{files[owner_file[first]]}: pid {pid} appears twice (in {' and '.join(where)})")
+    raise BadInput(
+        f"{files[owner_file[first]]}: pid {pid} appears twice (in {' and '.join(where)})"
+    )
 
 
 def _folder_fingerprint(path: Path, files: list[tuple[str, int, str]]) -> dict:
@@ -215,13 +224,23 @@ def _folder_fingerprint(path: Path, files: list[tuple[str, int, str]]) -> dict:
         name, size, sha = files[0]
         return {"path": name, "bytes": size, "sha256": sha}
     digest = hashlib.sha256("".join(f"{n} {s}\n" for n, _, s in files).encode()).hexdigest()
-    return {"path": path.name, "files": len(files), "bytes": sum(b for _, b, _ in files), "sha256": digest}
+    return {
+        "path": path.name,
+        "files": len(files),
+        "bytes": sum(b for _, b, _ in files),
+        "sha256": digest,
+    }
 
 
 def _empty_entries() -> pa.Table:
     cols = ("track_uri", "track_name", "artist_key", "artist_name")
-    return pa.table({"owner": pa.array([], pa.int32()), "rank": pa.array([], pa.int64()),
-                     **{c: pa.array([], pa.string()) for c in cols}})
+    return pa.table(
+        {
+            "owner": pa.array([], pa.int32()),
+            "rank": pa.array([], pa.int64()),
+            **{c: pa.array([], pa.string()) for c in cols},
+        }
+    )
 
 
 def read_mpd_csv(path: str | Path) -> Dataset:
@@ -254,7 +273,8 @@ def read_mpd_csv(path: str | Path) -> Dataset:
     artist_names = column("artist_name")
     artist_keys = pc.if_else(
         pc.equal(pc.utf8_length(column("artist_uri", artist_names)), 0),
-        artist_names, column("artist_uri", artist_names),
+        artist_names,
+        column("artist_uri", artist_names),
     )
     pairs = owner_codes.astype(np.int64) * max(len(track_uris), 1) + track_codes
     _, pair_counts = np.unique(pairs, return_counts=True)

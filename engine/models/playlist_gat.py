@@ -83,6 +83,8 @@ class PlaylistGAT(nn.Module):
         id_embeddings: Iterable[str] | None = None,
         genre_type: str = "genre",
         artist_type: str = "artist",
+        layer_norm: bool = True,
+        activation: bool = True,
     ):
         super().__init__()
         if num_layers < 1:
@@ -95,6 +97,7 @@ class PlaylistGAT(nn.Module):
         self.owner_type, self.item_type, self.genre_type = owner_type, item_type, genre_type
         self.genre_weight, self.dropout = float(genre_weight), dropout
         self.embedding_dim = embedding_dim
+        self.activation = activation
         self.keep_attention = False
         self.last_attention: Attention = {}
         self.last_genre_attention: Attention = {}
@@ -105,7 +108,8 @@ class PlaylistGAT(nn.Module):
         self.layers = nn.ModuleList(
             HeteroGAT(ets, embedding_dim, heads, dropout, edge_attr_dims) for ets in self.plan)
         self.norms = nn.ModuleList(
-            nn.ModuleDict({dst: nn.LayerNorm(embedding_dim) for dst in dict.fromkeys(
+            nn.ModuleDict({dst: nn.LayerNorm(embedding_dim) if layer_norm else nn.Identity()
+                           for dst in dict.fromkeys(
                 et[2] for et in ets)})
             for ets in self.plan)
         types = input_types(self.plan, [owner_type, item_type])
@@ -167,7 +171,8 @@ class PlaylistGAT(nn.Module):
         for depth, (layer, norms) in enumerate(zip(self.layers, self.norms)):
             msg = layer(h, sub, attention)
             last = depth == len(self.layers) - 1
-            h = {t: norms[t](v + F.dropout(msg[t] if last else F.elu(msg[t]), self.dropout,
+            act = (lambda m: m) if last or not self.activation else F.elu
+            h = {t: norms[t](v + F.dropout(act(msg[t]), self.dropout,
                                            self.training))
                  if t in msg else v for t, v in h.items()}
             for t in keep:

@@ -127,7 +127,7 @@ def train_loop_per_worker(config: dict) -> dict | None:
     # 3. model and optimisers
     model = build_model(cfg.model, graph, embedding_dim=cfg.embedding_dim, heads=cfg.heads,
                         num_layers=cfg.num_layers, dropout=cfg.dropout,
-                        genre_weight=cfg.genre_weight)
+                        genre_weight=cfg.genre_weight, **cfg.model_options)
     dense, sparse = split_parameters(model, cfg.sparse_embeddings)
     opt_dense = torch.optim.Adam(dense, lr=cfg.lr)
     opt_sparse = torch.optim.SparseAdam(sparse, lr=cfg.lr) if sparse else None

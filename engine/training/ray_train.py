@@ -11,17 +11,21 @@ import sys
 from pathlib import Path
 
 
-def init_ray(address: str | None = None, dashboard: bool = False, num_cpus: int | None = None):
+def init_ray(address: str | None = None, dashboard: bool = True, num_cpus: int | None = None):
     """Start Ray embedded (no address) or join a cluster (``auto`` or ``HOST:PORT``).
 
-    The dashboard, when on, listens on 127.0.0.1 only."""
+    The dashboard is on by default because Ray's state API needs it: Train V2's placement-group
+    cleaner queries it to free the CPUs of trials that ASHA stopped. It listens on 127.0.0.1."""
     import ray
 
     if ray.is_initialized():
         return ray
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    # Workers print the per-epoch line themselves; Train's print patch would echo it twice.
+    env = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
     kwargs = dict(include_dashboard=dashboard, dashboard_host="127.0.0.1",
-                  log_to_driver=True, configure_logging=True, logging_level="WARNING")
+                  log_to_driver=True, configure_logging=True, logging_level="WARNING",
+                  runtime_env={"env_vars": env})
     if address:
         ray.init(address=address, **kwargs)
     else:
@@ -48,7 +52,8 @@ def worker_resources(workers: int) -> tuple[float, int]:
 def run_torch_trainer(config: dict, workers: int, output: str | Path, max_failures: int = 2,
                       use_gpu: bool = False, name: str = "ray_train") -> dict | None:
     """Launch the loop on ``workers`` Ray Train workers; return rank 0's result dict."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import (CheckpointConfig, FailureConfig, LoggingConfig, RunConfig,
+                           ScalingConfig)
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from engine.training.loop import train_loop_per_worker
@@ -66,6 +71,7 @@ def run_torch_trainer(config: dict, workers: int, output: str | Path, max_failur
             name=name,
             storage_path=str(Path(output).resolve()),
             failure_config=FailureConfig(max_failures=max_failures),
+            logging_config=LoggingConfig(log_level="WARNING"),
             checkpoint_config=CheckpointConfig(num_to_keep=3,
                                                checkpoint_score_attribute="val_recall@10",
                                                checkpoint_score_order="max"),
