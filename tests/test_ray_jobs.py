@@ -67,3 +67,16 @@ def test_more_workers_than_cpus_warns_and_finishes(tiny_playlists, tmp_path, cap
                        *COMMON[:2], "--epochs", "1", *COMMON[4:]])
     assert json.loads((out / "metrics.json").read_text())["workers"] == 3
     assert "warning: 3 workers > 2 CPUs" in capsys.readouterr().err
+
+
+def test_train_synthetic_advanced_enhanced(tiny_sessions, tmp_path, capsys):
+    from jobs import train_synthetic
+
+    out = tmp_path / "run"
+    train_synthetic.main(["--data", str(tiny_sessions), "--advanced", "--model", "enhanced",
+                          "--genre-weight", "0.4", "--epochs", "2", "--workers", "1",
+                          "--embedding-dim", "16", "--output", str(out), "--no-progress"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["data"]["kind"] == "session" and metrics["config"]["genre_weight"] == 0.4
+    assert metrics["config"]["fixed_lr"] is False
+    assert "users" in capsys.readouterr().out

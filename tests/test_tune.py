@@ -50,3 +50,43 @@ def test_bad_search_space_is_exit_2_with_one_line(tmp_path, content, message):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and str(space) in lines[0] and message in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+def _finished_trials(exp, max_epochs):
+    done = {}
+    for f in exp.glob("*/result.json"):
+        lines = [ln for ln in f.read_text().splitlines() if ln.strip()]
+        if len(lines) >= max_epochs:
+            done[f] = f.read_text()
+    return done
+
+
+def test_resume_finishes_an_interrupted_search_without_rerunning_done_trials(
+        ray_session, tiny_playlists, tmp_path, capsys):
+    import signal
+    import time
+
+    out = tmp_path / "search"
+    args = ["--data", str(tiny_playlists), "--trials", "4", "--max-epochs", "2", "--concurrent",
+            "1", "--grace-period", "2", "--output", str(out), "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "tune.search", *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    done = {}
+    while time.time() < deadline and proc.poll() is None:
+        done = _finished_trials(out / "search", 2)
+        if done:
+            break
+        time.sleep(0.5)
+    assert done, "no trial finished before the deadline"
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    proc.wait(timeout=120)
+    assert not (out / "best_config.json").exists(), "the search was not interrupted"
+
+    rc = search.main([*args, "--resume"])
+    assert rc == 0
+    assert "resuming the search" in capsys.readouterr().out
+    best = json.loads((out / "best_config.json").read_text())
+    assert best["trials"] == 4
+    for f, text in done.items():  # finished trials were not run again
+        assert f.read_text() == text

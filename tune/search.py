@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 from engine.errors import BadInput
@@ -189,6 +190,11 @@ def main(argv=None) -> int:
                                       verbose=1 if not args.no_progress else 0),
         )
     results = tuner.fit()
+    if results.num_terminated + results.num_errors < args.trials:
+        # Ctrl-C or a killed driver: Tune saved the experiment state; nothing final to write.
+        print(f"search interrupted after {results.num_terminated} of {args.trials} trials; "
+              f"continue it with the same command and --resume", file=sys.stderr)
+        return 130
     rows = trial_table(results, args.max_epochs)
     print_table(rows)
     ok = [r for r in rows if not math.isnan(r["best_val_recall@10"])]

@@ -36,13 +36,14 @@ def _csr(rows: Tensor, cols: Tensor, values: Tensor, shape: tuple[int, int]) -> 
 
 def unique_edges(train_edges: Tensor, num_items: int) -> tuple[Tensor, Tensor]:
     """Distinct (owner, item) training pairs sorted by owner, then item."""
-    key = torch.unique(train_edges[0].long() * num_items + train_edges[1].long())
+    edges = train_edges.cpu().long()
+    key = torch.unique(edges[0] * num_items + edges[1])
     return key // num_items, key % num_items
 
 
 def popularity_score_fn(train_edges: Tensor, num_items: int) -> ScoreFn:
     """``s(p, j) = deg(j)``, the number of training edges of item j."""
-    deg = torch.bincount(train_edges[1].long(), minlength=num_items)[:num_items].float()
+    deg = torch.bincount(train_edges[1].cpu().long(), minlength=num_items)[:num_items].float()
 
     def score(owner_ids: Tensor) -> Tensor:
         return deg.expand(owner_ids.numel(), -1)

@@ -32,13 +32,13 @@ ScoreFn = Callable[[Tensor], Tensor]
 
 def candidate_mask(train_edges: Tensor, num_items: int) -> Tensor:
     """bool [num_items]: item has at least one training edge."""
-    return torch.bincount(train_edges[1].long(), minlength=num_items)[:num_items] > 0
+    return torch.bincount(train_edges[1].cpu().long(), minlength=num_items)[:num_items] > 0
 
 
 def owner_csr(train_edges: Tensor, num_owners: int) -> tuple[Tensor, Tensor]:
     """(indptr [num_owners + 1], items) with owner p's training items at
     ``items[indptr[p]:indptr[p+1]]``."""
-    owner, item = train_edges[0].long(), train_edges[1].long()
+    owner, item = train_edges[0].cpu().long(), train_edges[1].cpu().long()
     order = torch.argsort(owner, stable=True)
     indptr = torch.zeros(num_owners + 1, dtype=torch.int64)
     indptr[1:] = torch.bincount(owner, minlength=num_owners)[:num_owners].cumsum(0)
@@ -59,6 +59,7 @@ def gather_rows(indptr: Tensor, items: Tensor, rows: Tensor) -> tuple[Tensor, Te
 def _resolve_candidates(candidates: Tensor | None, train_edges: Tensor, num_items: int) -> Tensor:
     if candidates is None:
         return candidate_mask(train_edges, num_items)
+    candidates = candidates.cpu()
     if candidates.dtype == torch.bool:
         if candidates.numel() != num_items:
             raise ValueError(f"candidate mask has {candidates.numel()} entries, not {num_items}")
@@ -98,8 +99,8 @@ class Ranker:
     def topk(self, scores: Tensor, owners: Tensor, k: int) -> tuple[Tensor, Tensor]:
         """Top-``k`` item ids [b, k] (CPU) of ``scores`` [b, num_items] for ``owners``, and a bool
         mask of real entries. ``s[:, order]`` is copied into a reused buffer (``scores`` is never
-        modified) in which training items are set to -inf; columns beyond the number of candidates are
-        padded with id -1, ``valid=False``."""
+        modified) in which training items are set to -inf; columns beyond the number of
+        candidates are padded with id -1, ``valid=False``."""
         b, dev = scores.size(0), scores.device
         if not scores.is_floating_point():
             scores = scores.float()

@@ -362,6 +362,13 @@ class BPRBatches:
     if given). The subgraph is sampled around {owner type: owners, item type: positives and
     negatives}. With ``drop_target_edges`` the sampled owner->positive edges of the batch (both
     directions) are removed, so the model cannot read the label off a direct edge.
+
+    ``fanouts=[]`` (no hop list) means *no sampling*: every batch runs on the whole graph (minus
+    its target edges), with ``seed_local`` the seeds' global ids. For a model with ``L`` layers the
+    seeds' outputs equal those on the exact ``L``-hop neighbourhood (``fanouts=[-1] * L``), since
+    farther nodes cannot reach them; on small graphs (the quick mode's 1,000 playlists) one
+    full-graph forward is cheaper than sampling thousands of item seeds' neighbourhoods, and every
+    item of the catalogue gets a vector, so negatives cost nothing extra.
     Owners without positives are dropped from the shard. Iterating twice gives the same batches.
     """
 
@@ -382,6 +389,7 @@ class BPRBatches:
         self.steps = steps if steps is not None else math.ceil(self.owners.numel() / batch_size)
         self.neg_candidates, self.drop_target_edges = neg_candidates, drop_target_edges
         self.replace, self.backend = replace, backend
+        self.full_graph = isinstance(fanouts, (list, tuple)) and len(fanouts) == 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -406,13 +414,29 @@ class BPRBatches:
         neg = sample_negatives(p.indptr, p.indices, trip_owner, g.num_nodes[g.item_type],
                                self.num_neg, gen, self.neg_candidates)
         seeds = {g.owner_type: owners, g.item_type: torch.cat([pos, neg.flatten()])}
-        sub = sample_subgraph(g, seeds, self.fanouts, gen, self.replace, self.backend)
+        if self.full_graph:
+            sub = whole_graph(g, seeds)
+        else:
+            sub = sample_subgraph(g, seeds, self.fanouts, gen, self.replace, self.backend)
         owner_idx = sub.seed_local[g.owner_type].repeat_interleave(P)
         item_local = sub.seed_local[g.item_type]
         pos_idx, neg_idx = item_local[:pos.numel()], item_local[pos.numel():].view(-1, self.num_neg)
         if self.drop_target_edges:
             _drop_pairs(sub, g.interaction, owner_idx, pos_idx)
         return Batch(sub, owner_idx, pos_idx, neg_idx)
+
+
+def whole_graph(g: GraphData, seeds: dict[str, Tensor]) -> SampledSubgraph:
+    """The whole of ``g`` as a :class:`SampledSubgraph` (identity ``n_id``, one "hop" holding every
+    node and edge), with ``seed_local`` = the seeds' global ids. Edge dicts are shallow copies, so
+    dropping edges from the result leaves ``g`` untouched."""
+    n_id = {t: torch.arange(n) for t, n in g.num_nodes.items()}
+    seed_local = {t: seeds.get(t, torch.empty(0, dtype=torch.long)).long().flatten()
+                  for t in g.node_types}
+    return SampledSubgraph(
+        n_id=n_id, edge_index=dict(g.edge_index), x=dict(g.x), edge_attr=dict(g.edge_attr),
+        seed_local=seed_local, num_sampled_nodes={t: [int(n)] for t, n in g.num_nodes.items()},
+        num_sampled_edges={et: [int(ei.size(1))] for et, ei in g.edge_index.items()})
 
 
 def _drop_pairs(sub: Subgraph, et: EdgeType, src_idx: Tensor, dst_idx: Tensor) -> None:

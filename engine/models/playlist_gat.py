@@ -85,6 +85,8 @@ class PlaylistGAT(nn.Module):
         artist_type: str = "artist",
         layer_norm: bool = True,
         activation: bool = True,
+        residual: bool = True,
+        init_std: float = 0.1,
     ):
         super().__init__()
         if num_layers < 1:
@@ -97,7 +99,7 @@ class PlaylistGAT(nn.Module):
         self.owner_type, self.item_type, self.genre_type = owner_type, item_type, genre_type
         self.genre_weight, self.dropout = float(genre_weight), dropout
         self.embedding_dim = embedding_dim
-        self.activation = activation
+        self.activation, self.residual, self.init_std = activation, residual, float(init_std)
         self.keep_attention = False
         self.last_attention: Attention = {}
         self.last_genre_attention: Attention = {}
@@ -133,7 +135,7 @@ class PlaylistGAT(nn.Module):
 
     def reset_parameters(self) -> None:
         for emb in self.emb.values():
-            nn.init.normal_(emb.weight, std=0.1)
+            nn.init.normal_(emb.weight, std=self.init_std)
         for module in [*self.proj.values(), *self.norms.modules()]:
             if isinstance(module, (nn.Linear, nn.LayerNorm)):
                 module.reset_parameters()
@@ -172,8 +174,8 @@ class PlaylistGAT(nn.Module):
             msg = layer(h, sub, attention)
             last = depth == len(self.layers) - 1
             act = (lambda m: m) if last or not self.activation else F.elu
-            h = {t: norms[t](v + F.dropout(act(msg[t]), self.dropout,
-                                           self.training))
+            h = {t: norms[t]((v if self.residual else 0.0)
+                             + F.dropout(act(msg[t]), self.dropout, self.training))
                  if t in msg else v for t, v in h.items()}
             for t in keep:
                 states[t].append(h[t])

@@ -1,0 +1,33 @@
+"""Run a job as a subprocess and time it (shared by the benchmark scripts)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MPD = ROOT.parent / "shared" / "data" / "mpd" / "slices"
+
+
+def run_job(args: list[str], log: Path) -> float:
+    """Run ``python -m <args>`` from the repo root; return wall seconds; fail loudly."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        proc = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, stdout=f,
+                              stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(args)} failed (exit {proc.returncode}); see {log}")
+    return seconds
+
+
+def metrics(out: Path) -> dict:
+    return json.loads((out / "metrics.json").read_text())
+
+
+def load() -> str:
+    with open("/proc/loadavg") as f:
+        return f.read().split()[0]

@@ -1,0 +1,78 @@
+"""Training and tuning CLIs on bad input: exit status 2, one stderr line naming the problem, no
+traceback, nothing started. These fail before Ray starts, so they are fast."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
+
+
+def _one_line_exit_2(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_unknown_mode(tmp_path):
+    _one_line_exit_2(_run("jobs.train_kaggle", "--mode", "huge", "--output", str(tmp_path / "o")),
+                     "huge")
+
+
+def test_missing_data_file(tmp_path):
+    missing = tmp_path / "nope.csv"
+    _one_line_exit_2(_run("jobs.train_kaggle", "--data", str(missing), "--output",
+                          str(tmp_path / "o")), str(missing))
+
+
+def test_wrong_header(tmp_path):
+    bad = tmp_path / "spotify_dataset.csv"
+    bad.write_text("a,b,c\n1,2,3\n")
+    out = tmp_path / "o"
+    _one_line_exit_2(_run("jobs.train_kaggle", "--data", str(bad), "--output", str(out)), str(bad))
+    assert not (out / "dataset").exists()
+
+
+def test_truncated_mpd_slice(tmp_path, shared_data):
+    src = (shared_data / "mpd" / "mpd.slice.0-999.head29.json").read_bytes()
+    folder = tmp_path / "mpd"
+    folder.mkdir()
+    (folder / "mpd.slice.0-999.json").write_bytes(src[: len(src) // 2])
+    _one_line_exit_2(_run("jobs.train_kaggle", "--data", str(folder), "--output",
+                          str(tmp_path / "o")), "mpd.slice.0-999.json")
+
+
+@pytest.mark.parametrize("flag, value", [("--workers", "0"), ("--genre-weight", "1.5"),
+                                         ("--lr", "-1"), ("--epochs", "0")])
+def test_bad_option_values(tmp_path, flag, value):
+    _one_line_exit_2(_run("jobs.train_kaggle", flag, value, "--output", str(tmp_path / "o")), flag)
+
+
+def test_bad_config_file(tmp_path):
+    cfg = tmp_path / "best_config.json"
+    cfg.write_text('{"config": {"learning_rate": 0.1}}')
+    _one_line_exit_2(_run("jobs.train_kaggle", "--config", str(cfg), "--output",
+                          str(tmp_path / "o")), str(cfg), "learning_rate")
+
+
+def test_synthetic_rejects_playlist_dataset(tmp_path, tiny_playlists):
+    _one_line_exit_2(_run("jobs.train_synthetic", "--data", str(tiny_playlists), "--output",
+                          str(tmp_path / "o")), "train_kaggle")
+
+
+def test_unwritable_output(tmp_path, tiny_playlists):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    _one_line_exit_2(_run("jobs.train_kaggle", "--data", str(tiny_playlists), "--output",
+                          str(blocker / "run")), str(blocker))
