@@ -11,7 +11,7 @@ from engine.errors import BadInput
 class ArgumentParser(argparse.ArgumentParser):
     """argparse that reports a bad option as one line and exit status 2 (argparse's own code)."""
 
-    def error(self, message: str):  # noqa: D401 - argparse API
+    def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 

@@ -14,8 +14,16 @@ from pathlib import Path
 from engine.errors import BadInput
 from engine.training.config import MODES, TrainConfig
 from jobs._cli import ArgumentParser, run_cli
-from jobs._train_common import (add_common_args, check_options, default_output, launch,
-                                merge_config, print_report, read_config_file, run_dataset)
+from jobs._train_common import (
+    add_common_args,
+    check_options,
+    default_output,
+    launch,
+    merge_config,
+    print_report,
+    read_config_file,
+    run_dataset,
+)
 
 GENERATED_ROWS = 120_000  # ~2,400 playlists: enough for every mode up to quick
 

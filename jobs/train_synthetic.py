@@ -15,8 +15,16 @@ from engine.data.canonical import is_prepared, load_dataset
 from engine.errors import BadInput
 from engine.training.config import TrainConfig
 from jobs._cli import ArgumentParser, run_cli
-from jobs._train_common import (add_common_args, check_options, default_output, launch,
-                                merge_config, print_report, read_config_file, run_dataset)
+from jobs._train_common import (
+    add_common_args,
+    check_options,
+    default_output,
+    launch,
+    merge_config,
+    print_report,
+    read_config_file,
+    run_dataset,
+)
 
 
 def parse_args(argv):

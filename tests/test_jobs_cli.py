@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, check=False)
 
 
 def _one_line_exit_2(proc: subprocess.CompletedProcess, *needles: str) -> None:

@@ -12,8 +12,9 @@ KEYS = {"recall@10", "ndcg@10", "recall@50", "ndcg@50", "r_precision", "playlist
 
 
 def _run(dataset, out, **kw):
-    cfg = dict(dataset=str(dataset), output=str(out), epochs=2, batch_size=32, pos_per_owner=4,
-               embedding_dim=16, heads=2, progress=False, max_val_owners=100)
+    cfg = {"dataset": str(dataset), "output": str(out), "epochs": 2, "batch_size": 32,
+           "pos_per_owner": 4, "embedding_dim": 16, "heads": 2, "progress": False,
+           "max_val_owners": 100}
     cfg.update(kw)
     return train_loop_per_worker(cfg)
 

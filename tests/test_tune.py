@@ -45,7 +45,7 @@ def test_bad_search_space_is_exit_2_with_one_line(tmp_path, content, message):
     space.write_text(content)
     proc = subprocess.run([sys.executable, "-m", "tune.search", "--space", str(space),
                            "--output", str(tmp_path / "out")], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, check=False)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and str(space) in lines[0] and message in lines[0]

@@ -107,7 +107,7 @@ def build_base(args, out: Path) -> dict:
         from engine.data.canonical import is_prepared, load_dataset, save_dataset
 
         base = TrainConfig(model=args.model or "enhanced", embedding_dim=32, heads=4).to_dict()
-        source = Path(args.data) if args.data else Path("data/generated/sessions.seed%d.1000u.30d" % seed)
+        source = Path(args.data) if args.data else Path(f"data/generated/sessions.seed{seed}.1000u.30d")
         if not is_prepared(source):
             if args.data:
                 raise BadInput(f"{source}: not a prepared session dataset (no manifest.json)")

@@ -50,11 +50,17 @@ def load_space(path: str | None) -> dict[str, dict]:
             space = yaml.safe_load(text)
         else:
             space = json.loads(text)
-    except Exception as exc:  # yaml and json raise different types
+    except (ValueError, yaml_error()) as exc:  # json: ValueError; yaml: YAMLError
         raise BadInput(f"{p}: not valid {'YAML' if p.suffix in ('.yaml', '.yml') else 'JSON'} "
                        f"({str(exc).splitlines()[0]})") from None
     validate_space(space, p)
     return space
+
+
+def yaml_error() -> type[Exception]:
+    import yaml
+
+    return yaml.YAMLError
 
 
 def validate_space(space, where: Path | str = "search space") -> None:

@@ -103,9 +103,9 @@ class Dataset:
             if len(ids) and not (ids == range(len(ids))).all():
                 raise ValueError(f"{name}.{id_col} must be 0..n-1 in order")
         inter = self.interactions
-        if len(inter):
-            if inter.owner_id.max() >= self.num_owners or inter.track_id.max() >= self.num_tracks:
-                raise ValueError("interactions reference unknown owners or tracks")
+        if len(inter) and (inter.owner_id.max() >= self.num_owners
+                           or inter.track_id.max() >= self.num_tracks):
+            raise ValueError("interactions reference unknown owners or tracks")
         if len(self.tracks) and self.tracks.artist_id.max() >= max(self.num_artists, 1):
             raise ValueError("tracks reference unknown artists")
 

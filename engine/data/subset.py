@@ -48,7 +48,7 @@ def subset_owners(ds: Dataset, max_owners: int | None, seed: int = 0) -> Dataset
         features = features.reset_index(drop=True)
     manifest = dict(ds.manifest)
     manifest["subset"] = {"max_owners": int(max_owners), "seed": int(seed),
-                          "owners_before": int(ds.num_owners), "owners_after": int(len(owners))}
+                          "owners_before": int(ds.num_owners), "owners_after": len(owners)}
     return Dataset(kind=ds.kind, owners=owners_t, tracks=tracks_t, artists=artists_t,
                    interactions=inter.reset_index(drop=True), genres=ds.genres,
                    artist_genres=artist_genres, track_features=features, manifest=manifest)

@@ -38,7 +38,7 @@ class HeldOut:
         return int(self.owners.numel())
 
     @staticmethod
-    def from_pairs(owner: np.ndarray, item: np.ndarray) -> "HeldOut":
+    def from_pairs(owner: np.ndarray, item: np.ndarray) -> HeldOut:
         order = np.lexsort((item, owner))
         owner, item = owner[order], item[order]
         owners, counts = np.unique(owner, return_counts=True)
@@ -119,7 +119,7 @@ def split_playlists(ds: Dataset, holdout: int = 5, max_val_owners: int | None = 
             val &= np.isin(owner, chosen)
     fit = ~test & ~val
     train = ~test
-    as_edges = lambda m: torch.from_numpy(np.stack([owner[m], item[m]]))  # noqa: E731
+    as_edges = lambda m: torch.from_numpy(np.stack([owner[m], item[m]]))
     return Split(
         kind=ds.kind, num_owners=ds.num_owners, num_items=ds.num_tracks,
         fit=as_edges(fit), train=as_edges(train),
@@ -159,7 +159,7 @@ def split_sessions(ds: Dataset, val_ratio: float = 0.15, test_ratio: float = 0.1
     fit, train = ~test & ~val, ~test
 
     weight = torch.from_numpy(np.stack([np.log1p(plays), mean_completion], 1).astype(np.float32))
-    as_edges = lambda m: torch.from_numpy(np.stack([owner[m], item[m]]))  # noqa: E731
+    as_edges = lambda m: torch.from_numpy(np.stack([owner[m], item[m]]))
     return Split(
         kind=ds.kind, num_owners=ds.num_owners, num_items=ds.num_tracks,
         fit=as_edges(fit), train=as_edges(train),

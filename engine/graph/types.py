@@ -42,7 +42,7 @@ class CSR:
         return self.indptr[1:] - self.indptr[:-1]
 
     @staticmethod
-    def from_edge_index(edge_index: Tensor, num_src: int) -> "CSR":
+    def from_edge_index(edge_index: Tensor, num_src: int) -> CSR:
         src, dst = edge_index[0].long(), edge_index[1].long()
         # One stable sort by (src, dst): rows in order, neighbours ascending within a row.
         key = src * (int(dst.max()) + 1 if dst.numel() else 1) + dst
@@ -90,7 +90,7 @@ class GraphData:
     def feature_dims(self) -> dict[str, int]:
         return {t: int(v.size(1)) for t, v in self.x.items()}
 
-    def full(self) -> "Subgraph":
+    def full(self) -> Subgraph:
         """The whole graph as a Subgraph (every node, every edge), for full-graph inference."""
         n_id = {t: torch.arange(n) for t, n in self.num_nodes.items()}
         return Subgraph(

@@ -54,7 +54,7 @@ class TrainConfig:
     final_test: bool = True  # evaluate the test split at the end (hyper-parameter search: False)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:

@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from engine.data.canonical import load_dataset
-from engine.eval.evaluate import embedding_score_fn, evaluate_scores
 from engine.eval.baselines import evaluate_with_baselines
+from engine.eval.evaluate import embedding_score_fn, evaluate_scores
 from engine.graph.build import build_graph
 from engine.graph.genres import read_artist_genres_csv
 from engine.graph.sampler import BPRBatches, owner_shard, steps_per_epoch

@@ -23,9 +23,9 @@ def init_ray(address: str | None = None, dashboard: bool = True, num_cpus: int |
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     # Workers print the per-epoch line themselves; Train's print patch would echo it twice.
     env = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
-    kwargs = dict(include_dashboard=dashboard, dashboard_host="127.0.0.1",
-                  log_to_driver=True, configure_logging=True, logging_level="WARNING",
-                  runtime_env={"env_vars": env})
+    kwargs = {"include_dashboard": dashboard, "dashboard_host": "127.0.0.1",
+              "log_to_driver": True, "configure_logging": True, "logging_level": "WARNING",
+              "runtime_env": {"env_vars": env}}
     if address:
         ray.init(address=address, **kwargs)
     else:
@@ -52,8 +52,7 @@ def worker_resources(workers: int) -> tuple[float, int]:
 def run_torch_trainer(config: dict, workers: int, output: str | Path, max_failures: int = 2,
                       use_gpu: bool = False, name: str = "ray_train") -> dict | None:
     """Launch the loop on ``workers`` Ray Train workers; return rank 0's result dict."""
-    from ray.train import (CheckpointConfig, FailureConfig, LoggingConfig, RunConfig,
-                           ScalingConfig)
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from engine.training.loop import train_loop_per_worker

@@ -1,0 +1,275 @@
+"""Training-step throughput: sampled-subgraph BPR steps against full-graph-forward BPR steps.
+
+    .venv/bin/python -m benchmarks.bench_step [--threads 1,2] [--batch-sizes 128,64]
+        [--steps 20] [--warmup 3] [--full-steps 3] [--full-warmup 1] [--profile 0]
+
+Both arms train the same model (``build_model("playlist", graph, ...)`` with the
+:class:`~engine.training.config.TrainConfig` defaults, both arms starting from the same initial
+weights) with the same optimisers (Adam on dense weights, SparseAdam on the ID embeddings via
+``split_parameters``) on the same BPR triples, on the fit graph of the shared MPD slices:
+
+* **sampled** (the loop in ``engine.training.loop``): ``BPRBatches`` draws owners, positives,
+  negatives and the sampled subgraph around them; ``model(batch.sub)``; ``bpr_loss`` on local
+  indices; backward; ``sync_gradients`` (a no-op in one process); optimiser steps. The step time
+  *includes* the sampling.
+* **full** (what the seed project did): ``model(graph.full())`` over every node and edge, then
+  the batch's owner / positive / negative vectors indexed by the *global* ids of the same batch
+  (``batch.sub.n_id[t][local index]``); same loss, backward, optimisers. The batches are drawn
+  beforehand and the drawing is *not* timed, so the ratio is conservative (the reference gets
+  its negatives for free).
+
+Each step is timed in phases (sample / forward / loss / backward / sync / optimiser). Triples/s =
+timed triples / timed seconds. The full arm costs ~the same whatever the batch size, so it runs
+fewer steps (``--full-steps``). ``--profile N`` adds an operator-level profile (torch.profiler)
+of N sampled steps. Prints one table row per (threads, batch size) and a final JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import time
+from types import SimpleNamespace
+
+import torch
+
+from engine.data.load import load_any
+from engine.graph.build import build_graph
+from engine.graph.sampler import BPRBatches
+from engine.graph.split import make_split
+from engine.models import build_model, count_parameters
+from engine.training.config import MODES, TrainConfig
+from engine.training.loop import bpr_loss
+from engine.training.sync import split_parameters, sync_gradients
+
+PHASES = ("sample", "forward", "loss", "backward", "sync", "optim")
+
+
+def load() -> float:
+    return os.getloadavg()[0]
+
+
+def make_arm(base: torch.nn.Module, cfg: TrainConfig):
+    model = copy.deepcopy(base)
+    model.train()
+    dense, sparse = split_parameters(model, cfg.sparse_embeddings)
+    opts = [torch.optim.Adam(dense, lr=cfg.lr)]
+    if sparse:
+        opts.append(torch.optim.SparseAdam(sparse, lr=cfg.lr))
+    return model, dense, sparse, opts
+
+
+def train_step(model, dense, sparse, opts, sub, batch, owner_t, item_t, l2, clock) -> float:
+    """One step of the loop body; ``clock(phase)`` closes a phase."""
+    vecs = model(sub)
+    clock("forward")
+    loss = bpr_loss(vecs, owner_t, item_t, batch, l2)
+    clock("loss")
+    for o in opts:
+        o.zero_grad(set_to_none=True)
+    loss.backward()
+    clock("backward")
+    sync_gradients(dense, sparse)
+    clock("sync")
+    for o in opts:
+        o.step()
+    value = loss.item()
+    clock("optim")
+    return value
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = time.perf_counter()
+        self.phases: dict[str, float] = {}
+
+    def __call__(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.phases[phase] = self.phases.get(phase, 0.0) + now - self.t
+        self.t = now
+
+
+def global_batch(batch, owner_t: str, item_t: str) -> SimpleNamespace:
+    """The batch's triples as global node ids (for indexing full-graph vectors)."""
+    n_id = batch.sub.n_id
+    return SimpleNamespace(owner_idx=n_id[owner_t][batch.owner_idx],
+                           pos_idx=n_id[item_t][batch.pos_idx],
+                           neg_idx=n_id[item_t][batch.neg_idx], num_triples=batch.num_triples)
+
+
+def summarise(steps: list[dict], triples: int) -> dict:
+    total = [sum(s.values()) for s in steps]
+    out = {"steps": len(steps), "triples_per_step": triples,
+           "median_step_s": statistics.median(total), "min_step_s": min(total),
+           "triples_per_s": triples * len(steps) / sum(total),
+           "phases_median_s": {p: statistics.median(s.get(p, 0.0) for s in steps)
+                               for p in PHASES}}
+    return out
+
+
+def run_sampled(base, cfg, graph, owners, batch_size, warmup, steps):
+    model, dense, sparse, opts = make_arm(base, cfg)
+    ot, it = graph.owner_type, graph.item_type
+    batches = BPRBatches(graph, owners, batch_size=batch_size, num_neg=cfg.num_neg,
+                         fanouts=cfg.fanouts, seed=cfg.seed, steps=warmup + steps,
+                         pos_per_owner=cfg.pos_per_owner)
+    timed, sizes = [], []
+    it_b = iter(batches)
+    for i in range(warmup + steps):
+        clock = Clock()
+        batch = next(it_b)
+        clock("sample")
+        train_step(model, dense, sparse, opts, batch.sub, batch, ot, it, cfg.l2, clock)
+        if i >= warmup:
+            timed.append(clock.phases)
+            sizes.append((sum(batch.sub.num_nodes(t) for t in graph.node_types),
+                          sum(int(e.size(1)) for e in batch.sub.edge_index.values())))
+    res = summarise(timed, batch.num_triples)
+    res["sub_nodes_mean"] = statistics.mean(s[0] for s in sizes)
+    res["sub_edges_mean"] = statistics.mean(s[1] for s in sizes)
+    return res
+
+
+def run_full(base, cfg, graph, owners, batch_size, warmup, steps):
+    model, dense, sparse, opts = make_arm(base, cfg)
+    ot, it = graph.owner_type, graph.item_type
+    # The same batches as the sampled arm (same seed, same shard, same order): drawn up front.
+    batches = BPRBatches(graph, owners, batch_size=batch_size, num_neg=cfg.num_neg,
+                         fanouts=cfg.fanouts, seed=cfg.seed, steps=warmup + steps,
+                         pos_per_owner=cfg.pos_per_owner)
+    triples = [global_batch(b, ot, it) for b in batches]
+    full = graph.full()
+    timed = []
+    for i, batch in enumerate(triples):
+        clock = Clock()
+        clock("sample")  # nothing to sample: ~0
+        train_step(model, dense, sparse, opts, full, batch, ot, it, cfg.l2, clock)
+        if i >= warmup:
+            timed.append(clock.phases)
+    return summarise(timed, triples[0].num_triples)
+
+
+def profile_sampled(base, cfg, graph, owners, batch_size, steps, top: int = 20) -> str:
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    model, dense, sparse, opts = make_arm(base, cfg)
+    ot, it = graph.owner_type, graph.item_type
+    batches = iter(BPRBatches(graph, owners, batch_size=batch_size, num_neg=cfg.num_neg,
+                              fanouts=cfg.fanouts, seed=cfg.seed, steps=steps + 1,
+                              pos_per_owner=cfg.pos_per_owner))
+    batch = next(batches)  # warm-up
+    train_step(model, dense, sparse, opts, batch.sub, batch, ot, it, cfg.l2, Clock())
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            with record_function("## sample"):
+                batch = next(batches)
+            with record_function("## step"):
+                train_step(model, dense, sparse, opts, batch.sub, batch, ot, it, cfg.l2,
+                           Clock())
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top)
+
+
+def main() -> None:
+    cfg = TrainConfig()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default="../shared/data/mpd/slices")
+    ap.add_argument("--threads", default="1,2", help="comma-separated torch thread counts")
+    ap.add_argument("--batch-sizes", default=f"{cfg.batch_size},{MODES['full']['batch_size']}",
+                    help="owners per step (TrainConfig default, 'full' mode)")
+    ap.add_argument("--steps", type=int, default=20, help="timed sampled steps")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed sampled steps first")
+    ap.add_argument("--full-steps", type=int, default=3, help="timed full-graph steps")
+    ap.add_argument("--full-warmup", type=int, default=1)
+    ap.add_argument("--profile", type=int, default=0,
+                    help="also profile N sampled steps (first batch size, last thread count)")
+    args = ap.parse_args()
+    threads = [int(t) for t in args.threads.split(",")]
+    sizes = [int(b) for b in args.batch_sizes.split(",")]
+
+    load0 = load()
+    t0 = time.perf_counter()
+    ds = load_any(args.data)
+    split = make_split(ds)
+    graph = build_graph(ds, split, "fit")
+    torch.manual_seed(cfg.seed)
+    base = build_model(cfg.model, graph, embedding_dim=cfg.embedding_dim, heads=cfg.heads,
+                       num_layers=cfg.num_layers, dropout=cfg.dropout,
+                       genre_weight=cfg.genre_weight, **cfg.model_options)
+    owners = torch.nonzero(graph.csr[graph.interaction].degree() > 0).flatten()
+    n_edges = sum(int(e.size(1)) for e in graph.edge_index.values())
+    n_nodes = sum(graph.num_nodes.values())
+    print(f"data {args.data}: {ds.num_owners:,} playlists, {graph.num_nodes}, {n_edges:,} "
+          f"directed edges; model {cfg.model}, {count_parameters(base):,} parameters; "
+          f"set-up {time.perf_counter() - t0:.1f} s")
+    print(f"machine: {os.cpu_count()} cores, load {load0:.2f}; TrainConfig: pos_per_owner "
+          f"{cfg.pos_per_owner}, num_neg {cfg.num_neg}, fanouts {cfg.fanouts}, dim "
+          f"{cfg.embedding_dim}, heads {cfg.heads}, layers {cfg.num_layers}")
+
+    rows = []
+    for nt in threads:
+        torch.set_num_threads(nt)
+        for bs in sizes:
+            la = load()
+            s = run_sampled(base, cfg, graph, owners, bs, args.warmup, args.steps)
+            f = run_full(base, cfg, graph, owners, bs, args.full_warmup, args.full_steps)
+            row = {"threads": nt, "batch_size": bs, "triples_per_step": s["triples_per_step"],
+                   "sampled": s, "full": f, "ratio": s["triples_per_s"] / f["triples_per_s"],
+                   "ratio_median": f["median_step_s"] / s["median_step_s"],
+                   "load_before": la, "load_after": load()}
+            rows.append(row)
+            print(f"  threads {nt} batch {bs}: sampled {s['triples_per_s']:,.0f} triples/s, "
+                  f"full {f['triples_per_s']:,.0f} triples/s, ratio {row['ratio']:.1f}x "
+                  f"(load {la:.1f} -> {row['load_after']:.1f})", flush=True)
+
+    print()
+    hdr = (f"{'thr':>3} {'batch':>5} {'triples':>7} | {'sampled t/s':>11} {'med s':>6} | "
+           f"{'full t/s':>8} {'med s':>6} | {'ratio':>6} {'ratio(med)':>10} | {'load':>9}")
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        s, f = r["sampled"], r["full"]
+        print(f"{r['threads']:>3} {r['batch_size']:>5} {r['triples_per_step']:>7} | "
+              f"{s['triples_per_s']:>11,.0f} {s['median_step_s']:>6.2f} | "
+              f"{f['triples_per_s']:>8,.0f} {f['median_step_s']:>6.2f} | "
+              f"{r['ratio']:>5.1f}x {r['ratio_median']:>9.1f}x | "
+              f"{r['load_before']:>4.1f}-{r['load_after']:<4.1f}")
+    print()
+    print("median seconds per phase (sampled subgraph size: mean nodes / edges)")
+    print(f"{'thr':>3} {'batch':>5} {'arm':>7} | " + " ".join(f"{p:>8}" for p in PHASES)
+          + " | sub nodes / edges")
+    for r in rows:
+        for arm in ("sampled", "full"):
+            a = r[arm]
+            extra = (f"{a['sub_nodes_mean']:,.0f} / {a['sub_edges_mean']:,.0f}"
+                     if arm == "sampled" else f"{n_nodes:,} / {n_edges:,} (whole graph)")
+            print(f"{r['threads']:>3} {r['batch_size']:>5} {arm:>7} | "
+                  + " ".join(f"{a['phases_median_s'][p]:>8.3f}" for p in PHASES) + f" | {extra}")
+
+    if args.profile:
+        print(f"\ntorch.profiler, {args.profile} sampled steps, batch {sizes[0]}, threads "
+              f"{torch.get_num_threads()}, sorted by self CPU time:")
+        print(profile_sampled(base, cfg, graph, owners, sizes[0], args.profile))
+
+    summary = {"bench": "step", "cores": os.cpu_count(), "load_start": load0,
+               "load_end": load(), "graph_nodes": n_nodes, "graph_edges": n_edges,
+               "results": [{"threads": r["threads"], "batch_size": r["batch_size"],
+                            "triples_per_step": r["triples_per_step"],
+                            "sampled_triples_per_s": round(r["sampled"]["triples_per_s"], 1),
+                            "full_triples_per_s": round(r["full"]["triples_per_s"], 1),
+                            "ratio": round(r["ratio"], 2),
+                            "ratio_median": round(r["ratio_median"], 2),
+                            "sampled_phases_median_s": {k: round(v, 4) for k, v in
+                                                        r["sampled"]["phases_median_s"].items()},
+                            "full_phases_median_s": {k: round(v, 4) for k, v in
+                                                     r["full"]["phases_median_s"].items()},
+                            "sub_nodes_mean": round(r["sampled"]["sub_nodes_mean"]),
+                            "sub_edges_mean": round(r["sampled"]["sub_edges_mean"]),
+                            "load": [round(r["load_before"], 2), round(r["load_after"], 2)]}
+                           for r in rows]}
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
