@@ -81,14 +81,20 @@ def train_step(model, dense, sparse, opts, sub, batch, owner_t, item_t, l2, cloc
 
 
 class Clock:
+    """Wall time per phase; ``cpu`` is this process's CPU time over the whole step."""
+
     def __init__(self) -> None:
         self.t = time.perf_counter()
+        self.cpu0 = time.process_time()
         self.phases: dict[str, float] = {}
 
     def __call__(self, phase: str) -> None:
         now = time.perf_counter()
         self.phases[phase] = self.phases.get(phase, 0.0) + now - self.t
         self.t = now
+
+    def done(self) -> dict[str, float]:
+        return {**self.phases, "cpu": time.process_time() - self.cpu0}
 
 
 def global_batch(batch, owner_t: str, item_t: str) -> SimpleNamespace:
@@ -100,55 +106,75 @@ def global_batch(batch, owner_t: str, item_t: str) -> SimpleNamespace:
 
 
 def summarise(steps: list[dict], triples: int) -> dict:
-    total = [sum(s.values()) for s in steps]
-    out = {"steps": len(steps), "triples_per_step": triples,
-           "median_step_s": statistics.median(total), "min_step_s": min(total),
-           "triples_per_s": triples * len(steps) / sum(total),
-           "phases_median_s": {p: statistics.median(s.get(p, 0.0) for s in steps)
-                               for p in PHASES}}
-    return out
+    wall = [sum(s[p] for p in PHASES if p in s) for s in steps]
+    cpu = [s["cpu"] for s in steps]
+    return {"steps": len(steps), "triples_per_step": triples,
+            "median_step_s": statistics.median(wall), "min_step_s": min(wall),
+            "triples_per_s": triples * len(steps) / sum(wall),
+            "triples_per_cpu_s": triples * len(steps) / sum(cpu),
+            "phases_median_s": {p: statistics.median(s.get(p, 0.0) for s in steps)
+                                for p in PHASES}}
 
 
-def run_sampled(base, cfg, graph, owners, batch_size, warmup, steps):
-    model, dense, sparse, opts = make_arm(base, cfg)
+def run_pair(base, cfg, graph, owners, batch_size, warmup, steps, full_warmup, full_steps):
+    """Both arms on the same batches, their timed steps interleaved (the full arm's few steps
+    spread evenly among the sampled ones) so that both see the same background load."""
     ot, it = graph.owner_type, graph.item_type
-    batches = BPRBatches(graph, owners, batch_size=batch_size, num_neg=cfg.num_neg,
-                         fanouts=cfg.fanouts, seed=cfg.seed, steps=warmup + steps,
-                         pos_per_owner=cfg.pos_per_owner)
-    timed, sizes = [], []
-    it_b = iter(batches)
-    for i in range(warmup + steps):
+    sampled = make_arm(base, cfg)
+    full_arm = make_arm(base, cfg)
+
+    def batches(n):
+        return BPRBatches(graph, owners, batch_size=batch_size, num_neg=cfg.num_neg,
+                          fanouts=cfg.fanouts, seed=cfg.seed, steps=n,
+                          pos_per_owner=cfg.pos_per_owner)
+
+    # Same seed, same shard, same order: the full arm's batches are the sampled arm's first
+    # ones, drawn up front (untimed) and turned into global ids.
+    full_batches = iter([global_batch(b, ot, it) for b in batches(full_warmup + full_steps)])
+    graph_full = graph.full()
+    sampled_batches = iter(batches(warmup + steps))
+    hops: list[list[int]] = []
+    sizes: list[tuple[int, int]] = []
+
+    def sampled_step() -> dict:
         clock = Clock()
-        batch = next(it_b)
+        batch = next(sampled_batches)
         clock("sample")
-        train_step(model, dense, sparse, opts, batch.sub, batch, ot, it, cfg.l2, clock)
-        if i >= warmup:
-            timed.append(clock.phases)
-            sizes.append((sum(batch.sub.num_nodes(t) for t in graph.node_types),
-                          sum(int(e.size(1)) for e in batch.sub.edge_index.values())))
-    res = summarise(timed, batch.num_triples)
-    res["sub_nodes_mean"] = statistics.mean(s[0] for s in sizes)
-    res["sub_edges_mean"] = statistics.mean(s[1] for s in sizes)
-    return res
+        train_step(*sampled, batch.sub, batch, ot, it, cfg.l2, clock)
+        sub = batch.sub
+        hops.append([sum(sub.num_sampled_nodes[t][h] for t in graph.node_types
+                         if h < len(sub.num_sampled_nodes[t]))
+                     for h in range(len(cfg.fanouts) + 1)])
+        sizes.append((sum(sub.num_nodes(t) for t in graph.node_types),
+                      sum(int(e.size(1)) for e in sub.edge_index.values())))
+        return clock.done()
 
-
-def run_full(base, cfg, graph, owners, batch_size, warmup, steps):
-    model, dense, sparse, opts = make_arm(base, cfg)
-    ot, it = graph.owner_type, graph.item_type
-    # The same batches as the sampled arm (same seed, same shard, same order): drawn up front.
-    batches = BPRBatches(graph, owners, batch_size=batch_size, num_neg=cfg.num_neg,
-                         fanouts=cfg.fanouts, seed=cfg.seed, steps=warmup + steps,
-                         pos_per_owner=cfg.pos_per_owner)
-    triples = [global_batch(b, ot, it) for b in batches]
-    full = graph.full()
-    timed = []
-    for i, batch in enumerate(triples):
+    def full_step() -> dict:
         clock = Clock()
-        clock("sample")  # nothing to sample: ~0
-        train_step(model, dense, sparse, opts, full, batch, ot, it, cfg.l2, clock)
-        if i >= warmup:
-            timed.append(clock.phases)
-    return summarise(timed, triples[0].num_triples)
+        batch = next(full_batches)
+        clock("sample")  # drawn up front: ~0
+        train_step(*full_arm, graph_full, batch, ot, it, cfg.l2, clock)
+        return clock.done()
+
+    for _ in range(warmup):
+        sampled_step()
+    for _ in range(full_warmup):
+        full_step()
+    hops.clear()
+    sizes.clear()
+    s_times, f_times = [], []
+    for k in range(steps):
+        s_times.append(sampled_step())
+        while len(f_times) < (k + 1) * full_steps // steps:
+            f_times.append(full_step())
+    while len(f_times) < full_steps:
+        f_times.append(full_step())
+    s = summarise(s_times, batch_size * cfg.pos_per_owner)
+    s["sub_nodes_mean"] = statistics.mean(x[0] for x in sizes)
+    s["sub_edges_mean"] = statistics.mean(x[1] for x in sizes)
+    s["nodes_per_hop_mean"] = [round(statistics.mean(h[i] for h in hops))
+                               for i in range(len(hops[0]))]
+    return s, summarise(f_times, batch_size * cfg.pos_per_owner)
 
 
 def profile_sampled(base, cfg, graph, owners, batch_size, steps, top: int = 20) -> str:
@@ -184,7 +210,11 @@ def main() -> None:
     ap.add_argument("--full-warmup", type=int, default=1)
     ap.add_argument("--profile", type=int, default=0,
                     help="also profile N sampled steps (first batch size, last thread count)")
+    ap.add_argument("--fanouts", default="",
+                    help="override TrainConfig.fanouts, e.g. 10,2 (default: the TrainConfig one)")
     args = ap.parse_args()
+    if args.fanouts:
+        cfg.fanouts = [int(f) for f in args.fanouts.split(",")]
     threads = [int(t) for t in args.threads.split(",")]
     sizes = [int(b) for b in args.batch_sizes.split(",")]
 
@@ -212,11 +242,12 @@ def main() -> None:
         torch.set_num_threads(nt)
         for bs in sizes:
             la = load()
-            s = run_sampled(base, cfg, graph, owners, bs, args.warmup, args.steps)
-            f = run_full(base, cfg, graph, owners, bs, args.full_warmup, args.full_steps)
+            s, f = run_pair(base, cfg, graph, owners, bs, args.warmup, args.steps,
+                            args.full_warmup, args.full_steps)
             row = {"threads": nt, "batch_size": bs, "triples_per_step": s["triples_per_step"],
                    "sampled": s, "full": f, "ratio": s["triples_per_s"] / f["triples_per_s"],
                    "ratio_median": f["median_step_s"] / s["median_step_s"],
+                   "ratio_cpu": s["triples_per_cpu_s"] / f["triples_per_cpu_s"],
                    "load_before": la, "load_after": load()}
             rows.append(row)
             print(f"  threads {nt} batch {bs}: sampled {s['triples_per_s']:,.0f} triples/s, "
@@ -224,8 +255,11 @@ def main() -> None:
                   f"(load {la:.1f} -> {row['load_after']:.1f})", flush=True)
 
     print()
+    print("triples/s = timed triples / timed wall seconds; ratio(med) = full median step / "
+          "sampled median step; ratio(cpu) = the same on process CPU seconds")
     hdr = (f"{'thr':>3} {'batch':>5} {'triples':>7} | {'sampled t/s':>11} {'med s':>6} | "
-           f"{'full t/s':>8} {'med s':>6} | {'ratio':>6} {'ratio(med)':>10} | {'load':>9}")
+           f"{'full t/s':>8} {'med s':>6} | {'ratio':>6} {'ratio(med)':>10} {'ratio(cpu)':>10} | "
+           f"{'load':>9}")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
@@ -233,16 +267,18 @@ def main() -> None:
         print(f"{r['threads']:>3} {r['batch_size']:>5} {r['triples_per_step']:>7} | "
               f"{s['triples_per_s']:>11,.0f} {s['median_step_s']:>6.2f} | "
               f"{f['triples_per_s']:>8,.0f} {f['median_step_s']:>6.2f} | "
-              f"{r['ratio']:>5.1f}x {r['ratio_median']:>9.1f}x | "
+              f"{r['ratio']:>5.1f}x {r['ratio_median']:>9.1f}x {r['ratio_cpu']:>9.1f}x | "
               f"{r['load_before']:>4.1f}-{r['load_after']:<4.1f}")
     print()
-    print("median seconds per phase (sampled subgraph size: mean nodes / edges)")
+    print("median wall seconds per phase; sampled subgraph: mean nodes / edges, mean new nodes "
+          "per hop (hop 0 = distinct seeds)")
     print(f"{'thr':>3} {'batch':>5} {'arm':>7} | " + " ".join(f"{p:>8}" for p in PHASES)
-          + " | sub nodes / edges")
+          + " | nodes / edges")
     for r in rows:
         for arm in ("sampled", "full"):
             a = r[arm]
-            extra = (f"{a['sub_nodes_mean']:,.0f} / {a['sub_edges_mean']:,.0f}"
+            extra = (f"{a['sub_nodes_mean']:,.0f} / {a['sub_edges_mean']:,.0f}, per hop "
+                     f"{a['nodes_per_hop_mean']}"
                      if arm == "sampled" else f"{n_nodes:,} / {n_edges:,} (whole graph)")
             print(f"{r['threads']:>3} {r['batch_size']:>5} {arm:>7} | "
                   + " ".join(f"{a['phases_median_s'][p]:>8.3f}" for p in PHASES) + f" | {extra}")
@@ -260,12 +296,14 @@ def main() -> None:
                             "full_triples_per_s": round(r["full"]["triples_per_s"], 1),
                             "ratio": round(r["ratio"], 2),
                             "ratio_median": round(r["ratio_median"], 2),
+                            "ratio_cpu": round(r["ratio_cpu"], 2),
                             "sampled_phases_median_s": {k: round(v, 4) for k, v in
                                                         r["sampled"]["phases_median_s"].items()},
                             "full_phases_median_s": {k: round(v, 4) for k, v in
                                                      r["full"]["phases_median_s"].items()},
                             "sub_nodes_mean": round(r["sampled"]["sub_nodes_mean"]),
                             "sub_edges_mean": round(r["sampled"]["sub_edges_mean"]),
+                            "sub_nodes_per_hop": r["sampled"]["nodes_per_hop_mean"],
                             "load": [round(r["load_before"], 2), round(r["load_after"], 2)]}
                            for r in rows]}
     print(json.dumps(summary))

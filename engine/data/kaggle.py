@@ -13,6 +13,7 @@ artist ``""``), empty track names (dropped, counted), a playlist's rows not bein
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -41,20 +42,23 @@ def read_kaggle_csv(path: str | Path) -> Dataset:
     table, wrong = ing.read_csv_columns(p, header, {c: pa.string() for c in COLUMNS})
     rows_parsed = table.num_rows
 
-    # Hashing the two high-cardinality string columns dominates; Arrow releases the GIL, so they
-    # are encoded on two threads while this one run-encodes the grouped user and title columns.
-    with ThreadPoolExecutor(2) as pool:
+    # Hashing the string columns is the main cost after parsing; Arrow releases the GIL, so the
+    # four columns are encoded on parallel threads.
+    with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
         artist_job = pool.submit(_trimmed_codes, table["artistname"])
         name_job = pool.submit(_trimmed_codes, table["trackname"])
-        users, user_dict = ing.encode_runs(table["user_id"])
-        titles, title_dict = ing.encode_runs(table["playlistname"])
+        user_job = pool.submit(ing.encode, table["user_id"])
+        title_job = pool.submit(ing.encode, table["playlistname"])
         artists, artist_dict = artist_job.result()
         names, name_dict = name_job.result()
+        users, user_dict = user_job.result()
+        titles, title_dict = title_job.result()
     del table
 
     keep = _not_code_of(names, name_dict, "")
     empty_tracks = int(len(keep) - keep.sum())
-    users, titles, artists, names = users[keep], titles[keep], artists[keep], names[keep]
+    if empty_tracks:
+        users, titles, artists, names = users[keep], titles[keep], artists[keep], names[keep]
     empty_artist_rows = int((~_not_code_of(artists, artist_dict, "")).sum())
 
     owner_codes, owner_first = ing.pair_codes(users, titles, len(title_dict))

@@ -267,7 +267,7 @@ def read_mpd_csv(path: str | Path) -> Dataset:
             return table[name]
         return fallback if fallback is not None else pa.chunked_array([pa.repeat("", n)])
 
-    owner_codes, pid_dict = ing.encode_runs(table["pid"])
+    owner_codes, pid_dict = ing.encode(table["pid"])
     track_codes, track_uris = ing.encode(table["track_uri"])
     first = pa.array(ing.first_positions(track_codes))
     artist_names = column("artist_name")

@@ -370,6 +370,13 @@ class BPRBatches:
     full-graph forward is cheaper than sampling thousands of item seeds' neighbourhoods, and every
     item of the catalogue gets a vector, so negatives cost nothing extra.
     Owners without positives are dropped from the shard. Iterating twice gives the same batches.
+
+    ``min_pos_degree``: positives are drawn only among an owner's items that have at least this
+    many owners in ``positives`` (an owner with no such item keeps its whole row). The default
+    ``None`` means 2 with ``drop_target_edges``, else 1: a held-out test item that can be ranked at
+    all has a training edge to *another* playlist, while a training positive of degree 1 would be
+    left without any owner edge once its target edge is dropped -- a shortcut ("isolated item =
+    positive") that BPR learns quickly and that never occurs at test time.
     """
 
     def __init__(self, g: GraphData, owners: Tensor, batch_size: int, num_neg: int,
@@ -377,7 +384,7 @@ class BPRBatches:
                  steps: int | None = None, pos_per_owner: int = 4,
                  positives: CSR | None = None, neg_candidates: Tensor | None = None,
                  drop_target_edges: bool = True, replace: bool = False,
-                 backend: str = "auto") -> None:
+                 backend: str = "auto", min_pos_degree: int | None = None) -> None:
         self.g, self.pos = g, positives if positives is not None else g.csr[g.interaction]
         deg = self.pos.degree()
         owners = owners.long().flatten()
@@ -390,6 +397,9 @@ class BPRBatches:
         self.neg_candidates, self.drop_target_edges = neg_candidates, drop_target_edges
         self.replace, self.backend = replace, backend
         self.full_graph = isinstance(fanouts, (list, tuple)) and len(fanouts) == 0
+        if min_pos_degree is None:
+            min_pos_degree = 2 if drop_target_edges else 1
+        self.draw = _eligible_rows(self.pos, g.num_nodes[g.item_type], min_pos_degree)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -406,11 +416,12 @@ class BPRBatches:
 
     def _batch(self, owners: Tensor, gen: torch.Generator) -> Batch:
         g, p, P = self.g, self.pos, self.pos_per_owner
+        d = self.draw
         trip_owner = owners.repeat_interleave(P)
-        start, deg = p.indptr[trip_owner], p.degree()[trip_owner]
+        start, deg = d.indptr[trip_owner], d.degree()[trip_owner]
         off = torch.minimum((torch.rand(deg.numel(), dtype=torch.float64, generator=gen)
                              * deg).long(), deg - 1)
-        pos = p.indices[start + off]
+        pos = d.indices[start + off]
         neg = sample_negatives(p.indptr, p.indices, trip_owner, g.num_nodes[g.item_type],
                                self.num_neg, gen, self.neg_candidates)
         seeds = {g.owner_type: owners, g.item_type: torch.cat([pos, neg.flatten()])}
@@ -424,6 +435,21 @@ class BPRBatches:
         if self.drop_target_edges:
             _drop_pairs(sub, g.interaction, owner_idx, pos_idx)
         return Batch(sub, owner_idx, pos_idx, neg_idx)
+
+
+def _eligible_rows(p: CSR, num_items: int, min_degree: int) -> CSR:
+    """``p`` restricted to items with at least ``min_degree`` owners in ``p``; a row left empty
+    keeps all its items. (``perm`` is not carried: only ``indptr``/``indices`` are read.)"""
+    if min_degree <= 1:
+        return p
+    item_deg = torch.bincount(p.indices, minlength=num_items)
+    ok = item_deg[p.indices] >= min_degree
+    row = torch.repeat_interleave(torch.arange(p.indptr.numel() - 1), p.degree())
+    n_ok = torch.bincount(row[ok], minlength=p.indptr.numel() - 1)
+    keep = ok | (n_ok[row] == 0)
+    indptr = torch.zeros_like(p.indptr)
+    indptr[1:] = torch.cumsum(torch.bincount(row[keep], minlength=p.indptr.numel() - 1), 0)
+    return CSR(indptr=indptr, indices=p.indices[keep], perm=p.perm[keep])
 
 
 def whole_graph(g: GraphData, seeds: dict[str, Tensor]) -> SampledSubgraph:

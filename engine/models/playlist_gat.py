@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine.graph.types import EdgeType, Subgraph
-from engine.models.gat_basic import Attention, node_ids
+from engine.models.gat_basic import Attention, edge_key, local_edges, node_ids, run_gat
 from engine.models.gat_enhanced import GenreAffinity, HeteroGAT, input_types, plan_layers
 
 
@@ -87,6 +87,7 @@ class PlaylistGAT(nn.Module):
         activation: bool = True,
         residual: bool = True,
         init_std: float = 0.1,
+        degree_norm: bool = False,
     ):
         super().__init__()
         if num_layers < 1:
@@ -100,6 +101,7 @@ class PlaylistGAT(nn.Module):
         self.genre_weight, self.dropout = float(genre_weight), dropout
         self.embedding_dim = embedding_dim
         self.activation, self.residual, self.init_std = activation, residual, float(init_std)
+        self.degree_norm = degree_norm
         self.keep_attention = False
         self.last_attention: Attention = {}
         self.last_genre_attention: Attention = {}
@@ -163,6 +165,28 @@ class PlaylistGAT(nn.Module):
             h[t] = v
         return h
 
+    def _propagate(self, layer: HeteroGAT, h: dict[str, Tensor], sub: Subgraph,
+                   attention: Attention | None) -> dict[str, Tensor]:
+        r"""One hetero GAT layer; with ``degree_norm`` each conv reads
+        :math:`d_u^{-1/2}\mathbf{h}_u` and its output is scaled by :math:`d_v^{1/2}` (degrees
+        within the edge type in ``sub``), so uniform attention gives LightGCN's symmetric
+        :math:`\sum_u \mathbf{h}_u / \sqrt{d_u d_v}` instead of a plain mean: popular neighbours
+        and well-connected destinations keep their weight, and a degree-1 item no longer copies
+        its single playlist's vector at full norm."""
+        if not self.degree_norm:
+            return layer(h, sub, attention)
+        out: dict[str, Tensor] = {}
+        for et in layer.edge_types:
+            src, _, dst = et
+            x_src, x_dst = h[src], h[dst]
+            ei = local_edges(sub, et, x_src.device)
+            d_src = torch.bincount(ei[0], minlength=x_src.size(0)).clamp(min=1).to(x_src.dtype)
+            d_dst = torch.bincount(ei[1], minlength=x_dst.size(0)).clamp(min=1).to(x_src.dtype)
+            y = run_gat(layer.convs[edge_key(et)], et, x_src * d_src.rsqrt().unsqueeze(1), x_dst,
+                        sub, attention) * d_dst.sqrt().unsqueeze(1)
+            out[dst] = out[dst] + y if dst in out else y
+        return out
+
     def components(self, sub: Subgraph) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
         """``(collab, genre)`` vectors ``{owner_type: ..., item_type: ...}`` before mixing."""
         attention: Attention | None = {} if self.keep_attention else None
@@ -171,7 +195,7 @@ class PlaylistGAT(nn.Module):
         keep = (self.owner_type, self.item_type)
         states = {t: [h0[t]] for t in keep}
         for depth, (layer, norms) in enumerate(zip(self.layers, self.norms)):
-            msg = layer(h, sub, attention)
+            msg = self._propagate(layer, h, sub, attention)
             last = depth == len(self.layers) - 1
             act = (lambda m: m) if last or not self.activation else F.elu
             h = {t: norms[t]((v if self.residual else 0.0)
