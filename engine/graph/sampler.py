@@ -24,6 +24,9 @@ from engine.graph.types import CSR, EdgeType, GraphData, Subgraph, rev
 
 Fanouts = list[int] | dict[EdgeType, list[int]]
 
+#: Default share of each triple's negatives drawn in proportion to item degree (the rest uniform).
+NEG_POPULARITY = 0.0
+
 
 @dataclass
 class SampledSubgraph(Subgraph):
@@ -371,6 +374,11 @@ class BPRBatches:
     item of the catalogue gets a vector, so negatives cost nothing extra.
     Owners without positives are dropped from the shard. Iterating twice gives the same batches.
 
+    ``neg_popularity``: the share of each positive's ``num_neg`` negatives drawn in proportion to
+    item degree (from the training edge list) instead of uniformly; default
+    :data:`NEG_POPULARITY`. Uniform negatives are mostly items seen once, which a model tells
+    from positives by popularity alone; popularity-matched negatives make it learn co-occurrence.
+
     ``min_pos_degree``: positives are drawn only among an owner's items that have at least this
     many owners in ``positives`` (an owner with no such item keeps its whole row). The default
     ``None`` means 2 with ``drop_target_edges``, else 1: a held-out test item that can be ranked at
@@ -384,7 +392,8 @@ class BPRBatches:
                  steps: int | None = None, pos_per_owner: int = 4,
                  positives: CSR | None = None, neg_candidates: Tensor | None = None,
                  drop_target_edges: bool = True, replace: bool = False,
-                 backend: str = "auto", min_pos_degree: int | None = None) -> None:
+                 backend: str = "auto", min_pos_degree: int | None = None,
+                 neg_popularity: float | None = None) -> None:
         self.g, self.pos = g, positives if positives is not None else g.csr[g.interaction]
         deg = self.pos.degree()
         owners = owners.long().flatten()
@@ -399,6 +408,9 @@ class BPRBatches:
         self.full_graph = isinstance(fanouts, (list, tuple)) and len(fanouts) == 0
         if min_pos_degree is None:
             min_pos_degree = 2 if drop_target_edges else 1
+        self.neg_popularity = NEG_POPULARITY if neg_popularity is None else float(neg_popularity)
+        if not 0.0 <= self.neg_popularity <= 1.0:
+            raise ValueError(f"neg_popularity must be in [0, 1], got {self.neg_popularity}")
         self.draw = _eligible_rows(self.pos, g.num_nodes[g.item_type], min_pos_degree)
 
     def set_epoch(self, epoch: int) -> None:
@@ -422,8 +434,15 @@ class BPRBatches:
         off = torch.minimum((torch.rand(deg.numel(), dtype=torch.float64, generator=gen)
                              * deg).long(), deg - 1)
         pos = d.indices[start + off]
-        neg = sample_negatives(p.indptr, p.indices, trip_owner, g.num_nodes[g.item_type],
-                               self.num_neg, gen, self.neg_candidates)
+        n_pop = int(round(self.num_neg * self.neg_popularity))
+        parts = []
+        if self.num_neg - n_pop:
+            parts.append(sample_negatives(p.indptr, p.indices, trip_owner, g.num_nodes[g.item_type],
+                                          self.num_neg - n_pop, gen, self.neg_candidates))
+        if n_pop:  # every training edge's item once: a draw is proportional to item degree
+            parts.append(sample_negatives(p.indptr, p.indices, trip_owner, g.num_nodes[g.item_type],
+                                          n_pop, gen, p.indices))
+        neg = torch.cat(parts, 1)
         seeds = {g.owner_type: owners, g.item_type: torch.cat([pos, neg.flatten()])}
         if self.full_graph:
             sub = whole_graph(g, seeds)

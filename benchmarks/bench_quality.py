@@ -1,0 +1,144 @@
+"""Recommendation quality in quick mode on the real MPD slices: the GAT beside its baselines.
+
+    .venv/bin/python benchmarks/bench_quality.py [--data ../shared/data/mpd/slices]
+        [--output runs/bench_quality] [--mode quick] [--reuse] [--no-implicit]
+
+1. Runs ``python -m jobs.train_kaggle --data DATA --mode quick --workers 1 --output OUTPUT``
+   (a seeded sample of 1,000 playlists, 5 epochs, batches of 128 playlists, every other
+   hyper-parameter at its ``TrainConfig`` default); ``--reuse`` reads an existing
+   ``OUTPUT/metrics.json`` instead of training again.
+2. Reads ``metrics.json``: the model's test metrics and the popularity and item-kNN baselines of the
+   same run (same split, candidates, masking and tie-break).
+3. If ``implicit`` is importable (``pip install -e '.[bench]'``), fits ALS (64 factors) and BPR-MF
+   (64 factors) on the same prepared dataset and split (``make_split`` with the run's own
+   holdout/val/test/seed settings; fitted on every non-test edge, like the baselines) and scores
+   them with ``evaluate_scores`` over the same candidates and masks.
+4. Prints one table (Recall@10/50, NDCG@10/50, R-precision, playlists, coverable) and the model's
+   ratio to the better of item-kNN and ALS.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engine.data.canonical import load_dataset  # noqa: E402
+from engine.eval.evaluate import candidate_mask, evaluate_scores  # noqa: E402
+from engine.graph.split import make_split  # noqa: E402
+
+KEYS = ("recall@10", "recall@50", "ndcg@10", "ndcg@50", "r_precision", "playlists", "coverable")
+
+
+def train(data: str, mode: str, output: Path) -> None:
+    cmd = [sys.executable, "-m", "jobs.train_kaggle", "--data", data, "--mode", mode,
+           "--workers", "1", "--output", str(output), "--no-progress"]
+    print("$", " ".join(cmd), flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    print(f"train_kaggle finished in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def implicit_rows(metrics: dict, threads: int) -> dict[str, dict]:
+    """ALS and BPR-MF from ``implicit`` on the run's split, scored like the baselines."""
+    try:
+        import implicit  # noqa: F401
+        from implicit.als import AlternatingLeastSquares
+        from implicit.bpr import BayesianPersonalizedRanking
+        from scipy.sparse import csr_matrix
+    except ImportError:
+        print("implicit not importable: ALS/BPR-MF skipped (pip install -e '.[bench]')")
+        return {}
+    cfg = metrics["config"]
+    ds = load_dataset(cfg["dataset"])
+    split = make_split(ds, holdout=cfg["holdout"], val_ratio=cfg["val_ratio"],
+                       test_ratio=cfg["test_ratio"], max_val_owners=cfg["max_val_owners"],
+                       seed=cfg["seed"])
+    edges = split.train  # every non-test edge, as for the baselines
+    cand = candidate_mask(edges, split.num_items)
+    e = edges.numpy()
+    key = np.unique(e[0].astype(np.int64) * split.num_items + e[1])
+    rows, cols = key // split.num_items, key % split.num_items
+    ui = csr_matrix((np.ones(len(key), np.float32), (rows, cols)),
+                    shape=(split.num_owners, split.num_items))
+    out = {}
+    models = {
+        "ALS (implicit, 64 f.)": lambda: AlternatingLeastSquares(
+            factors=64, regularization=0.05, iterations=15, random_state=0, num_threads=threads),
+        "BPR-MF (implicit, 64 f.)": lambda: BayesianPersonalizedRanking(
+            factors=64, learning_rate=0.05, regularization=0.01, iterations=100, random_state=0,
+            num_threads=threads),
+    }
+    for name, make in models.items():
+        t0 = time.perf_counter()
+        model = make()
+        model.fit(ui, show_progress=False)
+        uf = torch.from_numpy(np.asarray(_numpy(model.user_factors), np.float32))
+        itf = torch.from_numpy(np.asarray(_numpy(model.item_factors), np.float32))
+
+        def score(owner_ids: torch.Tensor, uf=uf, itf=itf) -> torch.Tensor:
+            return uf[owner_ids] @ itf.T
+        out[name] = evaluate_scores(score, edges, split.test, split.num_items,
+                                    candidates=cand)
+        print(f"{name}: fitted and evaluated in {time.perf_counter() - t0:.0f} s", flush=True)
+    return out
+
+
+def _numpy(x):
+    return x.to_numpy() if hasattr(x, "to_numpy") else x
+
+
+def table(rows: dict[str, dict]) -> str:
+    head = "| model | " + " | ".join(KEYS) + " |"
+    lines = [head, "|" + " --- |" * (len(KEYS) + 1)]
+    for name, m in rows.items():
+        cells = []
+        for k in KEYS:
+            v = m[k]
+            cells.append(str(v) if k == "playlists" else f"{v:.4f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "mpd" / "slices"))
+    p.add_argument("--output", default=str(ROOT / "runs" / "bench_quality"))
+    p.add_argument("--mode", default="quick")
+    p.add_argument("--reuse", action="store_true", help="read OUTPUT/metrics.json, do not train")
+    p.add_argument("--no-implicit", action="store_true", help="skip ALS / BPR-MF")
+    p.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1))
+    args = p.parse_args(argv)
+
+    out = Path(args.output)
+    if not (args.reuse and (out / "metrics.json").exists()):
+        train(args.data, args.mode, out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    rows = {f"PlaylistGAT ({metrics['config']['model']})": metrics["test"],
+            "popularity": metrics["baselines"]["popularity"],
+            "item-kNN (cosine)": metrics["baselines"]["item_knn"]}
+    if not args.no_implicit:
+        rows.update(implicit_rows(metrics, args.threads))
+    d = metrics["data"]
+    print(f"\ndata: {d['dataset']} ({d['owners']:,} playlists, {d['items']:,} tracks, "
+          f"{d['train_edges']:,} non-test edges, {d['test_owners']:,} test playlists x "
+          f"{metrics['config']['holdout']} held out); train_seconds {metrics['train_seconds']}, "
+          f"{metrics['epochs_run']} epoch(s), best val Recall@10 {metrics['best_val_recall@10']:.4f}")
+    print(table(rows))
+    ref = max(r["recall@10"] for n, r in rows.items() if n.startswith(("item-kNN", "ALS")))
+    model = metrics["test"]["recall@10"]
+    print(f"\nmodel Recall@10 / best of item-kNN and ALS = {model:.4f} / {ref:.4f} = "
+          f"{model / ref if ref else float('nan'):.2f} (goal >= 1.15)")
+
+
+if __name__ == "__main__":
+    main()
