@@ -2,6 +2,7 @@
 run dataset, launching, and the final report."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from dataclasses import fields
@@ -51,13 +52,8 @@ def add_common_args(p) -> None:
                    help="do not start the Ray dashboard (default: on, listening on 127.0.0.1; "
                         "Ray's state API, used to clean up after stopped workers, needs it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--fail-at-epoch", type=int, help=argparse_hidden())
-
-
-def argparse_hidden():
-    import argparse
-
-    return argparse.SUPPRESS
+    # fault injection for tests: the last worker dies once early in this (0-based) epoch
+    p.add_argument("--fail-at-epoch", type=int, help=argparse.SUPPRESS)
 
 
 def read_config_file(path: str | None) -> dict:

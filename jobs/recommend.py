@@ -64,7 +64,7 @@ def main(argv=None) -> int:
                               candidate_mask(split.train, split.num_items), args.top)
     names = ds.tracks.name.astype(str).to_numpy()
     artists = ds.artists.name.astype(str).to_numpy()[ds.tracks.artist_id.to_numpy()]
-    label = lambda i: f"{artists[i]} - {names[i]}"  # noqa: E731
+    label = lambda i: f"{artists[i]} - {names[i]}"
     node_names = {graph.owner_type: ds.owners.name.astype(str).to_numpy(),
                   "artist": ds.artists.name.astype(str).to_numpy(),
                   "genre": genre_vocabulary(ds, artist_genres), graph.item_type: names}

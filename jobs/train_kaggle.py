@@ -67,6 +67,8 @@ def main(argv=None) -> int:
     base = TrainConfig(model="playlist", epochs=mode["epochs"], batch_size=mode["batch_size"]).to_dict()
     cfg = merge_config(base, read_config_file(args.config), args)
     if args.holdout_size is not None:
+        if args.holdout_size < 1:
+            raise BadInput(f"--holdout-size must be at least 1, got {args.holdout_size}")
         cfg["holdout"] = args.holdout_size
     check_options(cfg, args.workers)
     max_playlists = mode["max_playlists"] if args.max_playlists is None else args.max_playlists
@@ -88,7 +90,11 @@ def main(argv=None) -> int:
     except OSError as exc:
         raise BadInput(f"{out}: cannot create output folder ({exc.strerror})") from None
     cfg["dataset"] = str(run_dataset(load_raw, source, out, max_playlists or None, seed).resolve())
-    if args.genres:
+    if args.genres:  # read it once here so a bad file fails before Ray starts
+        from engine.data.canonical import load_dataset
+        from engine.graph.genres import read_artist_genres_csv
+
+        read_artist_genres_csv(args.genres, load_dataset(cfg["dataset"]).artists)
         cfg["genres_csv"] = str(Path(args.genres).resolve())
     result = launch(cfg, args.workers, args.address, args.max_failures, args.dashboard)
     print_report(result, out)

@@ -76,3 +76,10 @@ def test_unwritable_output(tmp_path, tiny_playlists):
     blocker.write_text("x")
     _one_line_exit_2(_run("jobs.train_kaggle", "--data", str(tiny_playlists), "--output",
                           str(blocker / "run")), str(blocker))
+
+
+def test_bad_genres_file_fails_before_training(tmp_path, tiny_playlists):
+    genres = tmp_path / "genres.csv"
+    genres.write_text("artist,tags\nx,rock\n")
+    _one_line_exit_2(_run("jobs.train_kaggle", "--data", str(tiny_playlists), "--genres",
+                          str(genres), "--output", str(tmp_path / "o")), str(genres))
