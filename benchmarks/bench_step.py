@@ -110,6 +110,7 @@ def summarise(steps: list[dict], triples: int) -> dict:
     cpu = [s["cpu"] for s in steps]
     return {"steps": len(steps), "triples_per_step": triples,
             "median_step_s": statistics.median(wall), "min_step_s": min(wall),
+            "max_step_s": max(wall),
             "triples_per_s": triples * len(steps) / sum(wall),
             "triples_per_cpu_s": triples * len(steps) / sum(cpu),
             "phases_median_s": {p: statistics.median(s.get(p, 0.0) for s in steps)
@@ -257,16 +258,16 @@ def main() -> None:
     print()
     print("triples/s = timed triples / timed wall seconds; ratio(med) = full median step / "
           "sampled median step; ratio(cpu) = the same on process CPU seconds")
-    hdr = (f"{'thr':>3} {'batch':>5} {'triples':>7} | {'sampled t/s':>11} {'med s':>6} | "
-           f"{'full t/s':>8} {'med s':>6} | {'ratio':>6} {'ratio(med)':>10} {'ratio(cpu)':>10} | "
+    hdr = (f"{'thr':>3} {'batch':>5} {'triples':>7} | {'sampled t/s':>11} {'med s':>6} "
+           f"{'max s':>6} | {'full t/s':>8} {'med s':>6} {'max s':>6} | {'ratio':>6} {'ratio(med)':>10} {'ratio(cpu)':>10} | "
            f"{'load':>9}")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
         s, f = r["sampled"], r["full"]
         print(f"{r['threads']:>3} {r['batch_size']:>5} {r['triples_per_step']:>7} | "
-              f"{s['triples_per_s']:>11,.0f} {s['median_step_s']:>6.2f} | "
-              f"{f['triples_per_s']:>8,.0f} {f['median_step_s']:>6.2f} | "
+              f"{s['triples_per_s']:>11,.0f} {s['median_step_s']:>6.2f} {s['max_step_s']:>6.2f} | "
+              f"{f['triples_per_s']:>8,.0f} {f['median_step_s']:>6.2f} {f['max_step_s']:>6.2f} | "
               f"{r['ratio']:>5.1f}x {r['ratio_median']:>9.1f}x {r['ratio_cpu']:>9.1f}x | "
               f"{r['load_before']:>4.1f}-{r['load_after']:<4.1f}")
     print()
@@ -297,6 +298,10 @@ def main() -> None:
                             "ratio": round(r["ratio"], 2),
                             "ratio_median": round(r["ratio_median"], 2),
                             "ratio_cpu": round(r["ratio_cpu"], 2),
+                            "sampled_step_s_median_max": [round(r["sampled"]["median_step_s"], 3),
+                                                          round(r["sampled"]["max_step_s"], 3)],
+                            "full_step_s_median_max": [round(r["full"]["median_step_s"], 3),
+                                                       round(r["full"]["max_step_s"], 3)],
                             "sampled_phases_median_s": {k: round(v, 4) for k, v in
                                                         r["sampled"]["phases_median_s"].items()},
                             "full_phases_median_s": {k: round(v, 4) for k, v in

@@ -145,6 +145,7 @@ def save_dataset(ds: Dataset, out_dir: str | Path) -> Path:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        tmp.chmod(0o755)  # mkdtemp makes it private; the dataset is shared with workers
     except OSError as exc:
         raise BadInput(f"{out}: cannot write output folder ({exc.strerror or exc})") from None
     try:

@@ -36,33 +36,33 @@ def read_kaggle_csv(path: str | Path) -> Dataset:
     ``users``, ``empty_artist_name_rows``). Bad input raises BadInput naming the file.
     """
     p = ing.check_file(path)
-    source = ing.source_entry(p)
     header = ing.read_header(p)
     ing.require_columns(p, header, COLUMNS)
-    table, wrong = ing.read_csv_columns(p, header, {c: pa.string() for c in COLUMNS})
+    table, wrong = ing.read_csv_columns(p, header, {c: ing.DICT for c in COLUMNS})
     rows_parsed = table.num_rows
+    # The sha256 of the source overlaps everything below (after the parse, which uses every core).
+    source = ing.source_entry(p)
 
-    # Hashing the string columns is the main cost after parsing; Arrow releases the GIL, so the
-    # four columns are encoded on parallel threads.
-    with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
+    # Unifying the per-block dictionaries and hashing pairs release the GIL, so the track side
+    # and the playlist side run on parallel threads (the owner job is queued last: it never waits
+    # for a job that has not started).
+    with ThreadPoolExecutor(min(3, os.cpu_count() or 1)) as pool:
         artist_job = pool.submit(_trimmed_codes, table["artistname"])
         name_job = pool.submit(_trimmed_codes, table["trackname"])
-        user_job = pool.submit(ing.encode, table["user_id"])
-        title_job = pool.submit(ing.encode, table["playlistname"])
+        owner_job = pool.submit(_owner_codes, table["user_id"], table["playlistname"])
         artists, artist_dict = artist_job.result()
         names, name_dict = name_job.result()
-        users, user_dict = user_job.result()
-        titles, title_dict = title_job.result()
+        keep = _not_code_of(names, name_dict, "")
+        empty_tracks = int(len(keep) - keep.sum())
+        if empty_tracks:
+            artists, names = artists[keep], names[keep]
+        track_codes, track_first = ing.pair_codes(artists, names, len(name_dict))
+        users, user_dict, titles, title_dict, owner_codes, owner_first = owner_job.result()
     del table
-
-    keep = _not_code_of(names, name_dict, "")
-    empty_tracks = int(len(keep) - keep.sum())
-    if empty_tracks:
-        users, titles, artists, names = users[keep], titles[keep], artists[keep], names[keep]
+    if empty_tracks:  # rare: playlists are defined by the rows that are kept
+        users, titles = users[keep], titles[keep]
+        owner_codes, owner_first = ing.pair_codes(users, titles, len(title_dict))
     empty_artist_rows = int((~_not_code_of(artists, artist_dict, "")).sum())
-
-    owner_codes, owner_first = ing.pair_codes(users, titles, len(title_dict))
-    track_codes, track_first = ing.pair_codes(artists, names, len(name_dict))
     track_artist = artist_dict.take(pa.array(artists[track_first]))
     track_name = name_dict.take(pa.array(names[track_first]))
 
@@ -93,7 +93,14 @@ def read_kaggle_csv(path: str | Path) -> Dataset:
 
 
 def _trimmed_codes(values: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
-    return ing.recode(*ing.encode(values), pc.utf8_trim_whitespace)
+    return ing.recode(*ing.dict_codes(values), pc.utf8_trim_whitespace)
+
+
+def _owner_codes(user: pa.ChunkedArray, title: pa.ChunkedArray) -> tuple:
+    """Codes of users and titles, and of their pairs (the playlists), all in first-seen order."""
+    users, user_dict = ing.dict_codes(user)
+    titles, title_dict = ing.dict_codes(title)
+    return users, user_dict, titles, title_dict, *ing.pair_codes(users, titles, len(title_dict))
 
 
 def _not_code_of(codes: np.ndarray, dictionary: pa.Array, value: str) -> np.ndarray:
