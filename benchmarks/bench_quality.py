@@ -32,9 +32,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.data.canonical import load_dataset  # noqa: E402
-from engine.eval.evaluate import candidate_mask, evaluate_scores  # noqa: E402
-from engine.graph.split import make_split  # noqa: E402
+from engine.data.canonical import load_dataset
+from engine.eval.evaluate import candidate_mask, evaluate_scores
+from engine.graph.split import make_split
 
 KEYS = ("recall@10", "recall@50", "ndcg@10", "ndcg@50", "r_precision", "playlists", "coverable")
 

@@ -83,8 +83,8 @@ def sync_gradients(dense: list[nn.Parameter], sparse: list[nn.Parameter]) -> int
         else:
             g = p.grad.coalesce()
             index, values = g.indices()[0], g.values()
+        sent += values.numel()  # this rank's rows; the gather pads to the longest rank's
         index, values = _all_gather_rows(index, values, world_size)
-        sent += values.numel() * world_size
         p.grad = torch.sparse_coo_tensor(index.unsqueeze(0), values / world_size, p.shape,
                                          check_invariants=False).coalesce()
     return sent
