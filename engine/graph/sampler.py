@@ -434,7 +434,7 @@ class BPRBatches:
         off = torch.minimum((torch.rand(deg.numel(), dtype=torch.float64, generator=gen)
                              * deg).long(), deg - 1)
         pos = d.indices[start + off]
-        n_pop = int(round(self.num_neg * self.neg_popularity))
+        n_pop = round(self.num_neg * self.neg_popularity)
         parts = []
         if self.num_neg - n_pop:
             parts.append(sample_negatives(p.indptr, p.indices, trip_owner, g.num_nodes[g.item_type],
