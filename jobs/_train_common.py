@@ -20,6 +20,7 @@ FLAG_FIELDS = {
     "seed": "seed", "model": "model", "num_neg": "num_neg", "dropout": "dropout",
     "fail_at_epoch": "fail_at_epoch", "min_lr": "min_lr", "lr_factor": "lr_factor",
     "lr_patience": "lr_patience", "pos_per_owner": "pos_per_owner", "l2": "l2",
+    "threads": "num_threads",
 }
 
 
@@ -46,6 +47,8 @@ def add_common_args(p) -> None:
     p.add_argument("--genre-weight", type=float)
     p.add_argument("--patience", type=int)
     p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=int, help="torch threads per worker (default: the CPUs "
+                   "Ray sees divided among the workers)")
     p.add_argument("--max-failures", type=int, default=2,
                    help="worker-group restarts Ray may make after a failure (from the last checkpoint)")
     p.add_argument("--no-dashboard", dest="dashboard", action="store_false",

@@ -59,7 +59,8 @@ def run_torch_trainer(config: dict, workers: int, output: str | Path, max_failur
 
     cpus, threads = worker_resources(workers)
     config = dict(config, context="ray_train")
-    config.setdefault("num_threads", threads)
+    if not config.get("num_threads"):  # 0 = split the CPUs Ray sees among the workers
+        config["num_threads"] = threads
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config,

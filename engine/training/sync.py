@@ -76,17 +76,27 @@ def sync_gradients(dense: list[nn.Parameter], sparse: list[nn.Parameter]) -> int
         for p, g in zip(dense, grads):
             p.grad = flat[offset:offset + g.numel()].view_as(p)
             offset += g.numel()
+    # One gather for all tables of a width: fewer collectives, which dominate at this size.
+    by_width: dict[int, list[nn.Parameter]] = {}
     for p in sparse:
-        if p.grad is None:
-            index = torch.empty(0, dtype=torch.long, device=p.device)
-            values = p.new_zeros((0, p.size(1)))
-        else:
-            g = p.grad.coalesce()
-            index, values = g.indices()[0], g.values()
-        sent += values.numel()  # this rank's rows; the gather pads to the longest rank's
-        index, values = _all_gather_rows(index, values, world_size)
-        p.grad = torch.sparse_coo_tensor(index.unsqueeze(0), values / world_size, p.shape,
-                                         check_invariants=False).coalesce()
+        by_width.setdefault(p.size(1), []).append(p)
+    for width, params in by_width.items():
+        rows = max(p.size(0) for p in params)
+        keys, values = [], []
+        for t, p in enumerate(params):
+            if p.grad is not None:
+                g = p.grad.coalesce()
+                keys.append(g.indices()[0] + t * rows)  # (table, row) as one int64 key
+                values.append(g.values())
+        key = torch.cat(keys) if keys else torch.empty(0, dtype=torch.long)
+        value = torch.cat(values) if values else params[0].new_zeros((0, width))
+        sent += value.numel()  # this rank's rows; the gather pads to the longest rank's
+        key, value = _all_gather_rows(key, value, world_size)
+        table, row = key // rows, key % rows
+        for t, p in enumerate(params):
+            mine = table == t
+            p.grad = torch.sparse_coo_tensor(row[mine].unsqueeze(0), value[mine] / world_size,
+                                             p.shape, check_invariants=False).coalesce()
     return sent
 
 
