@@ -117,15 +117,7 @@ def split_playlists(ds: Dataset, holdout: int = 5, max_val_owners: int | None = 
             rng = np.random.default_rng(seed)
             chosen = rng.choice(val_owners, size=max_val_owners, replace=False)
             val &= np.isin(owner, chosen)
-    fit = ~test & ~val
-    train = ~test
-    as_edges = lambda m: torch.from_numpy(np.stack([owner[m], item[m]]))
-    return Split(
-        kind=ds.kind, num_owners=ds.num_owners, num_items=ds.num_tracks,
-        fit=as_edges(fit), train=as_edges(train),
-        val=HeldOut.from_pairs(owner[val], item[val]),
-        test=HeldOut.from_pairs(owner[test], item[test]),
-    )
+    return _assemble(ds, owner, item, val, test)
 
 
 def split_sessions(ds: Dataset, val_ratio: float = 0.15, test_ratio: float = 0.15,
@@ -156,16 +148,27 @@ def split_sessions(ds: Dataset, val_ratio: float = 0.15, test_ratio: float = 0.1
     eligible = size >= min_songs
     test = eligible & (rank >= size - n_test)
     val = eligible & ~test & (rank >= size - n_test - n_val)
+    weight = np.stack([np.log1p(plays), mean_completion], 1).astype(np.float32)
+    return _assemble(ds, owner, item, val, test, weight)
+
+
+def _assemble(ds: Dataset, owner: np.ndarray, item: np.ndarray, val: np.ndarray,
+              test: np.ndarray, weight: np.ndarray | None = None) -> Split:
+    """The Split of (owner, item) rows given the validation and test masks."""
     fit, train = ~test & ~val, ~test
 
-    weight = torch.from_numpy(np.stack([np.log1p(plays), mean_completion], 1).astype(np.float32))
-    as_edges = lambda m: torch.from_numpy(np.stack([owner[m], item[m]]))
+    def edges(mask: np.ndarray) -> Tensor:
+        return torch.from_numpy(np.stack([owner[mask], item[mask]]))
+
+    def weights(mask: np.ndarray) -> Tensor | None:
+        return None if weight is None else torch.from_numpy(weight[mask])
+
     return Split(
         kind=ds.kind, num_owners=ds.num_owners, num_items=ds.num_tracks,
-        fit=as_edges(fit), train=as_edges(train),
+        fit=edges(fit), train=edges(train),
         val=HeldOut.from_pairs(owner[val], item[val]),
         test=HeldOut.from_pairs(owner[test], item[test]),
-        fit_weight=weight[torch.from_numpy(fit)], train_weight=weight[torch.from_numpy(train)],
+        fit_weight=weights(fit), train_weight=weights(train),
     )
 
 
