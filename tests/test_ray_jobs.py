@@ -40,6 +40,11 @@ def test_two_workers_write_metrics_checkpoints_and_events(tiny_playlists, tmp_pa
     tags = _tags(out / "tensorboard")
     assert {"train/loss", "val/recall@10", "val/ndcg@10", "train/lr", "train/triples_per_s",
             "train/epoch_seconds"} <= tags
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    assert "_hparams_/session_end_info" in acc.PluginTagToContent("hparams")
     printed = capsys.readouterr().out
     assert "Epoch 2/2 - train_loss:" in printed and "item_knn" in printed
 

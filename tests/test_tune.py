@@ -31,7 +31,15 @@ def test_search_finishes_writes_best_config_and_asha_stops_a_trial(
     assert best["epochs_run"] < best["epochs_without_early_stopping"]
     assert best["config"]["lr"] == 0.05
     # every trial wrote TensorBoard curves under one log dir
-    assert len(list((out / "trials").glob("*/tensorboard/events.out.tfevents.*"))) == 4
+    events = list((out / "trials").glob("*/tensorboard/events.out.tfevents.*"))
+    assert len(events) == 4
+    # ... and the HParams plugin's summary for comparing trials
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for folder in {e.parent for e in events}:
+        acc = EventAccumulator(str(folder))
+        acc.Reload()
+        assert "_hparams_/session_start_info" in acc.PluginTagToContent("hparams")
 
 
 @pytest.mark.parametrize("content, message", [

@@ -245,6 +245,7 @@ def train_loop_per_worker(config: dict) -> dict | None:
             break
     train_seconds = time.perf_counter() - t_train
     if not cfg.final_test:  # hyper-parameter search: never look at the test split
+        tb.hparams(cfg.hparams(), {"best_val_recall@10": best})
         tb.close()
         return {"best_val_recall@10": best, "epochs_run": len(history)} if chief else None
 
