@@ -127,7 +127,7 @@ def run_pair(base, cfg, graph, owners, batch_size, warmup, steps, full_warmup, f
     def batches(n):
         return BPRBatches(graph, owners, batch_size=batch_size, num_neg=cfg.num_neg,
                           fanouts=cfg.fanouts, seed=cfg.seed, steps=n,
-                          pos_per_owner=cfg.pos_per_owner)
+                          pos_per_owner=cfg.pos_per_owner, neg_pool=cfg.neg_pool)
 
     # Same seed, same shard, same order: the full arm's batches are the sampled arm's first
     # ones, drawn up front (untimed) and turned into global ids.
@@ -185,7 +185,7 @@ def profile_sampled(base, cfg, graph, owners, batch_size, steps, top: int = 20) 
     ot, it = graph.owner_type, graph.item_type
     batches = iter(BPRBatches(graph, owners, batch_size=batch_size, num_neg=cfg.num_neg,
                               fanouts=cfg.fanouts, seed=cfg.seed, steps=steps + 1,
-                              pos_per_owner=cfg.pos_per_owner))
+                              pos_per_owner=cfg.pos_per_owner, neg_pool=cfg.neg_pool))
     batch = next(batches)  # warm-up
     train_step(model, dense, sparse, opts, batch.sub, batch, ot, it, cfg.l2, Clock())
     with profile(activities=[ProfilerActivity.CPU]) as prof:

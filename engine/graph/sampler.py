@@ -393,7 +393,7 @@ class BPRBatches:
                  positives: CSR | None = None, neg_candidates: Tensor | None = None,
                  drop_target_edges: bool = True, replace: bool = False,
                  backend: str = "auto", min_pos_degree: int | None = None,
-                 neg_popularity: float | None = None) -> None:
+                 neg_popularity: float | None = None, neg_pool: int = 0) -> None:
         self.g, self.pos = g, positives if positives is not None else g.csr[g.interaction]
         deg = self.pos.degree()
         owners = owners.long().flatten()
@@ -412,9 +412,23 @@ class BPRBatches:
         if not 0.0 <= self.neg_popularity <= 1.0:
             raise ValueError(f"neg_popularity must be in [0, 1], got {self.neg_popularity}")
         self.draw = _eligible_rows(self.pos, g.num_nodes[g.item_type], min_pos_degree)
+        self.neg_pool = int(neg_pool)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def _uniform_pool(self, gen: torch.Generator) -> Tensor | None:
+        """Where uniform negatives come from: ``neg_candidates``, or with ``neg_pool = n > 0`` a
+        fresh uniform sample of ``n`` of them shared by the whole batch. A shared pool means far
+        fewer distinct item seeds, so a much smaller subgraph per step."""
+        space = self.neg_candidates
+        if self.neg_pool <= 0:
+            return space
+        size = self.g.num_nodes[self.g.item_type] if space is None else space.numel()
+        if self.neg_pool >= size:
+            return space
+        pick = torch.randperm(size, generator=gen)[: self.neg_pool]
+        return pick if space is None else space[pick]
 
     def __len__(self) -> int:
         return self.steps
@@ -438,7 +452,7 @@ class BPRBatches:
         parts = []
         if self.num_neg - n_pop:
             parts.append(sample_negatives(p.indptr, p.indices, trip_owner, g.num_nodes[g.item_type],
-                                          self.num_neg - n_pop, gen, self.neg_candidates))
+                                          self.num_neg - n_pop, gen, self._uniform_pool(gen)))
         if n_pop:  # every training edge's item once: a draw is proportional to item degree
             parts.append(sample_negatives(p.indptr, p.indices, trip_owner, g.num_nodes[g.item_type],
                                           n_pop, gen, p.indices))

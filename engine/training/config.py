@@ -28,6 +28,8 @@ class TrainConfig:
     batch_size: int = 128
     pos_per_owner: int = 8
     num_neg: int = 4
+    # uniform negatives come from one shared pool of this many items per batch (0: the catalogue)
+    neg_pool: int = 1024
     embedding_dim: int = 64
     heads: int = 2
     num_layers: int = 2

@@ -184,7 +184,8 @@ def train_loop_per_worker(config: dict) -> dict | None:
         total_loss, triples = 0.0, 0
         batches = BPRBatches(graph, shard, batch_size=cfg.batch_size, num_neg=cfg.num_neg,
                              fanouts=cfg.fanouts, seed=cfg.seed, epoch=epoch, rank=rank,
-                             steps=steps, pos_per_owner=cfg.pos_per_owner)
+                             steps=steps, pos_per_owner=cfg.pos_per_owner,
+                             neg_pool=cfg.neg_pool)
         bar = tqdm(batches, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not (chief and cfg.progress), leave=False)
         for batch in bar:
