@@ -98,3 +98,14 @@ def test_resume_finishes_an_interrupted_search_without_rerunning_done_trials(
     assert best["trials"] == 4
     for f, text in done.items():  # finished trials were not run again
         assert f.read_text() == text
+
+
+def test_trials_with_two_workers_launch_a_torch_trainer(ray_session, tiny_playlists, tmp_path):
+    # 2 CPUs, 2 workers per trial: the trial's own token CPU must not starve its trainer
+    out = tmp_path / "search"
+    rc = search.main(["--data", str(tiny_playlists), "--trials", "2", "--max-epochs", "1",
+                      "--workers-per-trial", "2", "--output", str(out), "--no-progress"])
+    assert rc == 0
+    best = json.loads((out / "best_config.json").read_text())
+    assert best["trials"] == 2 and best["epochs_run"] == 2
+    assert len(list((out / "train").iterdir())) == 2  # one TorchTrainer run per trial

@@ -51,8 +51,12 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def make_trainable(base: dict, workers: int, root: Path):
-    """The Tune function trainable: the loop itself, or a TorchTrainer for several workers."""
+TRIAL_CPU = 0.01  # what a trial that launches a TorchTrainer holds itself
+
+
+def make_trainable(base: dict, workers: int, root: Path, worker_cpus: float = 1.0):
+    """The Tune function trainable: the loop itself, or a TorchTrainer of ``workers`` workers
+    with ``worker_cpus`` CPUs each."""
 
     def trial(sample: dict) -> None:
         from ray import tune
@@ -74,7 +78,8 @@ def make_trainable(base: dict, workers: int, root: Path):
         TorchTrainer(
             train_loop_per_worker,
             train_loop_config=dict(cfg, context="ray_train", num_threads=1),
-            scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1}),
+            scaling_config=ScalingConfig(num_workers=workers,
+                                         resources_per_worker={"CPU": worker_cpus}),
             run_config=RunConfig(name=trial_id, storage_path=str(root / "train"),
                                  callbacks=[TuneReportCallback()]),
         ).fit()
@@ -162,12 +167,16 @@ def main(argv=None) -> int:
     ray = init_ray(address=args.address)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     concurrent = args.concurrent or max(1, cpus // args.workers_per_trial)
-    trainable = make_trainable(base, args.workers_per_trial, out)
     if args.workers_per_trial == 1:
-        trainable = tune.with_resources(trainable, {"CPU": 1})
+        trainable = tune.with_resources(make_trainable(base, 1, out), {"CPU": 1})
     else:
-        # The trial itself holds no CPU; its TorchTrainer's workers take theirs.
-        trainable = tune.with_resources(trainable, {"CPU": 0})
+        # Each running trial gets an equal share of the CPUs. The trial itself only waits on its
+        # TorchTrainer and holds a token share (Ray wants a non-empty request); its workers
+        # split the rest, so the trainer never waits for CPUs its own trial is holding.
+        share = cpus / concurrent
+        worker_cpus = min(1.0, (share - TRIAL_CPU) / args.workers_per_trial)
+        trainable = tune.with_resources(
+            make_trainable(base, args.workers_per_trial, out, worker_cpus), {"CPU": TRIAL_CPU})
     exp_path = out / EXPERIMENT
     if args.resume and tune.Tuner.can_restore(str(exp_path)):
         print(f"resuming the search in {exp_path}")
