@@ -24,7 +24,7 @@ from benchmarks._run import ROOT, load
 
 
 def _worker(rank: int, world: int, dataset: str, epochs: int, port: int) -> None:
-    import engine.training.loop as loop
+    from engine.training import loop
 
     if world > 1:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -61,7 +61,7 @@ def main() -> None:
             _worker(0, 1, a.dataset, a.epochs, 0)
         else:
             mp.spawn(_worker, args=(world, a.dataset, a.epochs, 29533), nprocs=world)
-        ckpt = sorted((out / "checkpoints").glob("epoch_*/state.pt"))[-1]
+        ckpt = max((out / "checkpoints").glob("epoch_*/state.pt"))
         import torch
 
         hist = torch.load(ckpt, weights_only=True)["history"][1:]
