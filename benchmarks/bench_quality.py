@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -121,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
 
     out = Path(args.output)
     if not (args.reuse and (out / "metrics.json").exists()):
+        shutil.rmtree(out, ignore_errors=True)  # a rerun in the same folder would resume, not train
         train(args.data, args.mode, out)
     metrics = json.loads((out / "metrics.json").read_text())
     rows = {f"PlaylistGAT ({metrics['config']['model']})": metrics["test"],
