@@ -40,6 +40,7 @@ def test_search_finishes_writes_best_config_and_asha_stops_a_trial(
         acc = EventAccumulator(str(folder))
         acc.Reload()
         assert "_hparams_/session_start_info" in acc.PluginTagToContent("hparams")
+        assert "hparam/best_val_recall@10" in acc.Tags()["scalars"]
 
 
 @pytest.mark.parametrize("content, message", [

@@ -170,7 +170,8 @@ def train_loop_per_worker(config: dict) -> dict | None:
     shard = owner_shard(train_owners, rank, world_size, cfg.seed)
     steps = steps_per_epoch(len(train_owners), world_size, cfg.batch_size)
     tb = EpochWriter(out / "tensorboard", enabled=chief,
-                     purge_step=start_epoch + 1 if state is not None else None)
+                     purge_step=start_epoch + 1 if state is not None else None,
+                     hparams=cfg.hparams())
     t_train = time.perf_counter()
     epoch = start_epoch
     for epoch in range(start_epoch, cfg.epochs):
@@ -246,7 +247,7 @@ def train_loop_per_worker(config: dict) -> dict | None:
             break
     train_seconds = time.perf_counter() - t_train
     if not cfg.final_test:  # hyper-parameter search: never look at the test split
-        tb.hparams(cfg.hparams(), {"best_val_recall@10": best})
+        tb.final(len(history), {"best_val_recall@10": best})
         tb.close()
         return {"best_val_recall@10": best, "epochs_run": len(history)} if chief else None
 
@@ -277,8 +278,8 @@ def train_loop_per_worker(config: dict) -> dict | None:
         "workers": world_size,
     }
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-    tb.hparams(cfg.hparams(), {"test_recall@10": report["test"]["recall@10"],
-                               "test_ndcg@10": report["test"]["ndcg@10"],
-                               "best_val_recall@10": best})
+    tb.final(len(history), {"test_recall@10": report["test"]["recall@10"],
+                            "test_ndcg@10": report["test"]["ndcg@10"],
+                            "best_val_recall@10": best})
     tb.close()
     return result
