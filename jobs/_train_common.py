@@ -116,8 +116,8 @@ def run_dataset(load_raw, source: Path, out: Path, max_owners: int | None, seed:
     target = out / "dataset"
     fingerprint = ({"prepared": str(source.resolve())} if is_prepared(source)
                    else file_fingerprint(source) if source.is_file()
-                   else {"folder": str(source.resolve()),
-                         "files": sorted(p.name for p in source.iterdir())})
+                   else {"folder": str(source.resolve()),  # names and sizes: no re-hashing
+                         "files": sorted([p.name, p.stat().st_size] for p in source.iterdir())})
     want = {"source": fingerprint, "max_owners": max_owners, "seed": seed}
     if is_prepared(target):
         have = load_dataset(target).manifest.get("run_dataset")

@@ -83,3 +83,21 @@ def test_bad_genres_file_fails_before_training(tmp_path, tiny_playlists):
     genres.write_text("artist,tags\nx,rock\n")
     _one_line_exit_2(_run("jobs.train_kaggle", "--data", str(tiny_playlists), "--genres",
                           str(genres), "--output", str(tmp_path / "o")), str(genres))
+
+
+def test_run_dataset_is_reused_when_the_source_is_unchanged(tmp_path, shared_data):
+    from engine.data.load import load_any
+    from jobs._train_common import run_dataset
+
+    src = shared_data / "mpd" / "slices"
+    first = run_dataset(lambda: load_any(src), src, tmp_path, 50, 0)
+    stamp = (first / "manifest.json").stat().st_mtime_ns
+
+    def must_not_parse():
+        raise AssertionError("re-parsed an unchanged source")
+
+    assert run_dataset(must_not_parse, src, tmp_path, 50, 0) == first
+    assert (first / "manifest.json").stat().st_mtime_ns == stamp
+    # a different subset is a different run dataset
+    run_dataset(lambda: load_any(src), src, tmp_path, 60, 0)
+    assert (first / "manifest.json").stat().st_mtime_ns != stamp
