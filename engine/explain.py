@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from engine.graph.types import GraphData
+from engine.models import infer
 
 
 @dataclass
@@ -28,16 +29,14 @@ class Explained:
     attention: list[tuple[str, int, float]] = field(default_factory=list)  # (type, id, weight)
 
 
-@torch.no_grad()
 def vectors_with_attention(model: torch.nn.Module, graph: GraphData) -> tuple[dict, dict]:
-    """Full-graph score vectors and the last forward's attention weights."""
-    was_training, model.keep_attention = model.training, True
-    model.eval()
-    vecs = model(graph.full())
-    attention = dict(getattr(model, "last_attention", {}) or {})
-    model.keep_attention = False
-    model.train(was_training)
-    return vecs, attention
+    """Full-graph score vectors and the attention weights of that forward."""
+    model.keep_attention = True
+    try:
+        vecs = infer(model, graph)
+    finally:
+        model.keep_attention = False
+    return vecs, dict(model.last_attention)
 
 
 def recommend(owner_vec: Tensor, item_vecs: Tensor, exclude: Tensor, candidates: Tensor,

@@ -130,6 +130,35 @@ def run_dataset(load_raw, source: Path, out: Path, max_owners: int | None, seed:
     return target
 
 
+def make_output(out: Path) -> None:
+    """Create the run folder, or fail as bad input (exit 2) before anything starts."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"{out}: cannot create output folder ({exc.strerror})") from None
+
+
+def session_source(data: str | None, users: int, days: int, seed: int) -> Path:
+    """The prepared session dataset to train on: ``data`` (checked), or one generated once under
+    ``data/generated/`` for (users, days, seed) and reused afterwards."""
+    from engine.data.canonical import is_prepared
+
+    if data:
+        source = Path(data)
+        if not is_prepared(source):
+            raise BadInput(f"{source}: not a prepared session dataset (no manifest.json)")
+        if load_dataset(source).kind != "session":
+            raise BadInput(f"{source}: a playlist dataset; use jobs.train_kaggle for it")
+        return source
+    source = Path("data/generated") / f"sessions.seed{seed}.{users}u.{days}d"
+    if not is_prepared(source):
+        from engine.data.synthetic import generate_sessions
+
+        print(f"generating {users:,} users x {days} days of sessions -> {source}")
+        save_dataset(generate_sessions(num_users=users, days=days, seed=seed), source)
+    return source
+
+
 def launch(cfg: dict, workers: int, address: str | None, max_failures: int,
            dashboard: bool) -> dict:
     """Start (or join) Ray and run the loop on ``workers`` Ray Train workers."""

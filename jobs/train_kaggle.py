@@ -19,6 +19,7 @@ from jobs._train_common import (
     check_options,
     default_output,
     launch,
+    make_output,
     merge_config,
     print_report,
     read_config_file,
@@ -85,10 +86,7 @@ def main(argv=None) -> int:
 
         return load_any(source, fmt=args.format, features=args.features)
 
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BadInput(f"{out}: cannot create output folder ({exc.strerror})") from None
+    make_output(out)
     cfg["dataset"] = str(run_dataset(load_raw, source, out, max_playlists or None, seed).resolve())
     if args.genres:  # read it once here so a bad file fails before Ray starts
         from engine.data.canonical import load_dataset

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.data.canonical import is_prepared, load_dataset
+from engine.data.canonical import load_dataset
 from engine.errors import BadInput
 from engine.training.config import TrainConfig
 from jobs._cli import ArgumentParser, run_cli
@@ -20,10 +20,12 @@ from jobs._train_common import (
     check_options,
     default_output,
     launch,
+    make_output,
     merge_config,
     print_report,
     read_config_file,
     run_dataset,
+    session_source,
 )
 
 
@@ -64,24 +66,8 @@ def main(argv=None) -> int:
     cfg["output"] = str(out.resolve())
     seed = int(cfg["seed"])
 
-    if args.data:
-        source = Path(args.data)
-        if not is_prepared(source):
-            raise BadInput(f"{source}: not a prepared session dataset (no manifest.json)")
-        if load_dataset(source).kind != "session":
-            raise BadInput(f"{source}: a playlist dataset; use jobs.train_kaggle for it")
-    else:
-        source = Path("data/generated") / f"sessions.seed{seed}.{args.users}u.{args.days}d"
-        if not is_prepared(source):
-            from engine.data.canonical import save_dataset
-            from engine.data.synthetic import generate_sessions
-
-            print(f"generating {args.users:,} users x {args.days} days of sessions -> {source}")
-            save_dataset(generate_sessions(num_users=args.users, days=args.days, seed=seed), source)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BadInput(f"{out}: cannot create output folder ({exc.strerror})") from None
+    source = session_source(args.data, args.users, args.days, seed)
+    make_output(out)
     cfg["dataset"] = str(run_dataset(lambda: load_dataset(source), source, out, None, seed).resolve())
     result = launch(cfg, args.workers, args.address, args.max_failures, args.dashboard)
     print_report(result, out)

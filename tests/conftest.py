@@ -40,6 +40,17 @@ def tiny_sessions(tmp_path_factory) -> Path:
     return save_dataset(ds, root / "prepared")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: intra-op threads only contend (on a busy 2-core machine 8x slower)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray session for every test that needs Ray (ray.init costs 5-9 s here)."""

@@ -11,13 +11,7 @@ from engine.models import PlaylistGAT
 from tests.test_models import CONFIGS, _bpr, _build, _graph, _triples
 from tests.test_sampler import PT, random_graph, sub_pairs
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_whole_graph_batches_drop_only_targets():

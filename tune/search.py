@@ -18,7 +18,7 @@ from pathlib import Path
 from engine.errors import BadInput
 from engine.training.config import MODES, TrainConfig
 from jobs._cli import ArgumentParser, run_cli
-from jobs._train_common import run_dataset
+from jobs._train_common import run_dataset, session_source
 from tune.space import load_space, to_train_config, to_tune
 
 METRIC = "val_recall@10"
@@ -109,16 +109,10 @@ def build_base(args, out: Path) -> dict:
 
         dataset = run_dataset(load_raw, source, out, mode["max_playlists"], seed)
     else:
-        from engine.data.canonical import is_prepared, load_dataset, save_dataset
+        from engine.data.canonical import load_dataset
 
         base = TrainConfig(model=args.model or "enhanced", embedding_dim=32, heads=4).to_dict()
-        source = Path(args.data) if args.data else Path(f"data/generated/sessions.seed{seed}.1000u.30d")
-        if not is_prepared(source):
-            if args.data:
-                raise BadInput(f"{source}: not a prepared session dataset (no manifest.json)")
-            from engine.data.synthetic import generate_sessions
-
-            save_dataset(generate_sessions(num_users=1000, days=30, seed=seed), source)
+        source = session_source(args.data, 1000, 30, seed)
         dataset = run_dataset(lambda: load_dataset(source), source, out, None, seed)
     base.update(dataset=str(dataset.resolve()), epochs=args.max_epochs, seed=seed,
                 patience=0, final_test=False, progress=False, max_val_owners=500)

@@ -16,6 +16,7 @@ import inspect
 import warnings
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from engine.graph.types import GraphData
@@ -30,7 +31,7 @@ MODELS: dict[str, type[nn.Module]] = {
 }
 
 __all__ = ["MODELS", "EnhancedGATRecommender", "GATRecommender", "PlaylistGAT", "build_model",
-           "count_parameters", "graph_meta", "score"]
+           "count_parameters", "graph_meta", "infer", "score"]
 
 
 def graph_meta(graph: GraphData) -> dict[str, Any]:
@@ -78,3 +79,15 @@ def score(vecs: dict[str, Tensor], owner_idx: Tensor, item_idx: Tensor,
         first, second = list(vecs)[:2]
         owner_type, item_type = owner_type or first, item_type or second
     return (vecs[owner_type][owner_idx] * vecs[item_type][item_idx]).sum(-1)
+
+
+@torch.no_grad()
+def infer(model: nn.Module, graph: GraphData) -> dict[str, Tensor]:
+    """Score vectors of every node from one full-graph forward in eval mode (no sampling noise,
+    no dropout); the model's train/eval mode is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        return model(graph.full())
+    finally:
+        model.train(was_training)

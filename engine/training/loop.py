@@ -37,7 +37,7 @@ from engine.graph.build import build_graph
 from engine.graph.genres import read_artist_genres_csv
 from engine.graph.sampler import BPRBatches, owner_shard, steps_per_epoch
 from engine.graph.split import make_split
-from engine.models import build_model, count_parameters
+from engine.models import build_model, count_parameters, infer
 from engine.training.checkpoint import rng_state, save_state, set_rng_state
 from engine.training.config import TrainConfig
 from engine.training.context import make_context
@@ -60,16 +60,6 @@ def bpr_loss(vecs: dict, owner_type: str, item_type: str, batch, l2: float) -> t
         reg = u.pow(2).sum(-1).mean() + pos.pow(2).sum(-1).mean() + neg.pow(2).sum(-1).mean()
         loss = loss + l2 * reg
     return loss
-
-
-@torch.no_grad()
-def infer(model: torch.nn.Module, graph) -> dict[str, torch.Tensor]:
-    """Score vectors of every node from one full-graph forward (no sampling noise)."""
-    was_training = model.training
-    model.eval()
-    vecs = model(graph.full())
-    model.train(was_training)
-    return vecs
 
 
 def _log(rank: int, msg: str) -> None:
