@@ -21,8 +21,7 @@ from engine.explain import explain, recommend, vectors_with_attention
 from engine.graph.build import build_graph, genre_vocabulary
 from engine.graph.genres import read_artist_genres_csv
 from engine.graph.split import make_split
-from engine.models import build_model
-from engine.training.config import TrainConfig
+from engine.training.config import TrainConfig, make_model
 from jobs._cli import ArgumentParser, run_cli
 
 
@@ -51,9 +50,7 @@ def main(argv=None) -> int:
     split = make_split(ds, holdout=cfg.holdout, val_ratio=cfg.val_ratio,
                        test_ratio=cfg.test_ratio, max_val_owners=cfg.max_val_owners, seed=cfg.seed)
     graph = build_graph(ds, split, stage="train", artist_genres=artist_genres)
-    model = build_model(cfg.model, graph, embedding_dim=cfg.embedding_dim, heads=cfg.heads,
-                        num_layers=cfg.num_layers, dropout=cfg.dropout,
-                        genre_weight=cfg.genre_weight, **cfg.model_options)
+    model = make_model(cfg, graph)
     model.load_state_dict(torch.load(run / "best_model.pt", map_location="cpu", weights_only=True))
     vecs, attention = vectors_with_attention(model, graph)
 

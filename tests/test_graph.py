@@ -155,23 +155,33 @@ def test_playlist_graph_edges_and_genres():
     assert graph_summary(g)["edges"]["track->genre"] == 18
 
 
+def std_log(counts) -> np.ndarray:
+    v = np.log1p(np.asarray(counts, dtype=np.float64))
+    return (v - v.mean()) / v.std()
+
+
+def split_rows(edges: torch.Tensor, n: int) -> list[list[int]]:
+    return [edges[1][edges[0] == o].tolist() for o in range(n)]
+
+
 def test_playlist_features_exact_and_training_only():
     ds = playlist_ds()
     split = make_split(ds, holdout=2)
     g = build_graph(ds, split, "fit")
     z = (ENERGY - ENERGY.mean()) / ENERGY.std()
     assert g.feature_dims() == {"playlist": 3, "track": 3, "artist": 2}
-    expect_p = [[math.log1p(5), z[[0, 1, 2, 3, 4]].mean(), 1.0],
-                [math.log1p(5), z[[0, 2, 4, 6]].mean(), 0.8],
-                [math.log1p(3), z[[1, 3, 5]].mean(), 1.0],
-                [math.log1p(2), z[0], 0.5]]
+    # count columns are log1p(count) standardised over the type's nodes (population std)
+    expect_p = [[std_log([5, 5, 3, 2])[0], z[[0, 1, 2, 3, 4]].mean(), 1.0],
+                [std_log([5, 5, 3, 2])[1], z[[0, 2, 4, 6]].mean(), 0.8],
+                [std_log([5, 5, 3, 2])[2], z[[1, 3, 5]].mean(), 1.0],
+                [std_log([5, 5, 3, 2])[3], z[0], 0.5]]
     assert torch.allclose(g.x["playlist"], torch.tensor(expect_p, dtype=torch.float32), atol=1e-6)
     deg = [3, 2, 2, 2, 2, 1, 1, 0, 0, 2, 0, 0]
     zz = np.r_[z, 0, 0, 0]
     has = [1] * 9 + [0] * 3
-    expect_t = np.stack([np.log1p(deg), zz, has], 1)
+    expect_t = np.stack([std_log(deg), zz, has], 1)
     assert torch.allclose(g.x["track"], torch.tensor(expect_t, dtype=torch.float32), atol=1e-6)
-    expect_a = np.log1p([[4, 3 + 2 + 1 + 2], [4, 2 + 2], [3, 2 + 1], [1, 0]])
+    expect_a = np.stack([std_log([4, 4, 3, 1]), std_log([3 + 2 + 1 + 2, 2 + 2, 2 + 1, 0])], 1)
     assert torch.allclose(g.x["artist"], torch.tensor(expect_a, dtype=torch.float32), atol=1e-6)
     assert "genre" not in g.x
 
@@ -190,7 +200,10 @@ def test_playlist_features_exact_and_training_only():
                            g.x["playlist"][0])
     # At "train" the validation tracks 5, 6 are training tracks of playlist 0.
     gt = build_graph(ds, split, "train")
-    assert gt.x["playlist"][0, 0].item() == pytest.approx(math.log1p(7))
+    # playlist 0 gains its 2 validation tracks; the column is standardised over the train stage
+    n_train = [len(r) for r in split_rows(split.train, 4)]
+    assert n_train[0] == 7
+    assert gt.x["playlist"][0, 0].item() == pytest.approx(std_log(n_train)[0], abs=1e-6)
     assert gt.x["playlist"][0, 1].item() == pytest.approx(z[:7].mean(), abs=1e-6)
 
     # Without audio features the dims shrink consistently.
@@ -226,7 +239,7 @@ def test_session_graph():
     g2 = build_graph(ds, split, "fit", user_genre_share=0.2)
     assert pairs(g2, ("user", "to", "genre")) == everything - {(0, POP)}
     assert g.feature_dims() == {"user": 1, "song": 1, "artist": 2}
-    assert g.x["user"][:, 0].tolist() == pytest.approx(np.log1p([4, 2, 1]).tolist())
+    assert g.x["user"][:, 0].tolist() == pytest.approx(std_log([4, 2, 1]).tolist(), abs=1e-6)
     gt = build_graph(ds, split, "train")
     check_structure(gt)
     assert pairs(gt, gt.interaction) == pairs(g, g.interaction) | {(0, 4)}

@@ -308,11 +308,16 @@ def test_playlist_gat_cold_track_hears_its_artist(key):
 def test_playlist_gat_options():
     sub = _graph()
     meta = _meta(sub)
-    model = build_model("playlist", meta, embedding_dim=16, id_embeddings=["playlist", "genre"])
+    every = ["playlist", "track", "artist"]
+    model = build_model("playlist", meta, embedding_dim=16, id_embeddings=["playlist", "genre"],
+                        feature_types=every)
     assert set(model.emb) == {"playlist", "genre"}
     assert model(sub)[ITEM].shape == (N[ITEM], 16)
     with pytest.raises(ValueError, match="neither"):
-        build_model("playlist", meta, id_embeddings=["playlist", "track", "artist"])  # genre bare
+        build_model("playlist", meta, id_embeddings=["playlist", "track", "artist"],
+                    feature_types=every)  # genre bare
+    with pytest.raises(ValueError, match="neither"):
+        build_model("playlist", meta, id_embeddings=["playlist", "genre"])  # artist bare
     one = build_model("playlist", meta, embedding_dim=16, num_layers=1)
     assert all(et[2] in (OWNER, ITEM) for et in one.plan[0])
     with pytest.raises(ValueError):

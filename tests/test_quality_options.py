@@ -78,3 +78,62 @@ def test_playlist_options_every_parameter_gets_a_gradient(opts):
     bad = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
     assert not bad, f"no or all-zero gradient: {bad}"
     assert "playlist" in CONFIGS
+
+
+# ----------------------------------------------------------- defaults from the quality work
+
+
+def test_steps_per_epoch_covers_the_training_edges():
+    from engine.graph.sampler import steps_per_epoch
+
+    # 1,000 playlists, 84,701 training edges, batches of 128 playlists x 8 positives (quick mode)
+    assert steps_per_epoch(1000, 1, 128) == 8  # owners only: a tenth of a pass over the edges
+    assert steps_per_epoch(1000, 1, 128, 84_701, 8) == 83 == -(-84_701 // (128 * 8))
+    assert steps_per_epoch(1000, 2, 128, 84_701, 8) == 42  # each rank half of them
+    assert steps_per_epoch(1000, 1, 128, 10, 8) == 8  # never fewer than one visit per owner
+    with pytest.raises(ValueError):
+        steps_per_epoch(1000, 1, 128, 10, 0)
+
+
+def test_playlist_gat_default_inputs():
+    """Tracks (the item type, which has features) get no ID embedding by default; the other types
+    do; ``feature_types`` / ``skip_types`` narrow the inputs and the edge types."""
+    sub = _graph()
+    model = _build("playlist", sub)
+    assert set(model.emb) == {"playlist", "artist", "genre"}
+    assert set(model.proj) == {"track"}  # owner and artist features only when asked for
+    every = _build("playlist", sub, feature_types=["playlist", "track", "artist"])
+    assert set(every.proj) == {"playlist", "track", "artist"}
+    no_feat = _build("playlist", sub, feature_types=[])
+    assert set(no_feat.emb) == {"playlist", "track", "artist", "genre"} and not no_feat.proj
+    only_track = _build("playlist", sub, feature_types=["track"])
+    assert set(only_track.proj) == {"track"}
+    no_genre = _build("playlist", sub, skip_types=["genre"])
+    assert "genre" not in no_genre.emb
+    assert all("genre" not in (et[0], et[2]) for layer in no_genre.plan for et in layer)
+    # genre_weight > 0 still builds its genre path from the genre edges the layers skip
+    mixed = _build("playlist", sub, skip_types=["genre"], genre_weight=0.5)
+    assert mixed.genre is not None and "genre" in mixed.emb
+    assert all("genre" not in (et[0], et[2]) for layer in mixed.plan for et in layer)
+    for m in (model, every, no_feat, only_track, no_genre, mixed):
+        opt = torch.optim.Adam(m.parameters(), lr=0.01)
+        opt.zero_grad()
+        _bpr(m, sub, _triples(sub)).backward()
+        bad = [n for n, p in m.named_parameters() if p.grad is None or not p.grad.any()]
+        assert not bad, f"no or all-zero gradient: {bad}"
+
+
+def test_feature_projection_starts_at_embedding_scale():
+    """For unit-variance features the projected input has the ID embeddings' std (``init_std``),
+    so neither input swamps the other at the start."""
+    sub = _graph()
+    torch.manual_seed(0)
+    model = PlaylistGAT(num_nodes={"playlist": 6, "track": 20, "artist": 5, "genre": 3},
+                        owner_type="playlist", item_type="track",
+                        edge_types=list(sub.edge_index), feature_dims={"track": 256},
+                        init_std=0.1)
+    x = torch.randn(20_000, 256)
+    with torch.no_grad():
+        out = model.proj["track"](x)
+    assert out.std().item() == pytest.approx(0.1, rel=0.05)
+    assert model.emb["playlist"].weight.std().item() == pytest.approx(0.1, rel=0.3)

@@ -6,6 +6,7 @@ import json
 import torch
 
 from engine.training.checkpoint import load_state
+from engine.training.config import TrainConfig
 from engine.training.loop import bpr_loss, train_loop_per_worker
 
 KEYS = {"recall@10", "ndcg@10", "recall@50", "ndcg@50", "r_precision", "playlists", "coverable"}
@@ -74,3 +75,25 @@ def test_session_pipeline_enhanced_model(tiny_sessions, tmp_path):
     result = _run(tiny_sessions, tmp_path / "run", model="enhanced", genre_weight=0.5, epochs=1)
     assert result["data"]["kind"] == "session"
     assert KEYS <= set(result["test"])
+
+
+def test_make_model_skips_title_genres_only(tiny_playlists):
+    """PlaylistGAT leaves out title-derived genre edges (they leak a playlist's own title into
+    its positives) unless told otherwise; artist-sourced genres are used."""
+    from engine.data.canonical import load_dataset
+    from engine.graph.build import build_graph
+    from engine.graph.split import make_split
+    from engine.training.config import make_model, model_options
+
+    ds = load_dataset(tiny_playlists)
+    graph = build_graph(ds, make_split(ds, holdout=2))
+    assert graph.genre_source == "titles" and "genre" in graph.num_nodes
+    cfg = TrainConfig(model="playlist", embedding_dim=8, heads=1)
+    assert model_options(cfg, graph)["skip_types"] == ["genre"]
+    assert "genre" not in make_model(cfg, graph).emb
+    kept = TrainConfig(model="playlist", embedding_dim=8, heads=1,
+                       model_options={"skip_types": []})
+    assert "genre" in make_model(kept, graph).emb
+    graph.genre_source = "artists"
+    assert "skip_types" not in model_options(cfg, graph)
+    assert "skip_types" not in model_options(TrainConfig(model="enhanced"), graph)

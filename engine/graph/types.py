@@ -60,6 +60,9 @@ class GraphData:
     ``num_nodes[t]`` nodes of each type; ``x[t]`` float features (absent for ID-only types such as
     genre); ``edge_index[et]`` int64 [2, E]; ``edge_attr[et]`` float [E, F] where an edge type has
     weights (session listens: log play count and mean completion); ``csr[et]`` for every edge type.
+    ``genre_source`` says where the genre edges come from: ``"artists"`` (artist -> genre facts),
+    ``"titles"`` (playlist title words, spread to the tracks and artists of those playlists) or
+    ``""`` (no genre nodes).
     """
 
     owner_type: str
@@ -69,6 +72,7 @@ class GraphData:
     csr: dict[EdgeType, CSR]
     x: dict[str, Tensor] = field(default_factory=dict)
     edge_attr: dict[EdgeType, Tensor] = field(default_factory=dict)
+    genre_source: str = ""
 
     @property
     def node_types(self) -> list[str]:

@@ -5,19 +5,28 @@ r"""Heterogeneous GAT over playlists, tracks, artists and genres, with content f
 .. math::
     \mathbf{h}^{(0)}_v = \mathbf{E}_t[\mathrm{id}(v)] + \mathbf{W}_t \mathbf{x}_v ,
 
-an ID embedding (types in ``id_embeddings``, default all) plus a linear projection of its
-features (types in ``feature_dims``); a type needs at least one of the two. Turning ID embeddings
-off for the item type of a huge catalogue makes it inductive: new tracks are represented by their
-features and neighbours alone.
+an ID embedding (types in ``id_embeddings``) plus a linear projection of its features (types in
+``feature_types``, default the item type only); a type needs at least one of the two. By default
+every type has an ID embedding *except the item type when it has features*: a track is its
+features (standardised log-degree, audio features when joined) plus what its artist and playlists
+send it. That makes the model inductive (a new track is represented by its features and
+neighbours) and, on playlist data, it generalises much better: most tracks of a playlist
+collection are seen once or twice, and a free vector per track overfits those few edges, while
+the artist and playlist vectors are shared by many tracks (docs/results.md measures both).
+Feature projections start at the scale of the ID embeddings (``init_std``) so neither swamps the
+other.
 
 **Layers.** ``num_layers`` heterogeneous GAT layers (:class:`~.gat_enhanced.HeteroGAT`: one
 ``GATConv(heads, concat=False, add_self_loops=False)`` per edge type, summed per destination):
 
 .. math::
-    \mathbf{h}^{(l+1)}_v = \mathrm{LayerNorm}_{t(v)}\Big(\mathbf{h}^{(l)}_v
+    \mathbf{h}^{(l+1)}_v = \mathrm{Norm}_{t(v)}\Big(\mathbf{h}^{(l)}_v
     + \mathrm{Dropout}\big(\sigma_l(\mathbf{m}^{(l)}_v)\big)\Big),
 
-:math:`\sigma_l = \mathrm{ELU}` except identity in the last layer. The last layer only has edge
+with, by default, no norm and no activation (the layers are linear, as in LightGCN, which trained
+better on playlist data than LayerNorm + ELU); ``layer_norm=True`` makes the norm a per-type
+LayerNorm and ``activation=True`` makes :math:`\sigma_l` ELU except in the last layer.
+The last layer only has edge
 types into the owner and item types, each earlier layer only those whose destination a later layer
 reads (:func:`~.gat_enhanced.plan_layers`), so every parameter reaches the score. A track without
 playlist edges is still reached through track <- artist and track <- genre edges.
@@ -59,7 +68,12 @@ class PlaylistGAT(nn.Module):
         num_layers: :math:`L \ge 1`.
         dropout: attention dropout and dropout on each layer's messages.
         genre_weight: :math:`w \in [0, 1]`, see the module docstring.
-        id_embeddings: node types with ID embeddings; ``None`` means all.
+        id_embeddings: node types with ID embeddings; ``None`` means every type it reads except
+            the item type when that type has features (see the module docstring).
+        feature_types: node types whose features ``x`` are read; ``None`` means the item type
+            only (owner and artist count features made validation worse on playlist data).
+        skip_types: node types whose edges the message-passing layers ignore (e.g.
+            ``["genre"]``); the genre path of ``genre_weight > 0`` still reads genre edges.
         genre_type, artist_type: names of those node types.
 
     With ``keep_attention = True`` a forward stores detached ``(edge_index, alpha)`` per edge type
@@ -83,19 +97,26 @@ class PlaylistGAT(nn.Module):
         id_embeddings: Iterable[str] | None = None,
         genre_type: str = "genre",
         artist_type: str = "artist",
-        layer_norm: bool = True,
-        activation: bool = True,
+        layer_norm: bool = False,
+        activation: bool = False,
         residual: bool = True,
         init_std: float = 0.1,
         degree_norm: bool = False,
+        feature_types: Iterable[str] | None = None,
+        skip_types: Iterable[str] = (),
     ):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         if not 0.0 <= genre_weight <= 1.0:
             raise ValueError(f"genre_weight must be in [0, 1], got {genre_weight}")
-        edge_types = [tuple(et) for et in edge_types]
+        all_edge_types = [tuple(et) for et in edge_types]
+        skip = set(skip_types)  # left out of the layers; the genre path still reads genres
+        edge_types = [et for et in all_edge_types if not skip & {et[0], et[2]}]
         feature_dims = dict(feature_dims or {})
+        if feature_types is None:
+            feature_types = [item_type]
+        feature_dims = {t: d for t, d in feature_dims.items() if t in set(feature_types)}
         edge_attr_dims = dict(edge_attr_dims or {})
         self.owner_type, self.item_type, self.genre_type = owner_type, item_type, genre_type
         self.genre_weight, self.dropout = float(genre_weight), dropout
@@ -120,11 +141,13 @@ class PlaylistGAT(nn.Module):
 
         self.genre: GenreAffinity | None = None
         if genre_weight > 0:
-            self.genre = GenreAffinity(owner_type, item_type, edge_types, embedding_dim, heads,
+            self.genre = GenreAffinity(owner_type, item_type, all_edge_types, embedding_dim, heads,
                                        dropout, edge_attr_dims, genre_type, artist_type)
             types += [t for t in [genre_type, *self.genre.query_types()] if t not in types]
 
-        with_id = set(types if id_embeddings is None else id_embeddings)
+        if id_embeddings is None:
+            id_embeddings = [t for t in types if t != item_type or t not in feature_dims]
+        with_id = set(id_embeddings)
         bare = [t for t in types if t not in with_id and t not in feature_dims]
         if bare:
             raise ValueError(f"node types {bare} have neither ID embeddings nor features")
@@ -138,8 +161,12 @@ class PlaylistGAT(nn.Module):
     def reset_parameters(self) -> None:
         for emb in self.emb.values():
             nn.init.normal_(emb.weight, std=self.init_std)
-        for module in [*self.proj.values(), *self.norms.modules()]:
-            if isinstance(module, (nn.Linear, nn.LayerNorm)):
+        for proj in self.proj.values():
+            # same scale as an ID embedding for unit-variance features, so neither swamps the other
+            nn.init.normal_(proj.weight, std=self.init_std / math.sqrt(proj.in_features))
+            nn.init.zeros_(proj.bias)
+        for module in self.norms.modules():
+            if isinstance(module, nn.LayerNorm):
                 module.reset_parameters()
         for module in [*self.layers, self.genre]:
             if module is not None:

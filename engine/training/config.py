@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from torch import nn
+
+from engine.graph.types import GraphData
+from engine.models import build_model
+
 MODES: dict[str, dict] = {
     # playlists kept, epochs, owners per batch (as in the seed project)
     "mini": {"max_playlists": 500, "epochs": 3, "batch_size": 256},
@@ -24,6 +29,8 @@ class TrainConfig:
     output: str = "runs/run"  # metrics.json, checkpoints, TensorBoard events land here
     model: str = "playlist"  # basic | enhanced | playlist
     epochs: int = 5
+    # optimiser steps per epoch and rank; 0: one pass over the training edges (steps_per_epoch)
+    steps_per_epoch: int = 0
     lr: float = 0.01
     batch_size: int = 128
     pos_per_owner: int = 8
@@ -73,3 +80,30 @@ class TrainConfig:
         d = {k: getattr(self, k) for k in keys}
         d["fanouts"] = ",".join(map(str, self.fanouts))
         return d
+
+
+def model_options(cfg: TrainConfig, graph: GraphData) -> dict:
+    """The model's keyword arguments for ``graph``: the config's hyper-parameters and
+    ``model_options``, plus one data-dependent default.
+
+    PlaylistGAT ignores *title-derived* genre edges unless ``model_options`` sets ``skip_types``
+    itself. Those edges give a track the title genres of the training playlists that contain
+    it, so during BPR a positive (playlist p, track t) keeps the path p -> genre -> t made from p's
+    own title even after the sampler drops the edge p -> t: the label leaks, and a model trained
+    on it leans on genres that held-out tracks do not share. On the MPD slices in quick mode the
+    title genres cost a third of validation Recall@10 (docs/results.md). Genres from artist facts
+    (``--genres`` CSV, dataset tables) do not depend on the playlists and are used. With
+    ``genre_weight > 0`` the genre-affinity path still reads the genre edges, title-derived or
+    not: the user asked for it, and validation measures what it costs.
+    """
+    opts = {"embedding_dim": cfg.embedding_dim, "heads": cfg.heads, "num_layers": cfg.num_layers,
+            "dropout": cfg.dropout, "genre_weight": cfg.genre_weight, **cfg.model_options}
+    if cfg.model == "playlist" and graph.genre_source == "titles" and "skip_types" not in opts:
+        opts["skip_types"] = ["genre"]
+    return opts
+
+
+def make_model(cfg: TrainConfig, graph: GraphData) -> nn.Module:
+    """``build_model(cfg.model, graph, **model_options(cfg, graph))``, for training and for
+    loading a finished run's weights (the same arguments both times)."""
+    return build_model(cfg.model, graph, **model_options(cfg, graph))

@@ -37,9 +37,9 @@ from engine.graph.build import build_graph
 from engine.graph.genres import read_artist_genres_csv
 from engine.graph.sampler import BPRBatches, owner_shard, steps_per_epoch
 from engine.graph.split import make_split
-from engine.models import build_model, count_parameters, infer
+from engine.models import count_parameters, infer
 from engine.training.checkpoint import rng_state, save_state, set_rng_state
-from engine.training.config import TrainConfig
+from engine.training.config import TrainConfig, make_model
 from engine.training.context import make_context
 from engine.training.sync import broadcast_floats, split_parameters, sync_gradients
 from engine.training.tb import EpochWriter
@@ -115,9 +115,7 @@ def train_loop_per_worker(config: dict) -> dict | None:
     owner_t, item_t = graph.owner_type, graph.item_type
 
     # 3. model and optimisers
-    model = build_model(cfg.model, graph, embedding_dim=cfg.embedding_dim, heads=cfg.heads,
-                        num_layers=cfg.num_layers, dropout=cfg.dropout,
-                        genre_weight=cfg.genre_weight, **cfg.model_options)
+    model = make_model(cfg, graph)
     dense, sparse = split_parameters(model, cfg.sparse_embeddings)
     opt_dense = torch.optim.Adam(dense, lr=cfg.lr)
     opt_sparse = torch.optim.SparseAdam(sparse, lr=cfg.lr) if sparse else None
@@ -158,7 +156,9 @@ def train_loop_per_worker(config: dict) -> dict | None:
     # 5. epochs
     train_owners = torch.nonzero(graph.csr[graph.interaction].degree() > 0).flatten()
     shard = owner_shard(train_owners, rank, world_size, cfg.seed)
-    steps = steps_per_epoch(len(train_owners), world_size, cfg.batch_size)
+    fit_edges = int(graph.csr[graph.interaction].indices.numel())
+    steps = cfg.steps_per_epoch or steps_per_epoch(
+        len(train_owners), world_size, cfg.batch_size, fit_edges, cfg.pos_per_owner)
     tb = EpochWriter(out / "tensorboard", enabled=chief,
                      purge_step=start_epoch + 1 if state is not None else None,
                      hparams=cfg.hparams())
