@@ -6,8 +6,9 @@
 Each row is ``train_loop_per_worker`` in this process (no Ray, one thread, seed 0) on the quick
 mode's data (a seeded sample of 1,000 playlists, the protocol split) with quick mode's 5 epochs
 and batches of 128 playlists, and the options below on top of the ``TrainConfig`` defaults. Every
-option that changed default during the quality work is spelled out, so a row means the same
-model whatever the defaults are. It prints best validation Recall@10 (the item-kNN baseline on
+option that changed default during the quality work is spelled out (``neg_popularity`` included),
+so a row means the same model whatever the defaults are. ``--seeds 0 1 2`` repeats each row with
+other seeds (initialisation and batch sampling; the data and split stay the same). It prints best validation Recall@10 (the item-kNN baseline on
 that validation split is 0.0229) and test Recall@10 / NDCG@10 beside item-kNN's from the same
 run. docs/results.md quotes the table.
 """
@@ -33,7 +34,7 @@ ALL_FEATURES = ["playlist", "track", "artist"]
 LINEAR = {"layer_norm": False, "activation": False}
 
 ROWS: dict[str, tuple[str, dict]] = {
-    "basic": ("GATRecommender (basic)", {"model": "basic"}),
+    "basic": ("GATRecommender (basic)", {"model": "basic", "neg_popularity": 0.0}),
     "ids_feats_genres_1l": ("1 layer, track IDs, all features, title genres", {
         "num_layers": 1, "model_options": {**LINEAR, "id_embeddings": ALL_IDS,
                                            "feature_types": ALL_FEATURES, "skip_types": []}}),
@@ -52,15 +53,38 @@ ROWS: dict[str, tuple[str, dict]] = {
     "ids_2l_l2": ("same, L2 1e-4", {
         "l2": 1e-4, "model_options": {**LINEAR, "id_embeddings": ALL_IDS, "feature_types": [],
                                       "skip_types": ["genre"]}}),
-    "defaults": ("defaults: 2 linear layers, no track IDs, track features, no title genres",
-                 {}),
-    "defaults_dropout03": ("defaults, dropout 0.3", {"dropout": 0.3}),
-    "defaults_title_genres": ("defaults + title genres", {
+    "no_track_ids": ("2 linear layers, no track IDs, track features, no title genres",
+                     {}),
+    "no_track_ids_dropout03": ("same, dropout 0.3", {"dropout": 0.3}),
+    "no_track_ids_title_genres": ("same + title genres", {
         "model_options": {"id_embeddings": NO_TRACK_IDS, "skip_types": []}}),
-    "defaults_dim128": ("defaults, embedding_dim 128", {"embedding_dim": 128}),
-    "defaults_all_features": ("defaults + playlist and artist count features", {
+    "no_track_ids_dim128": ("same, embedding_dim 128", {"embedding_dim": 128}),
+    "no_track_ids_all_features": ("same + playlist and artist count features", {
         "model_options": {"feature_types": ALL_FEATURES}}),
+    "no_track_ids_negpop05": ("same, half the negatives popularity-drawn (the defaults)", {
+        "neg_popularity": 0.5}),
+    "no_track_ids_negpop05_dropout03": ("same, half popularity negatives, dropout 0.3", {
+        "neg_popularity": 0.5, "dropout": 0.3}),
+    "no_track_ids_neg8": ("same (uniform negatives), 8 negatives per positive", {"num_neg": 8}),
+    "no_track_ids_negpop025": ("same, a quarter of the negatives popularity-drawn", {
+        "neg_popularity": 0.25}),
+    "no_track_ids_negpop075": ("same, three quarters popularity-drawn", {
+        "neg_popularity": 0.75}),
+    "negpop05_lr0005": ("defaults, lr 0.005", {"neg_popularity": 0.5, "lr": 0.005}),
+    "negpop05_dim128": ("defaults, embedding_dim 128", {"neg_popularity": 0.5,
+                                                         "embedding_dim": 128}),
+    "negpop05_fanouts20_10": ("defaults, fanouts 20,10", {"neg_popularity": 0.5,
+                                                          "fanouts": [20, 10]}),
+    "negpop05_degree_norm": ("defaults, degree_norm", {"neg_popularity": 0.5,
+                                                       "model_options": {"degree_norm": True}}),
+    "no_track_ids_recency": ("same (uniform negatives), recency edge features", {
+        "recency": True}),
+    "no_track_ids_negpop05_recency": ("same, half popularity negatives, recency edge features", {
+        "neg_popularity": 0.5, "recency": True}),
 }
+# Rows without their own neg_popularity use uniform negatives, as when they were measured.
+for _label, _over in ROWS.values():
+    _over.setdefault("neg_popularity", 0.0)
 
 
 def main() -> None:
@@ -68,24 +92,27 @@ def main() -> None:
     p.add_argument("--data", default=str(ROOT.parent / "shared/data/mpd/slices"))
     p.add_argument("--output", default=str(ROOT / "runs/ablation"))
     p.add_argument("--only", nargs="*", choices=sorted(ROWS), default=list(ROWS))
+    p.add_argument("--seeds", nargs="*", type=int, default=[0])
     args = p.parse_args()
     out, mode = Path(args.output), MODES["quick"]
     out.mkdir(parents=True, exist_ok=True)
     dataset = run_dataset(lambda: load_any(Path(args.data)), Path(args.data), out,
                           mode["max_playlists"], 0)
-    print("| run | best val R@10 | test R@10 | test NDCG@10 | item-kNN R@10 / NDCG@10 | train s |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for name in args.only:
+    print("| run | seed | best val R@10 | test R@10 | test NDCG@10 | item-kNN R@10 / NDCG@10 "
+          "| train s |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, seed in [(n, sd) for n in args.only for sd in args.seeds]:
         label, over = ROWS[name]
-        cfg = {"dataset": str(dataset), "output": str(out / name), "epochs": mode["epochs"],
-               "batch_size": mode["batch_size"], "progress": False, "num_threads": 1, **over}
+        cfg = {"dataset": str(dataset), "output": str(out / f"{name}_seed{seed}"),
+               "epochs": mode["epochs"], "batch_size": mode["batch_size"], "progress": False,
+               "num_threads": 1, "seed": seed, **over}
         t0 = time.perf_counter()
         r = train_loop_per_worker(cfg)
         t, knn = r["test"], r["baselines"]["item_knn"]
-        print(f"| {label} | {r['best_val_recall@10']:.4f} | {t['recall@10']:.4f} | "
+        print(f"| {label} | {seed} | {r['best_val_recall@10']:.4f} | {t['recall@10']:.4f} | "
               f"{t['ndcg@10']:.4f} | {knn['recall@10']:.4f} / {knn['ndcg@10']:.4f} | "
               f"{r['train_seconds']:.0f} |", flush=True)
-        (out / name / "row.json").write_text(json.dumps(
+        (Path(cfg["output"]) / "row.json").write_text(json.dumps(
             {"label": label, "options": over, "wall_s": time.perf_counter() - t0,
              "val_history": [h["val_recall@10"] for h in r["history"]]}) + "\n")
 

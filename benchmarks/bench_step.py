@@ -3,8 +3,8 @@
     .venv/bin/python -m benchmarks.bench_step [--threads 1,2] [--batch-sizes 128,64]
         [--steps 20] [--warmup 3] [--full-steps 3] [--full-warmup 1] [--profile 0]
 
-Both arms train the same model (``build_model("playlist", graph, ...)`` with the
-:class:`~engine.training.config.TrainConfig` defaults, both arms starting from the same initial
+Both arms train the same model (``make_model(TrainConfig(), graph)``, what the training loop
+builds with the defaults, both arms starting from the same initial
 weights) with the same optimisers (Adam on dense weights, SparseAdam on the ID embeddings via
 ``split_parameters``) on the same BPR triples, on the fit graph of the shared MPD slices:
 
@@ -39,8 +39,8 @@ from engine.data.load import load_any
 from engine.graph.build import build_graph
 from engine.graph.sampler import BPRBatches
 from engine.graph.split import make_split
-from engine.models import build_model, count_parameters
-from engine.training.config import MODES, TrainConfig
+from engine.models import count_parameters
+from engine.training.config import MODES, TrainConfig, make_model
 from engine.training.loop import bpr_loss
 from engine.training.sync import split_parameters, sync_gradients
 
@@ -127,7 +127,8 @@ def run_pair(base, cfg, graph, owners, batch_size, warmup, steps, full_warmup, f
     def batches(n):
         return BPRBatches(graph, owners, batch_size=batch_size, num_neg=cfg.num_neg,
                           fanouts=cfg.fanouts, seed=cfg.seed, steps=n,
-                          pos_per_owner=cfg.pos_per_owner, neg_pool=cfg.neg_pool)
+                          pos_per_owner=cfg.pos_per_owner, neg_pool=cfg.neg_pool,
+                          neg_popularity=cfg.neg_popularity)
 
     # Same seed, same shard, same order: the full arm's batches are the sampled arm's first
     # ones, drawn up front (untimed) and turned into global ids.
@@ -185,7 +186,8 @@ def profile_sampled(base, cfg, graph, owners, batch_size, steps, top: int = 20) 
     ot, it = graph.owner_type, graph.item_type
     batches = iter(BPRBatches(graph, owners, batch_size=batch_size, num_neg=cfg.num_neg,
                               fanouts=cfg.fanouts, seed=cfg.seed, steps=steps + 1,
-                              pos_per_owner=cfg.pos_per_owner, neg_pool=cfg.neg_pool))
+                              pos_per_owner=cfg.pos_per_owner, neg_pool=cfg.neg_pool,
+                              neg_popularity=cfg.neg_popularity))
     batch = next(batches)  # warm-up
     train_step(model, dense, sparse, opts, batch.sub, batch, ot, it, cfg.l2, Clock())
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -225,9 +227,7 @@ def main() -> None:
     split = make_split(ds)
     graph = build_graph(ds, split, "fit")
     torch.manual_seed(cfg.seed)
-    base = build_model(cfg.model, graph, embedding_dim=cfg.embedding_dim, heads=cfg.heads,
-                       num_layers=cfg.num_layers, dropout=cfg.dropout,
-                       genre_weight=cfg.genre_weight, **cfg.model_options)
+    base = make_model(cfg, graph)  # the model the training loop builds
     owners = torch.nonzero(graph.csr[graph.interaction].degree() > 0).flatten()
     n_edges = sum(int(e.size(1)) for e in graph.edge_index.values())
     n_nodes = sum(graph.num_nodes.values())

@@ -49,7 +49,8 @@ def main(argv=None) -> int:
     artist_genres = read_artist_genres_csv(cfg.genres_csv, ds.artists) if cfg.genres_csv else None
     split = make_split(ds, holdout=cfg.holdout, val_ratio=cfg.val_ratio,
                        test_ratio=cfg.test_ratio, max_val_owners=cfg.max_val_owners, seed=cfg.seed)
-    graph = build_graph(ds, split, stage="train", artist_genres=artist_genres)
+    graph = build_graph(ds, split, stage="train", artist_genres=artist_genres,
+                        recency=cfg.recency)
     model = make_model(cfg, graph)
     model.load_state_dict(torch.load(run / "best_model.pt", map_location="cpu", weights_only=True))
     vecs, attention = vectors_with_attention(model, graph)

@@ -329,3 +329,29 @@ def test_mpd_slices():
     assert split.test.items.numel() == 13_275
     assert "genre" in g.num_nodes and s["edges"]["playlist->genre"] > 0
     g.to_hetero_data().validate()
+
+
+def test_playlist_edges_carry_recency_from_their_stage_only():
+    from engine.graph.build import recency_features
+
+    owner = torch.tensor([0, 0, 0, 2, 2, 5])
+    want = [[math.log1p(2), 1.0], [math.log1p(1), 0.5], [0.0, 0.0],
+            [math.log1p(1), 1.0], [0.0, 0.0], [0.0, 0.0]]
+    assert torch.allclose(recency_features(owner), torch.tensor(want), atol=1e-6)
+    with pytest.raises(ValueError, match="contiguous"):
+        recency_features(torch.tensor([0, 1, 0]))
+
+    ds = playlist_ds()
+    split = make_split(ds, holdout=2)
+    for stage in ("fit", "train"):
+        g = build_graph(ds, split, stage, recency=True)
+        ei, ea = g.edge_index[g.interaction], g.edge_attr[g.interaction]
+        assert torch.equal(g.edge_attr[rev(g.interaction)], ea)
+        edges, _ = split.edges(stage)
+        assert torch.equal(ei, edges)  # no duplicates here: the split's order is kept
+        assert torch.equal(ea, recency_features(edges[0]))
+        # each playlist's last stage track has r = 0 (held-out positions never count)
+        last = torch.ones(ei.size(1), dtype=torch.bool)
+        last[:-1] = ei[0, 1:] != ei[0, :-1]
+        assert (ea[last] == 0).all() and (ea[~last, 0] > 0).all()
+    assert not build_graph(ds, split, "fit").edge_attr  # off by default

@@ -37,6 +37,9 @@ class TrainConfig:
     num_neg: int = 4
     # uniform negatives come from one shared pool of this many items per batch (0: the catalogue)
     neg_pool: int = 1024
+    # share of each positive's negatives drawn in proportion to item degree (hard negatives)
+    neg_popularity: float = 0.5
+    recency: bool = False  # playlist edges carry recency features (engine.graph.build)
     embedding_dim: int = 64
     heads: int = 2
     num_layers: int = 2

@@ -111,7 +111,7 @@ def train_loop_per_worker(config: dict) -> dict | None:
     artist_genres = None
     if cfg.genres_csv:
         artist_genres = read_artist_genres_csv(cfg.genres_csv, ds.artists)
-    graph = build_graph(ds, split, stage="fit", artist_genres=artist_genres)
+    graph = build_graph(ds, split, stage="fit", artist_genres=artist_genres, recency=cfg.recency)
     owner_t, item_t = graph.owner_type, graph.item_type
 
     # 3. model and optimisers
@@ -176,7 +176,7 @@ def train_loop_per_worker(config: dict) -> dict | None:
         batches = BPRBatches(graph, shard, batch_size=cfg.batch_size, num_neg=cfg.num_neg,
                              fanouts=cfg.fanouts, seed=cfg.seed, epoch=epoch, rank=rank,
                              steps=steps, pos_per_owner=cfg.pos_per_owner,
-                             neg_pool=cfg.neg_pool)
+                             neg_pool=cfg.neg_pool, neg_popularity=cfg.neg_popularity)
         bar = tqdm(batches, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not (chief and cfg.progress), leave=False)
         for batch in bar:
@@ -248,7 +248,8 @@ def train_loop_per_worker(config: dict) -> dict | None:
     save_state(model.state_dict(), out / "final_model.pt")
     model.load_state_dict(best_state)
     save_state(best_state, out / "best_model.pt")
-    test_graph = build_graph(ds, split, stage="train", artist_genres=artist_genres)
+    test_graph = build_graph(ds, split, stage="train", artist_genres=artist_genres,
+                             recency=cfg.recency)
     vecs = infer(model, test_graph)
     report = evaluate_with_baselines(embedding_score_fn(vecs[owner_t], vecs[item_t]), split,
                                      stage_edges=split.train, heldout=split.test,
