@@ -79,7 +79,7 @@ class TrainConfig:
     def hparams(self) -> dict:
         """The hyper-parameters worth comparing across runs (TensorBoard HParams)."""
         keys = ("model", "lr", "batch_size", "pos_per_owner", "num_neg", "embedding_dim", "heads",
-                "num_layers", "dropout", "genre_weight", "l2", "seed")
+                "num_layers", "dropout", "genre_weight", "l2", "neg_popularity", "seed")
         d = {k: getattr(self, k) for k in keys}
         d["fanouts"] = ",".join(map(str, self.fanouts))
         return d
