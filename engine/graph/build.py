@@ -43,7 +43,7 @@ from torch import Tensor
 
 from engine.data.canonical import Dataset
 from engine.graph.genres import canonical_genre_map, title_genres
-from engine.graph.split import Split
+from engine.graph.split import Split, rank_within_owner
 from engine.graph.types import CSR, EdgeType, GraphData
 
 OWNER_TYPE = {"playlist": "playlist", "session": "user"}
@@ -211,15 +211,11 @@ def recency_features(owner: Tensor) -> Tensor:
     columns carry no time signal; the model learns how much to use them.)
     """
     o = owner.numpy()
-    n = len(o)
-    if n == 0:
+    if len(o) == 0:
         return torch.zeros(0, 2)
-    starts = np.r_[0, np.flatnonzero(o[1:] != o[:-1]) + 1]
-    if len(starts) != len(np.unique(o)):
+    if np.count_nonzero(o[1:] != o[:-1]) + 1 != len(np.unique(o)):
         raise ValueError("recency_features needs each playlist's edges listed contiguously")
-    sizes = np.diff(np.r_[starts, n])
-    rank = np.arange(n) - np.repeat(starts, sizes)
-    size = np.repeat(sizes, sizes)
+    rank, size = rank_within_owner(o)
     r = (size - 1 - rank).astype(np.float64)
     cols = np.stack([np.log1p(r), r / np.maximum(size - 1, 1)], 1)
     return torch.from_numpy(cols.astype(np.float32))

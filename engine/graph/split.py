@@ -82,7 +82,7 @@ class Split:
         }
 
 
-def _rank_within_owner(owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def rank_within_owner(owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For rows sorted by owner: 0-based rank of each row within its owner, and the owner's size."""
     n = len(owner)
     starts = np.r_[0, np.flatnonzero(owner[1:] != owner[:-1]) + 1]
@@ -95,7 +95,7 @@ def _tail_holdout(owner: np.ndarray, keep: np.ndarray, holdout: int) -> np.ndarr
     """Mask of rows (sorted by owner, then position) that are the last ``holdout`` of the kept
     rows of owners with at least ``holdout + 5`` kept rows."""
     idx = np.flatnonzero(keep)
-    rank, size = _rank_within_owner(owner[idx])
+    rank, size = rank_within_owner(owner[idx])
     mask = np.zeros(len(owner), dtype=bool)
     mask[idx[(size >= holdout + 5) & (rank >= size - holdout)]] = True
     return mask
@@ -142,7 +142,7 @@ def split_sessions(ds: Dataset, val_ratio: float = 0.15, test_ratio: float = 0.1
     order = np.lexsort((item, first, owner))
     owner, item = owner[order], item[order]
     plays, mean_completion = plays[order], mean_completion[order]
-    rank, size = _rank_within_owner(owner)
+    rank, size = rank_within_owner(owner)
     n_test = np.maximum(1, np.floor(size * test_ratio + 0.5)).astype(np.int64)
     n_val = np.maximum(1, np.floor(size * val_ratio + 0.5)).astype(np.int64)
     eligible = size >= min_songs
