@@ -31,3 +31,14 @@ def metrics(out: Path) -> dict:
 def load() -> str:
     with open("/proc/loadavg") as f:
         return f.read().split()[0]
+
+
+def quick_dataset(data: Path, out: Path) -> Path:
+    """Quick mode's prepared dataset of ``data`` (the seeded 1,000-playlist sample, as
+    ``jobs.train_kaggle --mode quick`` makes it) under ``out``, built once and reused."""
+    from engine.data.load import load_any
+    from engine.training.config import MODES
+    from jobs._train_common import run_dataset
+
+    out.mkdir(parents=True, exist_ok=True)
+    return run_dataset(lambda: load_any(data), data, out, MODES["quick"]["max_playlists"], 0)

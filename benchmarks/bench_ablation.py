@@ -10,7 +10,7 @@ option that changed default during the quality work is spelled out (``neg_popula
 so a row means the same model whatever the defaults are. ``--seeds 0 1 2`` repeats each row with
 other seeds (initialisation and batch sampling; the data and split stay the same). It prints best validation Recall@10 (the item-kNN baseline on
 that validation split is 0.0229) and test Recall@10 / NDCG@10 beside item-kNN's from the same
-run. docs/results.md quotes the table.
+run, then the validation curve per epoch. docs/results.md quotes the table.
 """
 from __future__ import annotations
 
@@ -23,10 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.data.load import load_any
+from benchmarks._run import quick_dataset
 from engine.training.config import MODES
 from engine.training.loop import train_loop_per_worker
-from jobs._train_common import run_dataset
 
 ALL_IDS = ["playlist", "track", "artist", "genre"]
 NO_TRACK_IDS = ["playlist", "artist", "genre"]
@@ -95,9 +94,7 @@ def main() -> None:
     p.add_argument("--seeds", nargs="*", type=int, default=[0])
     args = p.parse_args()
     out, mode = Path(args.output), MODES["quick"]
-    out.mkdir(parents=True, exist_ok=True)
-    dataset = run_dataset(lambda: load_any(Path(args.data)), Path(args.data), out,
-                          mode["max_playlists"], 0)
+    dataset = quick_dataset(Path(args.data), out)
     print("| run | seed | best val R@10 | test R@10 | test NDCG@10 | item-kNN R@10 / NDCG@10 "
           "| train s |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -112,6 +109,8 @@ def main() -> None:
         print(f"| {label} | {seed} | {r['best_val_recall@10']:.4f} | {t['recall@10']:.4f} | "
               f"{t['ndcg@10']:.4f} | {knn['recall@10']:.4f} / {knn['ndcg@10']:.4f} | "
               f"{r['train_seconds']:.0f} |", flush=True)
+        curve = " ".join(f"{h['val_recall@10']:.4f}" for h in r["history"])
+        print(f"    validation Recall@10 per epoch: {curve}", flush=True)
         (Path(cfg["output"]) / "row.json").write_text(json.dumps(
             {"label": label, "options": over, "wall_s": time.perf_counter() - t0,
              "val_history": [h["val_recall@10"] for h in r["history"]]}) + "\n")

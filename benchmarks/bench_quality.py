@@ -10,8 +10,8 @@
 2. Reads ``metrics.json``: the model's test metrics and the popularity and item-kNN baselines of the
    same run (same split, candidates, masking and tie-break).
 3. If ``implicit`` is importable (``pip install -e '.[bench]'``), fits ALS (64 factors) and BPR-MF
-   (64 factors) on the same prepared dataset and split (``make_split`` with the run's own
-   holdout/val/test/seed settings; fitted on every non-test edge, like the baselines) and scores
+   (64 factors) on the same prepared dataset and split (``RunData.load`` of the run's own
+   config, as the training loop makes it; fitted on every non-test edge, like the baselines) and scores
    them with ``evaluate_scores`` over the same candidates and masks.
 4. Prints one table (Recall@10/50, NDCG@10/50, R-precision, playlists, coverable) and the model's
    ratio to the better of item-kNN and ALS.
@@ -33,9 +33,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.data.canonical import load_dataset
 from engine.eval.evaluate import candidate_mask, evaluate_scores
-from engine.graph.split import make_split
+from engine.training.config import TrainConfig
+from engine.training.run_data import RunData
 
 KEYS = ("recall@10", "recall@50", "ndcg@10", "ndcg@50", "r_precision", "playlists", "coverable")
 
@@ -59,11 +59,7 @@ def implicit_rows(metrics: dict, threads: int) -> dict[str, dict]:
     except ImportError:
         print("implicit not importable: ALS/BPR-MF skipped (pip install -e '.[bench]')")
         return {}
-    cfg = metrics["config"]
-    ds = load_dataset(cfg["dataset"])
-    split = make_split(ds, holdout=cfg["holdout"], val_ratio=cfg["val_ratio"],
-                       test_ratio=cfg["test_ratio"], max_val_owners=cfg["max_val_owners"],
-                       seed=cfg["seed"])
+    split = RunData.load(TrainConfig.from_dict(metrics["config"])).split  # the run's own split
     edges = split.train  # every non-test edge, as for the baselines
     cand = candidate_mask(edges, split.num_items)
     e = edges.numpy()

@@ -3,7 +3,9 @@
     .venv/bin/python benchmarks/bench_signals.py [--data ../shared/data/mpd/slices]
         [--output runs/signals]
 
-On quick mode's data (seeded sample of 1,000 MPD playlists, protocol split), for the validation
+On quick mode's data (seeded sample of 1,000 MPD playlists, protocol split with the
+``TrainConfig`` defaults; it first prints how many tracks have exactly one training playlist),
+for the validation
 split (fit edges) and the test split (all non-test edges), Recall@10 / NDCG@10 of:
 
 * the project's popularity and item-kNN baselines (``evaluate_with_baselines``);
@@ -28,13 +30,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.data.canonical import load_dataset
-from engine.data.load import load_any
+from benchmarks._run import quick_dataset
 from engine.eval.baselines import evaluate_with_baselines, item_knn_score_fn
 from engine.eval.evaluate import evaluate_scores
-from engine.graph.split import make_split, rank_within_owner
-from engine.training.config import MODES
-from jobs._train_common import run_dataset
+from engine.graph.split import rank_within_owner
+from engine.training.config import TrainConfig
+from engine.training.run_data import RunData
 
 
 def main() -> None:
@@ -42,12 +43,12 @@ def main() -> None:
     p.add_argument("--data", default=str(ROOT.parent / "shared/data/mpd/slices"))
     p.add_argument("--output", default=str(ROOT / "runs/signals"))
     args = p.parse_args()
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    path = run_dataset(lambda: load_any(Path(args.data)), Path(args.data), out,
-                       MODES["quick"]["max_playlists"], 0)
-    ds = load_dataset(path)
-    split = make_split(ds, holdout=5, max_val_owners=1000, seed=0)
+    path = quick_dataset(Path(args.data), Path(args.output))
+    data = RunData.load(TrainConfig(dataset=str(path)))  # the split the quick-mode runs use
+    ds, split = data.ds, data.split
+    fit_deg = torch.bincount(split.fit[1], minlength=split.num_items)
+    print(f"{split.num_items:,} tracks, {int((fit_deg > 0).sum()):,} with a fit edge, "
+          f"{int((fit_deg == 1).sum()):,} in exactly one training playlist")
     artist = torch.as_tensor(ds.tracks["artist_id"].to_numpy(np.int64)).clamp(min=0)
     print("| split | scorer | Recall@10 | NDCG@10 |")
     print("| --- | --- | --- | --- |")

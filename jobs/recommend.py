@@ -14,14 +14,12 @@ from pathlib import Path
 
 import torch
 
-from engine.data.canonical import load_dataset
 from engine.errors import BadInput
 from engine.eval.evaluate import candidate_mask
 from engine.explain import explain, recommend, vectors_with_attention
-from engine.graph.build import build_graph, genre_vocabulary
-from engine.graph.genres import read_artist_genres_csv
-from engine.graph.split import make_split
+from engine.graph.build import genre_vocabulary
 from engine.training.config import TrainConfig, make_model
+from engine.training.run_data import RunData
 from jobs._cli import ArgumentParser, run_cli
 
 
@@ -45,12 +43,9 @@ def main(argv=None) -> int:
         cfg = TrainConfig.from_dict(json.loads((run / "metrics.json").read_text())["config"])
     except (OSError, ValueError, KeyError) as exc:
         raise BadInput(f"{run / 'metrics.json'}: not a finished run ({exc})") from None
-    ds = load_dataset(cfg.dataset)
-    artist_genres = read_artist_genres_csv(cfg.genres_csv, ds.artists) if cfg.genres_csv else None
-    split = make_split(ds, holdout=cfg.holdout, val_ratio=cfg.val_ratio,
-                       test_ratio=cfg.test_ratio, max_val_owners=cfg.max_val_owners, seed=cfg.seed)
-    graph = build_graph(ds, split, stage="train", artist_genres=artist_genres,
-                        recency=cfg.recency)
+    data = RunData.load(cfg)
+    ds, split, artist_genres = data.ds, data.split, data.artist_genres
+    graph = data.graph("train")
     model = make_model(cfg, graph)
     model.load_state_dict(torch.load(run / "best_model.pt", map_location="cpu", weights_only=True))
     vecs, attention = vectors_with_attention(model, graph)

@@ -97,3 +97,18 @@ def test_make_model_skips_title_genres_only(tiny_playlists):
     graph.genre_source = "artists"
     assert "skip_types" not in model_options(cfg, graph)
     assert "skip_types" not in model_options(TrainConfig(model="enhanced"), graph)
+
+
+def test_run_data_applies_the_config_to_split_and_graphs(tiny_playlists):
+    """One place turns a config into split and graphs: holdout and recency reach both stages."""
+    from engine.training.run_data import RunData
+
+    data = RunData.load(TrainConfig(dataset=str(tiny_playlists), holdout=3, recency=True))
+    assert data.artist_genres is None
+    assert data.split.test.items.numel() == 3 * len(data.split.test)
+    for stage in ("fit", "train"):
+        g = data.graph(stage)
+        assert g.edge_attr[g.interaction].shape == (g.edge_index[g.interaction].size(1), 2)
+    plain = RunData.load(TrainConfig(dataset=str(tiny_playlists)))
+    assert plain.split.test.items.numel() == 5 * len(plain.split.test)
+    assert not plain.graph("fit").edge_attr

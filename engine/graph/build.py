@@ -27,8 +27,8 @@ std over all tracks that have them, a metadata statistic; then clipped to +-5):
     owner  [std(log1p(n_u)), mean_{i in N(u), has(i)} z_i (0 if none), |{i in N(u): has(i)}| / n_u]
     item   [std(log1p(deg_i)), z_i (0 when unmatched), has_i]
     artist [std(log1p(#tracks)), std(log1p(sum of its tracks' training degrees))]
-where std(.) standardises a count column over all nodes of its type in the stage graph.
     genre  none (ID embeddings only)
+where std(.) standardises a count column over all nodes of its type in the stage graph.
 Without ``track_features`` the owner and item rows are just their first column, so dims are
 1 + F + 1 (F = numeric feature columns) or 1, a function of the dataset, never of the stage.
 """

@@ -30,17 +30,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from engine.data.canonical import load_dataset
 from engine.eval.baselines import evaluate_with_baselines
 from engine.eval.evaluate import embedding_score_fn, evaluate_scores
-from engine.graph.build import build_graph
-from engine.graph.genres import read_artist_genres_csv
 from engine.graph.sampler import BPRBatches, owner_shard, steps_per_epoch
-from engine.graph.split import make_split
 from engine.models import count_parameters, infer
 from engine.training.checkpoint import rng_state, save_state, set_rng_state
 from engine.training.config import TrainConfig, make_model
 from engine.training.context import make_context
+from engine.training.run_data import RunData
 from engine.training.sync import broadcast_floats, split_parameters, sync_gradients
 from engine.training.tb import EpochWriter
 
@@ -105,13 +102,9 @@ def train_loop_per_worker(config: dict) -> dict | None:
         out.mkdir(parents=True, exist_ok=True)
 
     # 1-2. data, split, graph of fit edges
-    ds = load_dataset(cfg.dataset)
-    split = make_split(ds, holdout=cfg.holdout, val_ratio=cfg.val_ratio,
-                       test_ratio=cfg.test_ratio, max_val_owners=cfg.max_val_owners, seed=cfg.seed)
-    artist_genres = None
-    if cfg.genres_csv:
-        artist_genres = read_artist_genres_csv(cfg.genres_csv, ds.artists)
-    graph = build_graph(ds, split, stage="fit", artist_genres=artist_genres, recency=cfg.recency)
+    data = RunData.load(cfg)
+    ds, split = data.ds, data.split
+    graph = data.graph("fit")
     owner_t, item_t = graph.owner_type, graph.item_type
 
     # 3. model and optimisers
@@ -248,8 +241,7 @@ def train_loop_per_worker(config: dict) -> dict | None:
     save_state(model.state_dict(), out / "final_model.pt")
     model.load_state_dict(best_state)
     save_state(best_state, out / "best_model.pt")
-    test_graph = build_graph(ds, split, stage="train", artist_genres=artist_genres,
-                             recency=cfg.recency)
+    test_graph = data.graph("train")
     vecs = infer(model, test_graph)
     report = evaluate_with_baselines(embedding_score_fn(vecs[owner_t], vecs[item_t]), split,
                                      stage_edges=split.train, heldout=split.test,
