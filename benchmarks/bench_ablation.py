@@ -81,9 +81,32 @@ ROWS: dict[str, tuple[str, dict]] = {
     "no_track_ids_negpop05_recency": ("same, half popularity negatives, recency edge features", {
         "neg_popularity": 0.5, "recency": True}),
 }
-# Rows without their own neg_popularity use uniform negatives, as when they were measured.
+# Rows without their own neg_popularity use uniform negatives, as when they were measured, and
+# rows measured before the artist affinity had neither it nor whole owner rows.
 for _label, _over in ROWS.values():
     _over.setdefault("neg_popularity", 0.0)
+    _over.setdefault("owner_rows", False)
+    if _over.get("model", "playlist") == "playlist":
+        _over["model_options"] = {"affinity_types": [], **_over.get("model_options", {})}
+ROWS.update({
+    "negpop05_owner_rows": ("defaults before the affinity, whole owner rows at hop 1", {
+        "neg_popularity": 0.5, "owner_rows": True, "model_options": {"affinity_types": []}}),
+    "artist_affinity": ("+ artist affinity starting at 0.5, whole owner rows", {
+        "neg_popularity": 0.5, "owner_rows": True,
+        "model_options": {"affinity_types": ["artist"], "affinity_init": 0.5}}),
+    "artist_affinity_init2": ("+ artist affinity starting at 2.0", {
+        "neg_popularity": 0.5, "owner_rows": True,
+        "model_options": {"affinity_types": ["artist"], "affinity_init": 2.0}}),
+    "artist_affinity_init2_dropout03": ("same, dropout 0.3", {
+        "neg_popularity": 0.5, "owner_rows": True, "dropout": 0.3,
+        "model_options": {"affinity_types": ["artist"], "affinity_init": 2.0}}),
+    "artist_affinity_init2_l2_1e-4": ("same, L2 1e-4", {
+        "neg_popularity": 0.5, "owner_rows": True, "l2": 1e-4,
+        "model_options": {"affinity_types": ["artist"], "affinity_init": 2.0}}),
+    "artist_affinity_init2_sampled_rows": ("same, owner rows sampled (fanout 10)", {
+        "neg_popularity": 0.5, "owner_rows": False,
+        "model_options": {"affinity_types": ["artist"], "affinity_init": 2.0}}),
+})
 
 
 def main() -> None:

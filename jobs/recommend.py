@@ -18,6 +18,7 @@ from engine.errors import BadInput
 from engine.eval.evaluate import candidate_mask
 from engine.explain import explain, recommend, vectors_with_attention
 from engine.graph.build import genre_vocabulary
+from engine.models import score_bias, score_fn
 from engine.training.config import TrainConfig, make_model
 from engine.training.run_data import RunData
 from jobs._cli import ArgumentParser, run_cli
@@ -49,11 +50,13 @@ def main(argv=None) -> int:
     model = make_model(cfg, graph)
     model.load_state_dict(torch.load(run / "best_model.pt", map_location="cpu", weights_only=True))
     vecs, attention = vectors_with_attention(model, graph)
+    with torch.no_grad():
+        bias = score_bias(model.eval(), graph.full())
 
     owner = _owner_id(ds, args.playlist)
     csr = graph.csr[graph.interaction]
     owned = csr.indices[csr.indptr[owner]:csr.indptr[owner + 1]]
-    items, scores = recommend(vecs[graph.owner_type][owner], vecs[graph.item_type], owned,
+    items, scores = recommend(score_fn(model, graph)(torch.tensor([owner]))[0], owned,
                               candidate_mask(split.train, split.num_items), args.top)
     names = ds.tracks.name.astype(str).to_numpy()
     artists = ds.artists.name.astype(str).to_numpy()[ds.tracks.artist_id.to_numpy()]
@@ -64,8 +67,9 @@ def main(argv=None) -> int:
     print(f"{graph.owner_type} {owner} ({ds.owners.name.iloc[owner]!s}): {owned.numel()} "
           f"training tracks; model {cfg.model} from {run}")
     for rank, (item, score) in enumerate(zip(items.tolist(), scores.tolist()), 1):
-        why = explain(graph, vecs, attention, owner, item, owned)
-        print(f"{rank:>3}. {label(item)}  (score {score:.3f})")
+        why = explain(graph, vecs, attention, owner, item, owned, bias=bias)
+        part = f", artist affinity {why.bias:+.3f}" if bias is not None else ""
+        print(f"{rank:>3}. {label(item)}  (score {score:.3f}{part})")
         if why.similar_items:
             print("       like: " + "; ".join(f"{label(i)} ({s:.2f})" for i, s in why.similar_items))
         if why.attention:

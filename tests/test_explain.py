@@ -10,10 +10,11 @@ from jobs import recommend as recommend_job
 
 
 def test_recommend_excludes_owned_and_non_candidates():
-    item_vecs = torch.tensor([[3.0], [2.0], [1.0], [0.5]])
-    items, scores = recommend(torch.tensor([1.0]), item_vecs, exclude=torch.tensor([0]),
+    row = torch.tensor([3.0, 2.0, 1.0, 0.5])
+    items, scores = recommend(row, exclude=torch.tensor([0]),
                               candidates=torch.tensor([True, True, False, True]), k=5)
     assert items.tolist() == [1, 3] and scores.tolist() == [2.0, 0.5]
+    assert row.tolist() == [3.0, 2.0, 1.0, 0.5]  # the caller's row is left as it was
 
 
 def test_explain_ranks_similar_items_and_attention():
@@ -43,3 +44,4 @@ def test_recommend_job_on_a_finished_run(tiny_playlists, tmp_path, capsys):
     assert printed[0].startswith("playlist 0 (")
     assert sum(line.lstrip().startswith(("1.", "2.", "3.")) for line in printed) == 3
     assert any("like:" in line for line in printed)
+    assert all("artist affinity" in line for line in printed if line.lstrip().startswith("1."))

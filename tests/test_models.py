@@ -16,6 +16,7 @@ from engine.models import (
     build_model,
     count_parameters,
     score,
+    score_bias,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -95,8 +96,9 @@ def _triples(sub: Subgraph) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def _bpr(model: torch.nn.Module, sub: Subgraph, triples) -> torch.Tensor:
     owners, pos, neg = triples
-    vecs = model(sub)
-    return -F.logsigmoid(score(vecs, owners, pos) - score(vecs, owners, neg)).mean()
+    vecs, bias = model(sub), score_bias(model, sub)
+    return -F.logsigmoid(score(vecs, owners, pos, bias=bias)
+                         - score(vecs, owners, neg, bias=bias)).mean()
 
 
 @pytest.mark.parametrize("key", list(CONFIGS))

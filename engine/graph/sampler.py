@@ -255,6 +255,26 @@ def _sample_pyg_lib(g: GraphData, n_id: dict[str, Tensor], table: dict[EdgeType,
     return n_id, edges, n_nodes, n_edges
 
 
+def owner_row_fanouts(g: GraphData, fanouts: list[int], link_types: list[str] = ()
+                      ) -> dict[EdgeType, list[int]]:
+    """``fanouts`` per edge type, except that every seed owner takes its *whole* item row at hop 1
+    (``item -> owner`` fanout -1) and, at hop 2, the items take all their ``link_types``
+    neighbours (their artists). Then a batch subgraph holds each seed owner's exact training row,
+    which owner-level aggregates such as the artist affinity
+    (:mod:`engine.models.affinity`) need; the other edge types are sampled as before."""
+    fanouts = list(fanouts)
+    table = {et: list(fanouts) for et in g.edge_types}
+    if not fanouts:
+        return table
+    table[rev(g.interaction)][0] = -1
+    if len(fanouts) > 1:
+        for t in link_types:
+            et = (t, "to", g.item_type)
+            if et in table:
+                table[et][1] = -1
+    return table
+
+
 # ---------------------------------------------------------------------------- negative sampling
 
 def sample_negatives(indptr: Tensor, indices: Tensor, owners: Tensor, num_items: int,

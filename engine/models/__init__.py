@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import inspect
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from engine.graph.types import GraphData
+from engine.models.affinity import ScoreBias
 from engine.models.gat_basic import GATRecommender
 from engine.models.gat_enhanced import EnhancedGATRecommender
 from engine.models.playlist_gat import PlaylistGAT
@@ -31,7 +33,7 @@ MODELS: dict[str, type[nn.Module]] = {
 }
 
 __all__ = ["MODELS", "EnhancedGATRecommender", "GATRecommender", "PlaylistGAT", "build_model",
-           "count_parameters", "graph_meta", "infer", "score"]
+           "count_parameters", "graph_meta", "infer", "score", "score_bias", "score_fn"]
 
 
 def graph_meta(graph: GraphData) -> dict[str, Any]:
@@ -72,13 +74,16 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def score(vecs: dict[str, Tensor], owner_idx: Tensor, item_idx: Tensor,
-          owner_type: str | None = None, item_type: str | None = None) -> Tensor:
-    """``<vecs[owner][owner_idx], vecs[item][item_idx]>`` row by row, for local indices. The types
+          owner_type: str | None = None, item_type: str | None = None,
+          bias: ScoreBias | None = None) -> Tensor:
+    """``<vecs[owner][owner_idx], vecs[item][item_idx]>`` row by row, for local indices, plus
+    ``bias.pairs(owner_idx, item_idx)`` when the model has a :func:`score_bias`. The types
     default to the first and second key of ``vecs`` (every model returns the owner type first)."""
     if owner_type is None or item_type is None:
         first, second = list(vecs)[:2]
         owner_type, item_type = owner_type or first, item_type or second
-    return (vecs[owner_type][owner_idx] * vecs[item_type][item_idx]).sum(-1)
+    s = (vecs[owner_type][owner_idx] * vecs[item_type][item_idx]).sum(-1)
+    return s if bias is None else s + bias.pairs(owner_idx, item_idx)
 
 
 @torch.no_grad()
@@ -91,3 +96,31 @@ def infer(model: nn.Module, graph: GraphData) -> dict[str, Tensor]:
         return model(graph.full())
     finally:
         model.train(was_training)
+
+
+def score_bias(model: nn.Module, sub) -> ScoreBias | None:
+    """The model's sparse score term on ``sub`` (PlaylistGAT's artist affinity), or ``None`` for
+    a model whose score is the dot product alone."""
+    fn = getattr(model, "score_bias", None)
+    return fn(sub) if fn is not None else None
+
+
+@torch.no_grad()
+def score_fn(model: nn.Module, graph: GraphData) -> Callable[[Tensor], Tensor]:
+    """Full-ranking scorer of a model on ``graph`` (for ``evaluate_scores``): one full-graph
+    :func:`infer`, then ``owner_ids -> [b, num_items]`` dot products plus the model's
+    :func:`score_bias` rows, if it has one."""
+    vecs = infer(model, graph)
+    was_training = model.training
+    model.eval()
+    try:
+        bias = score_bias(model, graph.full())
+    finally:
+        model.train(was_training)
+    owner_vecs, item_vecs = vecs[graph.owner_type], vecs[graph.item_type]
+
+    def score(owner_ids: Tensor) -> Tensor:
+        ids = owner_ids.to(owner_vecs.device).long()
+        s = owner_vecs[ids] @ item_vecs.T
+        return s if bias is None else s + bias.rows(ids, item_vecs.size(0))
+    return score

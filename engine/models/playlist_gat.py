@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine.graph.types import EdgeType, Subgraph
+from engine.models.affinity import ScoreBias, link_affinity
 from engine.models.gat_basic import Attention, edge_key, local_edges, node_ids, run_gat
 from engine.models.gat_enhanced import GenreAffinity, HeteroGAT, input_types, plan_layers
 
@@ -104,6 +105,8 @@ class PlaylistGAT(nn.Module):
         degree_norm: bool = False,
         feature_types: Iterable[str] | None = None,
         skip_types: Iterable[str] = (),
+        affinity_types: Iterable[str] | None = None,
+        affinity_init: float = 2.0,
     ):
         super().__init__()
         if num_layers < 1:
@@ -156,9 +159,22 @@ class PlaylistGAT(nn.Module):
         self.proj = nn.ModuleDict(
             {t: nn.Linear(feature_dims[t], embedding_dim) for t in types if t in feature_dims})
         self.types = types
+
+        if affinity_types is None:  # default: the artist term, where the graph links artists
+            affinity_types = [artist_type] if (artist_type, "to", item_type) in all_edge_types \
+                else []
+        self.affinity_types = list(affinity_types)
+        missing = [t for t in self.affinity_types if (t, "to", item_type) not in all_edge_types]
+        if missing:
+            raise ValueError(f"affinity_types {missing} have no edges into {item_type}")
+        self.affinity_init = float(affinity_init)
+        self.affinity_weight = (nn.Parameter(torch.empty(len(self.affinity_types)))
+                                if self.affinity_types else None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        if self.affinity_weight is not None:
+            nn.init.constant_(self.affinity_weight, self.affinity_init)
         for emb in self.emb.values():
             nn.init.normal_(emb.weight, std=self.init_std)
         for proj in self.proj.values():
@@ -240,6 +256,15 @@ class PlaylistGAT(nn.Module):
         if g_att is not None:
             self.last_genre_attention = g_att
         return collab, {self.owner_type: g_owner, self.item_type: g_item}
+
+    def score_bias(self, sub: Subgraph) -> ScoreBias | None:
+        r""":math:`\sum_T \beta_T \mathrm{aff}_T` on ``sub`` (:mod:`.affinity`), or ``None``
+        without ``affinity_types``."""
+        if self.affinity_weight is None:
+            return None
+        return ScoreBias([(self.affinity_weight[k], link_affinity(sub, self.owner_type,
+                                                                 self.item_type, t))
+                          for k, t in enumerate(self.affinity_types)])
 
     def forward(self, sub: Subgraph) -> dict[str, Tensor]:
         """Score vectors of all local owner and item nodes of ``sub`` (``D`` entries, or ``2D``

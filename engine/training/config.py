@@ -46,6 +46,8 @@ class TrainConfig:
     dropout: float = 0.1
     genre_weight: float = 0.0
     fanouts: list[int] = field(default_factory=lambda: [10, 5])
+    # seed owners take their whole item row at hop 1 (exact owner aggregates; sampler.owner_row_fanouts)
+    owner_rows: bool = True
     model_options: dict = field(default_factory=dict)  # extra keyword arguments of the model
     l2: float = 1e-5  # L2 penalty on the batch's score vectors (BPR regulariser)
     holdout: int = 5

@@ -31,9 +31,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from engine.eval.baselines import evaluate_with_baselines
-from engine.eval.evaluate import embedding_score_fn, evaluate_scores
-from engine.graph.sampler import BPRBatches, owner_shard, steps_per_epoch
-from engine.models import count_parameters, infer
+from engine.eval.evaluate import evaluate_scores
+from engine.graph.sampler import BPRBatches, owner_row_fanouts, owner_shard, steps_per_epoch
+from engine.models import count_parameters, score_bias, score_fn
+from engine.models.affinity import ScoreBias
 from engine.training.checkpoint import rng_state, save_state, set_rng_state
 from engine.training.config import TrainConfig, make_model
 from engine.training.context import make_context
@@ -44,14 +45,20 @@ from engine.training.tb import EpochWriter
 PROGRESS_FILE = "progress.json"
 
 
-def bpr_loss(vecs: dict, owner_type: str, item_type: str, batch, l2: float) -> torch.Tensor:
+def bpr_loss(vecs: dict, owner_type: str, item_type: str, batch, l2: float,
+             bias: ScoreBias | None = None) -> torch.Tensor:
     """BPR: -log sigmoid(s(u, i+) - s(u, i-)) averaged over triples and negatives, plus an L2
-    penalty on the score vectors involved (the usual BPR regulariser)."""
+    penalty on the score vectors involved (the usual BPR regulariser). ``s`` is the dot product
+    of the score vectors, plus the model's sparse ``bias`` term when it has one."""
     u = vecs[owner_type][batch.owner_idx]  # [T, D]
     pos = vecs[item_type][batch.pos_idx]  # [T, D]
     neg = vecs[item_type][batch.neg_idx]  # [T, N, D]
     s_pos = (u * pos).sum(-1, keepdim=True)
     s_neg = (u.unsqueeze(1) * neg).sum(-1)
+    if bias is not None:
+        s_pos = s_pos + bias.pairs(batch.owner_idx, batch.pos_idx).unsqueeze(-1)
+        s_neg = s_neg + bias.pairs(batch.owner_idx.unsqueeze(1).expand_as(batch.neg_idx),
+                                   batch.neg_idx)
     loss = -F.logsigmoid(s_pos - s_neg).mean()
     if l2 > 0:
         reg = u.pow(2).sum(-1).mean() + pos.pow(2).sum(-1).mean() + neg.pow(2).sum(-1).mean()
@@ -152,6 +159,8 @@ def train_loop_per_worker(config: dict) -> dict | None:
     fit_edges = int(graph.csr[graph.interaction].indices.numel())
     steps = cfg.steps_per_epoch or steps_per_epoch(
         len(train_owners), world_size, cfg.batch_size, fit_edges, cfg.pos_per_owner)
+    fanouts = (owner_row_fanouts(graph, cfg.fanouts, getattr(model, "affinity_types", []))
+               if cfg.owner_rows else cfg.fanouts)
     tb = EpochWriter(out / "tensorboard", enabled=chief,
                      purge_step=start_epoch + 1 if state is not None else None,
                      hparams=cfg.hparams())
@@ -167,14 +176,14 @@ def train_loop_per_worker(config: dict) -> dict | None:
         t0 = time.perf_counter()
         total_loss, triples = 0.0, 0
         batches = BPRBatches(graph, shard, batch_size=cfg.batch_size, num_neg=cfg.num_neg,
-                             fanouts=cfg.fanouts, seed=cfg.seed, epoch=epoch, rank=rank,
+                             fanouts=fanouts, seed=cfg.seed, epoch=epoch, rank=rank,
                              steps=steps, pos_per_owner=cfg.pos_per_owner,
                              neg_pool=cfg.neg_pool, neg_popularity=cfg.neg_popularity)
         bar = tqdm(batches, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not (chief and cfg.progress), leave=False)
         for batch in bar:
             vecs = model(batch.sub)
-            loss = bpr_loss(vecs, owner_t, item_t, batch, cfg.l2)
+            loss = bpr_loss(vecs, owner_t, item_t, batch, cfg.l2, score_bias(model, batch.sub))
             for o in optimisers:
                 o.zero_grad(set_to_none=True)
             loss.backward()
@@ -191,8 +200,7 @@ def train_loop_per_worker(config: dict) -> dict | None:
         # validation on rank 0, decision shared with every rank
         val = [0.0, 0.0]
         if chief:
-            vecs = infer(model, graph)
-            m = evaluate_scores(embedding_score_fn(vecs[owner_t], vecs[item_t]), split.fit,
+            m = evaluate_scores(score_fn(model, graph), split.fit,
                                 split.val, split.num_items, ks=(10,),
                                 batch_size=cfg.eval_batch_size)
             val = [m["recall@10"], m["ndcg@10"]]
@@ -242,8 +250,7 @@ def train_loop_per_worker(config: dict) -> dict | None:
     model.load_state_dict(best_state)
     save_state(best_state, out / "best_model.pt")
     test_graph = data.graph("train")
-    vecs = infer(model, test_graph)
-    report = evaluate_with_baselines(embedding_score_fn(vecs[owner_t], vecs[item_t]), split,
+    report = evaluate_with_baselines(score_fn(model, test_graph), split,
                                      stage_edges=split.train, heldout=split.test,
                                      batch_size=cfg.eval_batch_size)
     result = {
