@@ -88,6 +88,8 @@ for _label, _over in ROWS.values():
     _over.setdefault("owner_rows", False)
     if _over.get("model", "playlist") == "playlist":
         _over["model_options"] = {"affinity_types": [], **_over.get("model_options", {})}
+for _label, _over in ROWS.values():  # affinity rows measured before the recency count
+    _over.get("model_options", {}).setdefault("affinity_tau", 0.0)
 ROWS.update({
     "negpop05_owner_rows": ("defaults before the affinity, whole owner rows at hop 1", {
         "neg_popularity": 0.5, "owner_rows": True, "model_options": {"affinity_types": []}}),
@@ -103,6 +105,14 @@ ROWS.update({
     "artist_affinity_init2_l2_1e-4": ("same, L2 1e-4", {
         "neg_popularity": 0.5, "owner_rows": True, "l2": 1e-4,
         "model_options": {"affinity_types": ["artist"], "affinity_init": 2.0}}),
+    "artist_recency": ("+ recency count (tau 10), both weights starting at 2.0", {
+        "neg_popularity": 0.5, "owner_rows": True,
+        "model_options": {"affinity_types": ["artist"], "affinity_init": 2.0,
+                          "affinity_tau": 10.0}}),
+    "artist_recency_sampled_rows": ("same, owner rows sampled (fanout 10)", {
+        "neg_popularity": 0.5, "owner_rows": False,
+        "model_options": {"affinity_types": ["artist"], "affinity_init": 2.0,
+                          "affinity_tau": 10.0}}),
     "artist_affinity_init2_sampled_rows": ("same, owner rows sampled (fanout 10)", {
         "neg_popularity": 0.5, "owner_rows": False,
         "model_options": {"affinity_types": ["artist"], "affinity_init": 2.0}}),

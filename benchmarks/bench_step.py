@@ -39,8 +39,8 @@ from engine.data.load import load_any
 from engine.graph.build import build_graph
 from engine.graph.sampler import BPRBatches
 from engine.graph.split import make_split
-from engine.models import count_parameters
-from engine.training.config import MODES, TrainConfig, make_model
+from engine.models import count_parameters, score_bias
+from engine.training.config import MODES, TrainConfig, make_model, train_fanouts
 from engine.training.loop import bpr_loss
 from engine.training.sync import split_parameters, sync_gradients
 
@@ -65,7 +65,7 @@ def train_step(model, dense, sparse, opts, sub, batch, owner_t, item_t, l2, cloc
     """One step of the loop body; ``clock(phase)`` closes a phase."""
     vecs = model(sub)
     clock("forward")
-    loss = bpr_loss(vecs, owner_t, item_t, batch, l2)
+    loss = bpr_loss(vecs, owner_t, item_t, batch, l2, score_bias(model, sub))
     clock("loss")
     for o in opts:
         o.zero_grad(set_to_none=True)
@@ -102,7 +102,8 @@ def global_batch(batch, owner_t: str, item_t: str) -> SimpleNamespace:
     n_id = batch.sub.n_id
     return SimpleNamespace(owner_idx=n_id[owner_t][batch.owner_idx],
                            pos_idx=n_id[item_t][batch.pos_idx],
-                           neg_idx=n_id[item_t][batch.neg_idx], num_triples=batch.num_triples)
+                           neg_idx=n_id[item_t][batch.neg_idx], num_triples=batch.num_triples,
+                           pos_rank=batch.pos_rank)
 
 
 def summarise(steps: list[dict], triples: int) -> dict:
@@ -126,7 +127,7 @@ def run_pair(base, cfg, graph, owners, batch_size, warmup, steps, full_warmup, f
 
     def batches(n):
         return BPRBatches(graph, owners, batch_size=batch_size, num_neg=cfg.num_neg,
-                          fanouts=cfg.fanouts, seed=cfg.seed, steps=n,
+                          fanouts=train_fanouts(cfg, graph, base), seed=cfg.seed, steps=n,
                           pos_per_owner=cfg.pos_per_owner, neg_pool=cfg.neg_pool,
                           neg_popularity=cfg.neg_popularity)
 

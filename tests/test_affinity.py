@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from engine.graph.sampler import BPRBatches, owner_row_fanouts
+from engine.graph.split import rank_within_owner
 from engine.graph.types import CSR, GraphData, Subgraph, rev
 from engine.models import PlaylistGAT, build_model, graph_meta, infer, score, score_bias, score_fn
 from engine.models.affinity import link_affinity
+from engine.training.loop import bpr_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -18,38 +21,61 @@ TP, AT = ("track", "to", "playlist"), ("artist", "to", "track")
 
 
 def hand_made() -> Subgraph:
-    """Owner 0 holds tracks 0, 1 (artist 0); owner 1 holds track 2 (artist 1); track 3 has two
-    artists (0 and 2) and no owner."""
+    """Owner 0 holds tracks 0, 1 (artist 0; track 1 is the last of the row); owner 1 holds track
+    2 (artist 1); track 3 has two artists (0 and 2) and no owner."""
     return Subgraph(n_id={"playlist": torch.arange(2), "track": torch.arange(4),
                           "artist": torch.arange(3)},
                     edge_index={TP: torch.tensor([[0, 1, 2], [0, 0, 1]]),
-                                AT: torch.tensor([[0, 0, 1, 0, 2], [0, 1, 2, 3, 3]])})
+                                AT: torch.tensor([[0, 0, 1, 0, 2], [0, 1, 2, 3, 3]])},
+                    edge_pos={TP: torch.tensor([1, 0, 0])})
+
+
+OWNERS = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+ITEMS = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
 
 
 def test_affinity_values_on_a_hand_made_graph():
-    aff = link_affinity(hand_made(), "playlist", "track", "artist")
-    owners = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
-    items = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    aff = link_affinity(hand_made(), "playlist", "track", "artist", tau=10.0)
+    plain, recent = aff.pairs(OWNERS, ITEMS)
     # owner 0: two tracks by artist 0 -> log(1 + 2); track 3 is half artist 0 -> log(3) / 2
-    expected = torch.tensor([math.log(3), math.log(3), 0.0, math.log(3) / 2,
-                             0.0, 0.0, math.log(2), 0.0])
-    assert torch.allclose(aff.pairs(owners, items), expected)
-    assert torch.allclose(aff.score_rows(torch.tensor([0, 1]), 4), expected.view(2, 4))
-    assert torch.allclose(aff.pairs(owners.view(2, 4), items.view(2, 4)), expected.view(2, 4))
+    l3, l2 = math.log(3), math.log(2)
+    assert torch.allclose(plain, torch.tensor([l3, l3, 0, l3 / 2, 0, 0, l2, 0]))
+    # slot -1 (after the row): the last track weighs 1, the one before it exp(-1 / 10)
+    r0 = math.log1p(1 + math.exp(-0.1))
+    assert torch.allclose(recent, torch.tensor([r0, r0, 0, r0 / 2, 0, 0, l2, 0]))
+    again = aff.pairs(OWNERS, ITEMS, torch.full((8,), -1))
+    assert torch.allclose(again[0], plain) and torch.allclose(again[1], recent)
+    # slot 0 (the last track's place): only track 0 (r = 1) came before it, at distance 1
+    _, at0 = aff.pairs(OWNERS, ITEMS, torch.zeros(8, dtype=torch.long))
+    assert torch.allclose(at0, torch.tensor([l2, l2, 0, l2 / 2, 0, 0, 0, 0]))
+    rows = aff.score_rows(torch.tensor([0, 1]), 4, torch.tensor(0.5), torch.tensor(2.0))
+    assert torch.allclose(rows, (0.5 * plain + 2.0 * recent).view(2, 4))
+    p2, r2 = aff.pairs(OWNERS.view(2, 4), ITEMS.view(2, 4))
+    assert torch.allclose(p2, plain.view(2, 4)) and torch.allclose(r2, recent.view(2, 4))
 
 
-def test_affinity_of_a_subgraph_without_owner_rows_is_zero():
+def test_affinity_without_owner_rows_or_positions():
     sub = hand_made()
+    del sub.edge_pos[TP]  # no order: the recency count is 0, the plain one unchanged
+    plain, recent = link_affinity(sub, "playlist", "track", "artist").pairs(OWNERS, ITEMS)
+    assert plain.any() and not recent.any()
     sub.edge_index[TP] = torch.empty(2, 0, dtype=torch.long)
     aff = link_affinity(sub, "playlist", "track", "artist")
-    assert not aff.pairs(torch.tensor([0, 1]), torch.tensor([0, 2])).any()
-    assert not aff.score_rows(torch.tensor([0, 1]), 4).any()
+    assert not torch.cat(aff.pairs(OWNERS, ITEMS)).any()
+    assert not aff.score_rows(torch.tensor([0, 1]), 4, torch.tensor(1.0), torch.tensor(1.0)).any()
 
 
 def random_graph(seed: int = 0, n_p: int = 30, n_t: int = 90, n_a: int = 8) -> GraphData:
+    """Random playlists (rows in a random order, ``edge_pos`` from it), one artist per track
+    and a second one for tracks 0 and 5."""
     gen = torch.Generator().manual_seed(seed)
     pairs = torch.unique(torch.stack([torch.randint(n_p, (500,), generator=gen),
                                       torch.randint(n_t, (500,), generator=gen)]), dim=1)
+    key = torch.rand(pairs.size(1), generator=gen)
+    order = np.lexsort((key.numpy(), pairs[0].numpy()))
+    pairs = pairs[:, torch.from_numpy(order)]
+    rank, size = rank_within_owner(pairs[0].numpy())
+    pos = torch.from_numpy(size - 1 - rank)
     ta = torch.stack([torch.arange(n_t), torch.randint(n_a, (n_t,), generator=gen)])
     ta = torch.cat([ta, torch.tensor([[0, 5], [(ta[1, 0] + 1) % n_a, (ta[1, 5] + 1) % n_a]])], 1)
     edge_index = {}
@@ -58,68 +84,93 @@ def random_graph(seed: int = 0, n_p: int = 30, n_t: int = 90, n_a: int = 8) -> G
     num = {"playlist": n_p, "track": n_t, "artist": n_a}
     csr = {et: CSR.from_edge_index(ei, num[et[0]]) for et, ei in edge_index.items()}
     x = {"track": torch.randn(n_t, 1, generator=gen)}
-    return GraphData("playlist", "track", num, edge_index, csr, x)
+    return GraphData("playlist", "track", num, edge_index, csr, x,
+                     edge_pos={("playlist", "to", "track"): pos, TP: pos})
 
 
-def brute_force(g: GraphData, owner: int, item: int, without: set[int]) -> float:
-    """aff(p, t) from its definition, with plain Python over a small graph."""
+def brute_force(g: GraphData, owner: int, item: int, without: set[int], slot: int,
+                tau: float = 10.0) -> tuple[float, float]:
+    """(plain, recent) of the module docstring, with plain Python over a small graph."""
     rows = g.edge_index[("playlist", "to", "track")].t().tolist()
+    where = g.edge_pos[("playlist", "to", "track")].tolist()
     links = g.edge_index[("track", "to", "artist")].t().tolist()
     artists = {t: [a for tt, a in links if tt == t] for t in range(g.num_nodes["track"])}
     n: dict[int, float] = {}
-    for p, j in rows:
+    m: dict[int, float] = {}
+    for (p, j), r in zip(rows, where):
         if p == owner and j not in without:
             for a in artists[j]:
                 n[a] = n.get(a, 0.0) + 1.0 / len(artists[j])
-    return sum(math.log1p(n.get(a, 0.0)) / len(artists[item]) for a in artists[item])
+                if r > slot:
+                    m[a] = m.get(a, 0.0) + math.exp(-(r - slot - 1) / tau) / len(artists[j])
+    share = 1.0 / len(artists[item])
+    return (sum(math.log1p(n.get(a, 0.0)) * share for a in artists[item]),
+            sum(math.log1p(m.get(a, 0.0)) * share for a in artists[item]))
 
 
-def test_training_batches_count_every_other_track_and_never_the_positive():
-    """With whole owner rows at hop 1 the batch's affinity is exact, minus the batch's own
-    positives (the sampler drops those edges), so a positive never counts itself."""
+def test_training_batches_count_what_came_before_and_never_the_positive():
+    """With whole owner rows at hop 1 the batch's counts are exact, minus the batch's own
+    positives (the sampler drops those edges), so a positive never counts itself; each triple is
+    scored at its positive's slot, whose position the batch carries."""
     g = random_graph()
     fan = owner_row_fanouts(g, [2, 2], ["artist"])
     assert fan[TP] == [-1, 2] and fan[AT] == [2, -1] and fan[("playlist", "to", "track")] == [2, 2]
     batch = next(iter(BPRBatches(g, torch.arange(30), batch_size=6, num_neg=3, fanouts=fan,
                                  seed=1, pos_per_owner=2, neg_popularity=0.5)))
     sub = batch.sub
-    aff = link_affinity(sub, "playlist", "track", "artist")
+    aff = link_affinity(sub, "playlist", "track", "artist", tau=10.0)
     owner_g = sub.n_id["playlist"][batch.owner_idx]
+    pos_g = sub.n_id["track"][batch.pos_idx]
+    true_pos = {(p, t): r for (p, t), r in zip(g.edge_index[("playlist", "to", "track")].t().tolist(),
+                                              g.edge_pos[TP].tolist())}
+    assert batch.pos_rank.tolist() == [true_pos[(p, t)] for p, t in
+                                       zip(owner_g.tolist(), pos_g.tolist())]
     items = torch.cat([batch.pos_idx.unsqueeze(1), batch.neg_idx], 1)
-    got = aff.pairs(batch.owner_idx.unsqueeze(1).expand_as(items), items)
+    slots = batch.pos_rank.unsqueeze(1).expand_as(items)
+    got_plain, got_recent = aff.pairs(batch.owner_idx.unsqueeze(1).expand_as(items), items, slots)
     item_g = sub.n_id["track"][items]
-    positives = {}  # every positive of the batch, per owner: all their edges are dropped
-    for o, t in zip(owner_g.tolist(), sub.n_id["track"][batch.pos_idx].tolist()):
+    positives: dict[int, set] = {}  # every positive of the batch, per owner: its edges are dropped
+    for o, t in zip(owner_g.tolist(), pos_g.tolist()):
         positives.setdefault(o, set()).add(t)
-    checked = 0
+    seen = [0, 0]
     for r in range(items.size(0)):
         o = int(owner_g[r])
         for c in range(items.size(1)):
-            want = brute_force(g, o, int(item_g[r, c]), positives[o])
-            assert got[r, c].item() == pytest.approx(want, abs=1e-6)
-            checked += want > 0
-    assert checked > 0  # the check saw non-zero affinities
+            plain, recent = brute_force(g, o, int(item_g[r, c]), positives[o], int(slots[r, c]))
+            assert got_plain[r, c].item() == pytest.approx(plain, abs=1e-6)
+            assert got_recent[r, c].item() == pytest.approx(recent, abs=1e-6)
+            seen[0] += plain > 0
+            seen[1] += recent > 0
+    assert min(seen) > 0  # the check saw non-zero counts of both kinds
 
 
 def test_score_fn_adds_the_affinity_rows_to_the_dot_product():
     g = random_graph(1)
     torch.manual_seed(0)
     model = build_model("playlist", g, embedding_dim=8, heads=1, affinity_init=0.7).eval()
+    with torch.no_grad():
+        model.affinity_weight[0, 1] = -0.3  # beta 0.7, gamma -0.3
     vecs = infer(model, g)
     bias = score_bias(model, g.full())
     owners = torch.arange(g.num_nodes["playlist"])
     rows = score_fn(model, g)(owners)
     dot = vecs["playlist"] @ vecs["track"].T
-    aff = link_affinity(g.full(), "playlist", "track", "artist")
-    assert torch.allclose(rows, dot + 0.7 * aff.score_rows(owners, g.num_nodes["track"]),
-                          atol=1e-5)
+    plain, recent = link_affinity(g.full(), "playlist", "track", "artist").pairs(
+        *torch.meshgrid(owners, torch.arange(g.num_nodes["track"]), indexing="ij"))
+    assert recent.any() and not torch.allclose(plain, recent)
+    assert torch.allclose(rows, dot + 0.7 * plain - 0.3 * recent, atol=1e-5)
     o, t = torch.meshgrid(owners, torch.arange(g.num_nodes["track"]), indexing="ij")
     assert torch.allclose(score(vecs, o, t, bias=bias), rows, atol=1e-5)
 
 
 def test_model_options_for_the_affinity():
     g = random_graph(2)
-    assert build_model("playlist", g).affinity_types == ["artist"]  # default with artist edges
+    default = build_model("playlist", g)
+    assert default.affinity_types == ["artist"]  # default with artist edges
+    assert default.affinity_weight.shape == (1, 2)  # beta and gamma
+    assert build_model("playlist", g, affinity_tau=0).affinity_weight.shape == (1, 1)
+    with pytest.raises(ValueError, match="affinity_tau"):
+        build_model("playlist", g, affinity_tau=-1)
     off = build_model("playlist", g, affinity_types=[])
     assert off.affinity_weight is None and score_bias(off, g.full()) is None
     assert "affinity_weight" not in dict(off.named_parameters())
@@ -129,3 +180,15 @@ def test_model_options_for_the_affinity():
     meta["edge_types"] = [et for et in meta["edge_types"] if "artist" not in et]
     meta["num_nodes"] = {t: n for t, n in meta["num_nodes"].items() if t != "artist"}
     assert PlaylistGAT(**meta).affinity_types == []  # no artists: no term
+
+
+def test_both_affinity_weights_learn_from_a_training_batch():
+    g = random_graph(3)
+    torch.manual_seed(0)
+    model = build_model("playlist", g, embedding_dim=8, heads=1)
+    batch = next(iter(BPRBatches(g, torch.arange(30), batch_size=8, num_neg=2,
+                                 fanouts=owner_row_fanouts(g, [3, 2], ["artist"]), seed=0)))
+    loss = bpr_loss(model(batch.sub), "playlist", "track", batch, 0.0,
+                    score_bias(model, batch.sub))
+    loss.backward()
+    assert (model.affinity_weight.grad != 0).all()  # beta (plain count) and gamma (recency)

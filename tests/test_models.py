@@ -50,11 +50,13 @@ def _graph(owner_genre: bool = True) -> Subgraph:
         ei = torch.tensor(pairs, dtype=torch.long).t().contiguous()
         edge_index[et], edge_index[rev(et)] = ei, ei.flip(0)
     attr = torch.rand(edge_index[(OWNER, "to", ITEM)].size(1), 2, generator=gen)
+    pos = torch.arange(edge_index[(OWNER, "to", ITEM)].size(1)) % 5  # row positions (5 a row)
     return Subgraph(
         n_id={t: torch.arange(n) for t, n in N.items()},
         edge_index=edge_index,
         x={t: torch.randn(N[t], d, generator=gen) for t, d in FEATURES.items()},
         edge_attr={(OWNER, "to", ITEM): attr, (ITEM, "to", OWNER): attr},
+        edge_pos={(OWNER, "to", ITEM): pos, (ITEM, "to", OWNER): pos},
     )
 
 

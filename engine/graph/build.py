@@ -297,6 +297,9 @@ def build_graph(ds: Dataset, split: Split, stage: str = "fit",
     edge_attr: dict[EdgeType, Tensor] = {}
     if weight is not None:
         edge_attr[(ot, "to", it)] = edge_attr[(it, "to", ot)] = weight
+    rank, size = rank_within_owner(own)  # the split lists each owner's row contiguously, in order
+    pos = torch.from_numpy((size - 1 - rank).astype(np.int64))
+    edge_pos = {(ot, "to", it): pos, (it, "to", ot): pos}
     for (src, rel, dst), (a, b) in pairs.items():  # a loop over edge types
         a, b, _ = _count_pairs(a, b, num_nodes[dst])  # deduplicated and sorted
         fwd = torch.from_numpy(np.stack([a, b]).astype(np.int64))
@@ -308,7 +311,8 @@ def build_graph(ds: Dataset, split: Split, stage: str = "fit",
          "artist": torch.from_numpy(feats["artist"])}
     csr = {et: CSR.from_edge_index(ei, num_nodes[et[0]]) for et, ei in edge_index.items()}
     return GraphData(owner_type=ot, item_type=it, num_nodes=num_nodes, edge_index=edge_index,
-                     csr=csr, x=x, edge_attr=edge_attr, genre_source=genre_source)
+                     csr=csr, x=x, edge_attr=edge_attr, genre_source=genre_source,
+                     edge_pos=edge_pos)
 
 
 def graph_summary(g: GraphData) -> dict:

@@ -172,12 +172,15 @@ def sample_subgraph(g: GraphData, seeds: dict[str, Tensor], fanouts: Fanouts,
                           num_sampled_nodes=n_nodes, num_sampled_edges=n_edges)
     for et, (src_l, dst_l) in edges.items():
         sub.edge_index[et] = torch.stack([src_l, dst_l])
-        if et in g.edge_attr:
+        if et in g.edge_attr or et in g.edge_pos:
             # Look the exact (src, dst) edge up in csr[et]; with parallel edges the first wins.
             src_g, dst_g = n_id[et[0]][src_l], n_id[et[2]][dst_l]
             csr = g.csr[et]
             pos, _ = _row_lookup(csr.indptr, csr.indices, src_g, dst_g)
-            sub.edge_attr[et] = g.edge_attr[et][csr.perm[pos]]
+            if et in g.edge_attr:
+                sub.edge_attr[et] = g.edge_attr[et][csr.perm[pos]]
+            if et in g.edge_pos:
+                sub.edge_pos[et] = g.edge_pos[et][csr.perm[pos]]
     sub.x = {t: v[n_id[t]] for t, v in g.x.items()}
     return sub
 
@@ -367,6 +370,8 @@ class Batch:
     owner_idx: Tensor  # [T]
     pos_idx: Tensor  # [T]
     neg_idx: Tensor  # [T, num_neg]
+    # [T] each positive's position from the end of its owner's row (GraphData.edge_pos), or None
+    pos_rank: Tensor | None = None
 
     @property
     def num_triples(self) -> int:
@@ -378,8 +383,9 @@ class Batch:
               for f in fields(self.sub) if f.name not in ("num_sampled_nodes", "num_sampled_edges")}
         sub = SampledSubgraph(**mv, num_sampled_nodes=self.sub.num_sampled_nodes,
                               num_sampled_edges=self.sub.num_sampled_edges)
+        rank = None if self.pos_rank is None else self.pos_rank.to(device)
         return Batch(sub, self.owner_idx.to(device), self.pos_idx.to(device),
-                     self.neg_idx.to(device))
+                     self.neg_idx.to(device), rank)
 
 
 class BPRBatches:
@@ -403,6 +409,9 @@ class BPRBatches:
     full-graph forward is cheaper than sampling thousands of item seeds' neighbourhoods, and every
     item of the catalogue gets a vector, so negatives cost nothing extra.
     Owners without positives are dropped from the shard. Iterating twice gives the same batches.
+    Each batch carries ``pos_rank``, its positives' positions from the end of their owners' rows
+    (``g.edge_pos``; ``None`` without positions or with custom ``positives``), the slot at which the
+    model's recency count scores the triple (:mod:`engine.models.affinity`).
 
     ``neg_popularity``: the share of each positive's ``num_neg`` negatives drawn in proportion to
     item degree (from the training edge list) instead of uniformly; default
@@ -425,6 +434,7 @@ class BPRBatches:
                  backend: str = "auto", min_pos_degree: int | None = None,
                  neg_popularity: float | None = None, neg_pool: int = 0) -> None:
         self.g, self.pos = g, positives if positives is not None else g.csr[g.interaction]
+        self.positives_are_edges = positives is None  # then CSR perm indexes g's edges
         deg = self.pos.degree()
         owners = owners.long().flatten()
         self.owners = owners[deg[owners] > 0]
@@ -478,6 +488,9 @@ class BPRBatches:
         off = torch.minimum((torch.rand(deg.numel(), dtype=torch.float64, generator=gen)
                              * deg).long(), deg - 1)
         pos = d.indices[start + off]
+        pos_rank = None
+        if self.positives_are_edges and g.interaction in g.edge_pos:
+            pos_rank = g.edge_pos[g.interaction][d.perm[start + off]]
         n_pop = round(self.num_neg * self.neg_popularity)
         parts = []
         if self.num_neg - n_pop:
@@ -497,7 +510,7 @@ class BPRBatches:
         pos_idx, neg_idx = item_local[:pos.numel()], item_local[pos.numel():].view(-1, self.num_neg)
         if self.drop_target_edges:
             _drop_pairs(sub, g.interaction, owner_idx, pos_idx)
-        return Batch(sub, owner_idx, pos_idx, neg_idx)
+        return Batch(sub, owner_idx, pos_idx, neg_idx, pos_rank)
 
 
 def _eligible_rows(p: CSR, num_items: int, min_degree: int) -> CSR:
@@ -524,6 +537,7 @@ def whole_graph(g: GraphData, seeds: dict[str, Tensor]) -> SampledSubgraph:
                   for t in g.node_types}
     return SampledSubgraph(
         n_id=n_id, edge_index=dict(g.edge_index), x=dict(g.x), edge_attr=dict(g.edge_attr),
+        edge_pos=dict(g.edge_pos),
         seed_local=seed_local, num_sampled_nodes={t: [int(n)] for t, n in g.num_nodes.items()},
         num_sampled_edges={et: [int(ei.size(1))] for et, ei in g.edge_index.items()})
 
@@ -542,6 +556,8 @@ def _drop_pairs(sub: Subgraph, et: EdgeType, src_idx: Tensor, dst_idx: Tensor) -
         sub.edge_index[e] = ei[:, keep]
         if e in sub.edge_attr:
             sub.edge_attr[e] = sub.edge_attr[e][keep]
+        if e in sub.edge_pos:
+            sub.edge_pos[e] = sub.edge_pos[e][keep]
         counts = getattr(sub, "num_sampled_edges", {}).get(e)
         if counts:  # edges are laid out hop by hop: recount the kept ones per hop
             hop = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))

@@ -60,6 +60,9 @@ class GraphData:
     ``num_nodes[t]`` nodes of each type; ``x[t]`` float features (absent for ID-only types such as
     genre); ``edge_index[et]`` int64 [2, E]; ``edge_attr[et]`` float [E, F] where an edge type has
     weights (session listens: log play count and mean completion); ``csr[et]`` for every edge type.
+    ``edge_pos[et]`` int64 [E] for the owner <-> item edge types: how far the item sits from the end
+    of its owner's row in this stage (0 = the last one, in playlist or first-listen order); the
+    artist affinity's recency feature reads it (:mod:`engine.models.affinity`).
     ``genre_source`` says where the genre edges come from: ``"artists"`` (artist -> genre facts),
     ``"titles"`` (playlist title words, spread to the tracks and artists of those playlists) or
     ``""`` (no genre nodes).
@@ -73,6 +76,7 @@ class GraphData:
     x: dict[str, Tensor] = field(default_factory=dict)
     edge_attr: dict[EdgeType, Tensor] = field(default_factory=dict)
     genre_source: str = ""
+    edge_pos: dict[EdgeType, Tensor] = field(default_factory=dict)
 
     @property
     def node_types(self) -> list[str]:
@@ -102,6 +106,7 @@ class GraphData:
             edge_index=dict(self.edge_index),
             x=dict(self.x),
             edge_attr=dict(self.edge_attr),
+            edge_pos=dict(self.edge_pos),
         )
 
     def to_hetero_data(self):
@@ -126,13 +131,15 @@ class Subgraph:
 
     ``n_id[t]`` are the global ids of the local nodes of type ``t`` (seeds first, in the order they
     were given); ``edge_index[et]`` are local [2, E] indices; ``x[t]`` / ``edge_attr[et]`` are the
-    features gathered for those nodes / edges.
+    features gathered for those nodes / edges; ``edge_pos[et]`` the edges' positions from the end of
+    their owner's row (see :class:`GraphData`).
     """
 
     n_id: dict[str, Tensor]
     edge_index: dict[EdgeType, Tensor]
     x: dict[str, Tensor] = field(default_factory=dict)
     edge_attr: dict[EdgeType, Tensor] = field(default_factory=dict)
+    edge_pos: dict[EdgeType, Tensor] = field(default_factory=dict)
 
     def num_nodes(self, node_type: str) -> int:
         return int(self.n_id[node_type].numel()) if node_type in self.n_id else 0

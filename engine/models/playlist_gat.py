@@ -107,6 +107,7 @@ class PlaylistGAT(nn.Module):
         skip_types: Iterable[str] = (),
         affinity_types: Iterable[str] | None = None,
         affinity_init: float = 2.0,
+        affinity_tau: float = 10.0,
     ):
         super().__init__()
         if num_layers < 1:
@@ -167,8 +168,12 @@ class PlaylistGAT(nn.Module):
         missing = [t for t in self.affinity_types if (t, "to", item_type) not in all_edge_types]
         if missing:
             raise ValueError(f"affinity_types {missing} have no edges into {item_type}")
-        self.affinity_init = float(affinity_init)
-        self.affinity_weight = (nn.Parameter(torch.empty(len(self.affinity_types)))
+        if affinity_tau < 0:
+            raise ValueError(f"affinity_tau must be >= 0 (0: no recency count), got {affinity_tau}")
+        self.affinity_init, self.affinity_tau = float(affinity_init), float(affinity_tau)
+        # per type: (beta, gamma) for the plain and the recency count; no gamma with tau = 0
+        width = 2 if affinity_tau > 0 else 1
+        self.affinity_weight = (nn.Parameter(torch.empty(len(self.affinity_types), width))
                                 if self.affinity_types else None)
         self.reset_parameters()
 
@@ -262,9 +267,15 @@ class PlaylistGAT(nn.Module):
         without ``affinity_types``."""
         if self.affinity_weight is None:
             return None
-        return ScoreBias([(self.affinity_weight[k], link_affinity(sub, self.owner_type,
-                                                                 self.item_type, t))
-                          for k, t in enumerate(self.affinity_types)])
+        w, terms = self.affinity_weight, []
+        for k, t in enumerate(self.affinity_types):
+            if w.size(1) == 2:
+                aff = link_affinity(sub, self.owner_type, self.item_type, t, self.affinity_tau)
+                terms.append((w[k, 0], w[k, 1], aff))
+            else:  # no recency count: gamma = 0 (a constant, not a parameter)
+                aff = link_affinity(sub, self.owner_type, self.item_type, t)
+                terms.append((w[k, 0], w.new_zeros(()), aff))
+        return ScoreBias(terms)
 
     def forward(self, sub: Subgraph) -> dict[str, Tensor]:
         """Score vectors of all local owner and item nodes of ``sub`` (``D`` entries, or ``2D``

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from torch import nn
 
+from engine.graph.sampler import Fanouts, owner_row_fanouts
 from engine.graph.types import GraphData
 from engine.models import build_model
 
@@ -112,3 +113,12 @@ def make_model(cfg: TrainConfig, graph: GraphData) -> nn.Module:
     """``build_model(cfg.model, graph, **model_options(cfg, graph))``, for training and for
     loading a finished run's weights (the same arguments both times)."""
     return build_model(cfg.model, graph, **model_options(cfg, graph))
+
+
+def train_fanouts(cfg: TrainConfig, graph: GraphData, model: nn.Module) -> Fanouts:
+    """The sampler's fanouts for training batches: ``cfg.fanouts``, and with ``cfg.owner_rows``
+    every seed owner's whole item row at hop 1 plus those items' artists (what the model's
+    affinity term reads, ``model.affinity_types``), so its counts are exact."""
+    if not cfg.owner_rows:
+        return cfg.fanouts
+    return owner_row_fanouts(graph, cfg.fanouts, getattr(model, "affinity_types", []))

@@ -32,11 +32,11 @@ from tqdm.auto import tqdm
 
 from engine.eval.baselines import evaluate_with_baselines
 from engine.eval.evaluate import evaluate_scores
-from engine.graph.sampler import BPRBatches, owner_row_fanouts, owner_shard, steps_per_epoch
+from engine.graph.sampler import BPRBatches, owner_shard, steps_per_epoch
 from engine.models import count_parameters, score_bias, score_fn
 from engine.models.affinity import ScoreBias
 from engine.training.checkpoint import rng_state, save_state, set_rng_state
-from engine.training.config import TrainConfig, make_model
+from engine.training.config import TrainConfig, make_model, train_fanouts
 from engine.training.context import make_context
 from engine.training.run_data import RunData
 from engine.training.sync import broadcast_floats, split_parameters, sync_gradients
@@ -55,10 +55,12 @@ def bpr_loss(vecs: dict, owner_type: str, item_type: str, batch, l2: float,
     neg = vecs[item_type][batch.neg_idx]  # [T, N, D]
     s_pos = (u * pos).sum(-1, keepdim=True)
     s_neg = (u.unsqueeze(1) * neg).sum(-1)
-    if bias is not None:
-        s_pos = s_pos + bias.pairs(batch.owner_idx, batch.pos_idx).unsqueeze(-1)
-        s_neg = s_neg + bias.pairs(batch.owner_idx.unsqueeze(1).expand_as(batch.neg_idx),
-                                   batch.neg_idx)
+    if bias is not None:  # each triple scored at its positive's slot in the owner's row
+        slot = getattr(batch, "pos_rank", None)
+        s_pos = s_pos + bias.pairs(batch.owner_idx, batch.pos_idx, slot).unsqueeze(-1)
+        s_neg = s_neg + bias.pairs(
+            batch.owner_idx.unsqueeze(1).expand_as(batch.neg_idx), batch.neg_idx,
+            None if slot is None else slot.unsqueeze(1).expand_as(batch.neg_idx))
     loss = -F.logsigmoid(s_pos - s_neg).mean()
     if l2 > 0:
         reg = u.pow(2).sum(-1).mean() + pos.pow(2).sum(-1).mean() + neg.pow(2).sum(-1).mean()
@@ -159,8 +161,7 @@ def train_loop_per_worker(config: dict) -> dict | None:
     fit_edges = int(graph.csr[graph.interaction].indices.numel())
     steps = cfg.steps_per_epoch or steps_per_epoch(
         len(train_owners), world_size, cfg.batch_size, fit_edges, cfg.pos_per_owner)
-    fanouts = (owner_row_fanouts(graph, cfg.fanouts, getattr(model, "affinity_types", []))
-               if cfg.owner_rows else cfg.fanouts)
+    fanouts = train_fanouts(cfg, graph, model)
     tb = EpochWriter(out / "tensorboard", enabled=chief,
                      purge_step=start_epoch + 1 if state is not None else None,
                      hparams=cfg.hparams())
