@@ -1,14 +1,16 @@
 """The design ablation behind PlaylistGAT's defaults: quick mode on the MPD slices, one run per row.
 
     .venv/bin/python benchmarks/bench_ablation.py [--data ../shared/data/mpd/slices]
-        [--output runs/ablation] [--only defaults basic ...]
+        [--output runs/ablation] [--only artist_recency basic ...] [--seeds 0 1 2]
 
 Each row is ``train_loop_per_worker`` in this process (no Ray, one thread, seed 0) on the quick
 mode's data (a seeded sample of 1,000 playlists, the protocol split) with quick mode's 5 epochs
 and batches of 128 playlists, and the options below on top of the ``TrainConfig`` defaults. Every
-option that changed default during the quality work is spelled out (``neg_popularity`` included),
-so a row means the same model whatever the defaults are. ``--seeds 0 1 2`` repeats each row with
-other seeds (initialisation and batch sampling; the data and split stay the same). It prints best validation Recall@10 (the item-kNN baseline on
+option that changed default during the quality work is spelled out (``neg_popularity``,
+``owner_rows`` and the affinity options included), so a row means the same model whatever the
+defaults are. ``--seeds 0 1 2`` repeats each row with other seeds (initialisation and batch
+sampling; the data and split stay the same). It prints best validation Recall@10 (the item-kNN
+baseline on
 that validation split is 0.0229) and test Recall@10 / NDCG@10 beside item-kNN's from the same
 run, then the validation curve per epoch. docs/results.md quotes the table.
 """
@@ -88,34 +90,39 @@ for _label, _over in ROWS.values():
     _over.setdefault("owner_rows", False)
     if _over.get("model", "playlist") == "playlist":
         _over["model_options"] = {"affinity_types": [], **_over.get("model_options", {})}
-for _label, _over in ROWS.values():  # affinity rows measured before the recency count
-    _over.get("model_options", {}).setdefault("affinity_tau", 0.0)
+
+
+def _row(label: str, tau: float = 0.0, init: float = 2.0, affinity: bool = True,
+         owner_rows: bool = True, options: dict | None = None, **over) -> tuple[str, dict]:
+    """A row of this round (artist affinity; half the negatives popularity-drawn), every option
+    that this round introduced spelled out."""
+    opts = {"affinity_types": ["artist"] if affinity else [], "affinity_init": init,
+            "affinity_tau": tau, **(options or {})}
+    return label, {"neg_popularity": 0.5, "owner_rows": owner_rows, **over,
+                   "model_options": opts}
+
+
 ROWS.update({
-    "negpop05_owner_rows": ("defaults before the affinity, whole owner rows at hop 1", {
-        "neg_popularity": 0.5, "owner_rows": True, "model_options": {"affinity_types": []}}),
-    "artist_affinity": ("+ artist affinity starting at 0.5, whole owner rows", {
-        "neg_popularity": 0.5, "owner_rows": True,
-        "model_options": {"affinity_types": ["artist"], "affinity_init": 0.5}}),
-    "artist_affinity_init2": ("+ artist affinity starting at 2.0", {
-        "neg_popularity": 0.5, "owner_rows": True,
-        "model_options": {"affinity_types": ["artist"], "affinity_init": 2.0}}),
-    "artist_affinity_init2_dropout03": ("same, dropout 0.3", {
-        "neg_popularity": 0.5, "owner_rows": True, "dropout": 0.3,
-        "model_options": {"affinity_types": ["artist"], "affinity_init": 2.0}}),
-    "artist_affinity_init2_l2_1e-4": ("same, L2 1e-4", {
-        "neg_popularity": 0.5, "owner_rows": True, "l2": 1e-4,
-        "model_options": {"affinity_types": ["artist"], "affinity_init": 2.0}}),
-    "artist_recency": ("+ recency count (tau 10), both weights starting at 2.0", {
-        "neg_popularity": 0.5, "owner_rows": True,
-        "model_options": {"affinity_types": ["artist"], "affinity_init": 2.0,
-                          "affinity_tau": 10.0}}),
-    "artist_recency_sampled_rows": ("same, owner rows sampled (fanout 10)", {
-        "neg_popularity": 0.5, "owner_rows": False,
-        "model_options": {"affinity_types": ["artist"], "affinity_init": 2.0,
-                          "affinity_tau": 10.0}}),
-    "artist_affinity_init2_sampled_rows": ("same, owner rows sampled (fanout 10)", {
-        "neg_popularity": 0.5, "owner_rows": False,
-        "model_options": {"affinity_types": ["artist"], "affinity_init": 2.0}}),
+    "negpop05_owner_rows": _row("defaults before the affinity, whole owner rows at hop 1",
+                                affinity=False),
+    "artist_affinity": _row("+ artist affinity starting at 0.5, whole owner rows", init=0.5),
+    "artist_affinity_init2": _row("+ artist affinity starting at 2.0"),
+    "artist_affinity_init2_dropout03": _row("same, dropout 0.3", dropout=0.3),
+    "artist_affinity_init2_l2_1e-4": _row("same, L2 1e-4", l2=1e-4),
+    "artist_affinity_init2_sampled_rows": _row("same, owner rows sampled (fanout 10)",
+                                               owner_rows=False),
+    "artist_recency": _row("+ recency count (tau 10), both weights starting at 2.0", tau=10.0),
+    "artist_recency_dropout03": _row("same, dropout 0.3", tau=10.0, dropout=0.3),
+    "artist_recency_lr0005": _row("same, lr 0.005", tau=10.0, lr=0.005),
+    "artist_recency_no_playlist_ids": _row(
+        "same, no playlist ID embedding (playlist count feature)", tau=10.0,
+        options={"id_embeddings": ["artist", "genre"], "feature_types": ["playlist", "track"]}),
+    "artist_recency_tau25": _row("same, tau 25", tau=25.0),
+    "artist_recency_tau4": _row("same, tau 4", tau=4.0),
+    "artist_recency_tau2": _row("same, tau 2 (**defaults**)", tau=2.0),
+    "artist_recency_tau1": _row("same, tau 1", tau=1.0),
+    "artist_recency_sampled_rows": _row("same, owner rows sampled (fanout 10)", tau=10.0,
+                                        owner_rows=False),
 })
 
 

@@ -1,19 +1,22 @@
 """Recommendation quality in quick mode on the real MPD slices: the GAT beside its baselines.
 
     .venv/bin/python benchmarks/bench_quality.py [--data ../shared/data/mpd/slices]
-        [--output runs/bench_quality] [--mode quick] [--reuse] [--no-implicit]
+        [--output runs/bench_quality] [--mode quick] [--seed 0] [--reuse] [--no-implicit]
 
 1. Runs ``python -m jobs.train_kaggle --data DATA --mode quick --workers 1 --output OUTPUT``
    (a seeded sample of 1,000 playlists, 5 epochs, batches of 128 playlists, every other
    hyper-parameter at its ``TrainConfig`` default); ``--reuse`` reads an existing
-   ``OUTPUT/metrics.json`` instead of training again.
+   ``OUTPUT/metrics.json`` instead of training again. ``--seed S`` passes ``--seed S``: another
+   1,000-playlist sample, initialisation and batch order (baselines and ALS follow the sample).
 2. Reads ``metrics.json``: the model's test metrics and the popularity and item-kNN baselines of the
    same run (same split, candidates, masking and tie-break).
 3. If ``implicit`` is importable (``pip install -e '.[bench]'``), fits ALS (64 factors) and BPR-MF
    (64 factors) on the same prepared dataset and split (``RunData.load`` of the run's own
    config, as the training loop makes it; fitted on every non-test edge, like the baselines) and scores
    them with ``evaluate_scores`` over the same candidates and masks.
-4. Prints one table (Recall@10/50, NDCG@10/50, R-precision, playlists, coverable) and the model's
+4. For a model with a sparse score term (PlaylistGAT's artist affinity), scores the two parts of
+   the trained model's score on their own: the GAT dot product alone and the affinity alone.
+5. Prints one table (Recall@10/50, NDCG@10/50, R-precision, playlists, coverable) and the model's
    ratio to the better of item-kNN and ALS.
 """
 from __future__ import annotations
@@ -33,16 +36,18 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.eval.evaluate import candidate_mask, evaluate_scores
-from engine.training.config import TrainConfig
+from engine.eval.evaluate import candidate_mask, embedding_score_fn, evaluate_scores
+from engine.models import infer, score_bias
+from engine.training.checkpoint import load_state
+from engine.training.config import TrainConfig, make_model
 from engine.training.run_data import RunData
 
 KEYS = ("recall@10", "recall@50", "ndcg@10", "ndcg@50", "r_precision", "playlists", "coverable")
 
 
-def train(data: str, mode: str, output: Path) -> None:
+def train(data: str, mode: str, output: Path, seed: int) -> None:
     cmd = [sys.executable, "-m", "jobs.train_kaggle", "--data", data, "--mode", mode,
-           "--workers", "1", "--output", str(output), "--no-progress"]
+           "--workers", "1", "--output", str(output), "--no-progress", "--seed", str(seed)]
     print("$", " ".join(cmd), flush=True)
     t0 = time.perf_counter()
     subprocess.run(cmd, cwd=ROOT, check=True)
@@ -90,6 +95,30 @@ def implicit_rows(metrics: dict, threads: int) -> dict[str, dict]:
     return out
 
 
+def part_rows(metrics: dict, out: Path) -> dict[str, dict]:
+    """The trained model's two score parts on their own, on the test split (how much each
+    carries); empty for a model whose score is the dot product alone."""
+    cfg = TrainConfig.from_dict(metrics["config"])
+    data = RunData.load(cfg)
+    graph = data.graph("train")
+    model = make_model(cfg, graph)
+    model.load_state_dict(load_state(out / "best_model.pt"))
+    model.eval()
+    with torch.no_grad():
+        bias = score_bias(model, graph.full())
+        if bias is None:
+            return {}
+        vecs = infer(model, graph)
+        dot = embedding_score_fn(vecs[graph.owner_type], vecs[graph.item_type])
+        n = graph.num_nodes[graph.item_type]
+        parts = {"  its GAT dot product alone": dot,
+                 "  its artist affinity alone": lambda ids: bias.rows(ids, n)}
+        split = data.split
+        cand = candidate_mask(split.train, split.num_items)
+        return {name: evaluate_scores(fn, split.train, split.test, split.num_items,
+                                      candidates=cand) for name, fn in parts.items()}
+
+
 def _numpy(x):
     return x.to_numpy() if hasattr(x, "to_numpy") else x
 
@@ -111,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "mpd" / "slices"))
     p.add_argument("--output", default=str(ROOT / "runs" / "bench_quality"))
     p.add_argument("--mode", default="quick")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--reuse", action="store_true", help="read OUTPUT/metrics.json, do not train")
     p.add_argument("--no-implicit", action="store_true", help="skip ALS / BPR-MF")
     p.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1))
@@ -119,9 +149,10 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.output)
     if not (args.reuse and (out / "metrics.json").exists()):
         shutil.rmtree(out, ignore_errors=True)  # a rerun in the same folder would resume, not train
-        train(args.data, args.mode, out)
+        train(args.data, args.mode, out, args.seed)
     metrics = json.loads((out / "metrics.json").read_text())
     rows = {f"PlaylistGAT ({metrics['config']['model']})": metrics["test"],
+            **part_rows(metrics, out),
             "popularity": metrics["baselines"]["popularity"],
             "item-kNN (cosine)": metrics["baselines"]["item_knn"]}
     if not args.no_implicit:

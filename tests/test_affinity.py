@@ -13,6 +13,7 @@ from engine.graph.split import rank_within_owner
 from engine.graph.types import CSR, GraphData, Subgraph, rev
 from engine.models import PlaylistGAT, build_model, graph_meta, infer, score, score_bias, score_fn
 from engine.models.affinity import link_affinity
+from engine.training.config import TrainConfig, train_fanouts
 from engine.training.loop import bpr_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -155,7 +156,8 @@ def test_score_fn_adds_the_affinity_rows_to_the_dot_product():
     owners = torch.arange(g.num_nodes["playlist"])
     rows = score_fn(model, g)(owners)
     dot = vecs["playlist"] @ vecs["track"].T
-    plain, recent = link_affinity(g.full(), "playlist", "track", "artist").pairs(
+    plain, recent = link_affinity(g.full(), "playlist", "track", "artist",
+                                  model.affinity_tau).pairs(
         *torch.meshgrid(owners, torch.arange(g.num_nodes["track"]), indexing="ij"))
     assert recent.any() and not torch.allclose(plain, recent)
     assert torch.allclose(rows, dot + 0.7 * plain - 0.3 * recent, atol=1e-5)
@@ -192,3 +194,13 @@ def test_both_affinity_weights_learn_from_a_training_batch():
                     score_bias(model, batch.sub))
     loss.backward()
     assert (model.affinity_weight.grad != 0).all()  # beta (plain count) and gamma (recency)
+
+
+def test_train_fanouts_take_whole_rows_only_for_an_affinity_model():
+    g = random_graph(4)
+    cfg = TrainConfig(fanouts=[3, 2])
+    playlist = build_model("playlist", g, embedding_dim=8, heads=1)
+    assert train_fanouts(cfg, g, playlist)[TP] == [-1, 2]
+    off = build_model("playlist", g, embedding_dim=8, heads=1, affinity_types=[])
+    assert train_fanouts(cfg, g, off) == [3, 2]
+    assert train_fanouts(TrainConfig(fanouts=[3, 2], owner_rows=False), g, playlist) == [3, 2]

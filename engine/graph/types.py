@@ -5,8 +5,9 @@ type (``"track"`` or ``"song"``) and, when known, ``"artist"`` and ``"genre"``. 
 ``(src, "to", dst)`` and comes with its reverse ``(dst, "to", src)``.
 
 Score convention: a model maps a (sub)graph to one vector per owner node and per item node, and
-the recommendation score of (owner, item) is the dot product of the two vectors. Everything
-downstream (BPR, full-catalogue evaluation, explanation) relies only on that.
+the recommendation score of (owner, item) is the dot product of the two vectors, plus the
+model's sparse ``score_bias`` term where it has one (``engine.models.score_fn``). BPR,
+full-catalogue evaluation and explanation go through those two.
 """
 from __future__ import annotations
 

@@ -1,11 +1,13 @@
 """GAT recommenders. Each maps a :class:`~engine.graph.types.Subgraph` to one score vector per
-local owner node and per local item node; ``score(owner, item)`` is their dot product.
+local owner node and per local item node; ``score(owner, item)`` is their dot product, plus, for a
+model with a ``score_bias`` method (PlaylistGAT's exact artist affinity), that sparse term
+(:func:`score_bias`, :func:`score_fn`).
 
 - ``"basic"``: :class:`GATRecommender`, ID embeddings and one bipartite GAT layer;
 - ``"enhanced"``: :class:`EnhancedGATRecommender`, two hetero GAT layers mixed with a
   genre-affinity score by ``genre_weight``;
 - ``"playlist"``: :class:`PlaylistGAT`, ID embeddings plus content features, ``num_layers`` hetero
-  GAT layers with layer norm.
+  GAT layers, and the artist-affinity term.
 
 Models are built from plain metadata (:func:`graph_meta`), never from tensors, so that they pickle
 and build identically on every DDP rank.

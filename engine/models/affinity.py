@@ -38,7 +38,7 @@ with fewer, they are those of a sample.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -86,6 +86,7 @@ class LinkAffinity:
     weights: Tensor
     num_links: int  # K
     tau: float
+    _b_mat: Tensor | None = field(default=None, repr=False)
 
     def pairs(self, owner_idx: Tensor, item_idx: Tensor, slot: Tensor | None = None
               ) -> tuple[Tensor, Tensor]:
@@ -122,6 +123,20 @@ class LinkAffinity:
                         0.0)
         return torch.log1p(self.plain.new_zeros(at.numel()).index_add(0, which, w))
 
+    def _item_matrix(self) -> Tensor:
+        """:math:`B` as a sparse CSR [items, K], built once per instance (evaluation calls
+        :meth:`score_rows` once per batch of owners)."""
+        if self._b_mat is None:
+            n_items = self.indptr.numel() - 1
+            item = torch.repeat_interleave(torch.arange(n_items, device=self.indptr.device),
+                                           self.indptr[1:] - self.indptr[:-1])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # sparse CSR is "beta"
+                self._b_mat = torch.sparse_coo_tensor(
+                    torch.stack([item, self.links]), self.weights,
+                    (n_items, self.num_links)).coalesce().to_sparse_csr()
+        return self._b_mat
+
     def score_rows(self, owner_ids: Tensor, num_items: int, beta: Tensor, gamma: Tensor
                    ) -> Tensor:
         r"""[b, num_items]: :math:`\beta \cdot` plain + :math:`\gamma \cdot` recent (slot -1) for
@@ -129,11 +144,7 @@ class LinkAffinity:
         in blocks of owners."""
         values = beta * self.plain + gamma * self.recent
         n_items = self.indptr.numel() - 1
-        item = torch.repeat_interleave(torch.arange(n_items), self.indptr[1:] - self.indptr[:-1])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # sparse CSR is "beta"
-            b_mat = torch.sparse_coo_tensor(torch.stack([item, self.links]), self.weights,
-                                            (n_items, self.num_links)).coalesce().to_sparse_csr()
+        b_mat = self._item_matrix()
         owner_of_key = self.keys // self.num_links
         step = max(1, _BLOCK_FLOATS // max(self.num_links, 1))
         parts = []
@@ -141,7 +152,7 @@ class LinkAffinity:
             ids = owner_ids[lo:lo + step]
             lo_k = torch.searchsorted(owner_of_key, ids)
             cnt = torch.searchsorted(owner_of_key, ids, right=True) - lo_k
-            row = torch.repeat_interleave(torch.arange(ids.numel()), cnt)
+            row = torch.repeat_interleave(torch.arange(ids.numel(), device=ids.device), cnt)
             pos = lo_k[row] + _segment_arange(cnt)
             dense = values.new_zeros(ids.numel(), self.num_links)
             dense[row, self.keys[pos] % self.num_links] = values[pos]
@@ -153,7 +164,7 @@ class LinkAffinity:
 
 
 def link_affinity(sub: Subgraph, owner_type: str, item_type: str, link_type: str,
-                  tau: float = 10.0) -> LinkAffinity:
+                  tau: float = 2.0) -> LinkAffinity:
     """Build :class:`LinkAffinity` from ``sub``'s ``item -> owner`` edges (the owners' item rows,
     with their ``edge_pos``) and ``link -> item`` edges (the items' artists), as the sampler
     draws them."""

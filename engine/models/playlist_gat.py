@@ -39,6 +39,20 @@ playlist edges is still reached through track <- artist and track <- genre edges
 \sqrt{w}\,\mathbf{g}_v]`, so the score is :math:`(1-w)\langle\mathbf{c}_o, \mathbf{c}_i\rangle +
 w\langle\mathbf{g}_o, \mathbf{g}_i\rangle`. The default :math:`w = 0` builds no genre path at all
 (genres still take part in the layers), and the vectors have :math:`D` entries.
+
+**Affinity.** The full score adds an exact sparse term (:mod:`.affinity`, :meth:`score_bias`):
+
+.. math::
+    s(p, t) = \langle \mathbf{c}_p, \mathbf{c}_t \rangle
+    + \sum_{T} \mathrm{aff}_T(p, t; \rho),
+
+for each node type :math:`T` in ``affinity_types`` (default: the artists): learnt weights on how
+many of the playlist's tracks share the track's artist, and how many of its tracks just before the
+scored slot :math:`\rho` do (scale ``affinity_tau``; 0 drops that count). A playlist's vector
+is an average of its tracks' states, so in :math:`D` dimensions the share of one of thousands of
+artists reaches the dot product only blurred by the others; the sparse term keeps it exact.
+Consumers score with :func:`engine.models.score_fn` (full ranking) or
+:func:`engine.models.score` with ``bias`` (pairs).
 """
 from __future__ import annotations
 
@@ -76,6 +90,10 @@ class PlaylistGAT(nn.Module):
         skip_types: node types whose edges the message-passing layers ignore (e.g.
             ``["genre"]``); the genre path of ``genre_weight > 0`` still reads genre edges.
         genre_type, artist_type: names of those node types.
+        affinity_types: node types linked to the items whose exact affinity term is added to the
+            score (:mod:`.affinity`); ``None`` means the artists when the graph links them.
+        affinity_init: start value of the affinity weights (beta and gamma).
+        affinity_tau: distance scale of the recency count; 0 means no recency count.
 
     With ``keep_attention = True`` a forward stores detached ``(edge_index, alpha)`` per edge type
     in ``last_attention`` (for an edge type in several layers, the layer nearest the output) and
@@ -107,7 +125,7 @@ class PlaylistGAT(nn.Module):
         skip_types: Iterable[str] = (),
         affinity_types: Iterable[str] | None = None,
         affinity_init: float = 2.0,
-        affinity_tau: float = 10.0,
+        affinity_tau: float = 2.0,
     ):
         super().__init__()
         if num_layers < 1:

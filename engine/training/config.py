@@ -47,7 +47,8 @@ class TrainConfig:
     dropout: float = 0.1
     genre_weight: float = 0.0
     fanouts: list[int] = field(default_factory=lambda: [10, 5])
-    # seed owners take their whole item row at hop 1 (exact owner aggregates; sampler.owner_row_fanouts)
+    # models with an affinity term: seed owners take their whole item row at hop 1, so the term's
+    # counts are exact (train_fanouts; False: the plain fanouts, faster, counts from a sample)
     owner_rows: bool = True
     model_options: dict = field(default_factory=dict)  # extra keyword arguments of the model
     l2: float = 1e-5  # L2 penalty on the batch's score vectors (BPR regulariser)
@@ -116,9 +117,11 @@ def make_model(cfg: TrainConfig, graph: GraphData) -> nn.Module:
 
 
 def train_fanouts(cfg: TrainConfig, graph: GraphData, model: nn.Module) -> Fanouts:
-    """The sampler's fanouts for training batches: ``cfg.fanouts``, and with ``cfg.owner_rows``
-    every seed owner's whole item row at hop 1 plus those items' artists (what the model's
-    affinity term reads, ``model.affinity_types``), so its counts are exact."""
-    if not cfg.owner_rows:
+    """The sampler's fanouts for training batches: ``cfg.fanouts``, and for a model with an
+    affinity term (``model.affinity_types``, PlaylistGAT's artists) with ``cfg.owner_rows``,
+    every seed owner's whole item row at hop 1 plus those items' artists at hop 2, so the term's
+    counts are exact. Models without one keep the plain fanouts (whole rows would only cost)."""
+    links = list(getattr(model, "affinity_types", None) or [])
+    if not cfg.owner_rows or not links:
         return cfg.fanouts
-    return owner_row_fanouts(graph, cfg.fanouts, getattr(model, "affinity_types", []))
+    return owner_row_fanouts(graph, cfg.fanouts, links)
