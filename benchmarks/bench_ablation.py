@@ -10,8 +10,7 @@ option that changed default during the quality work is spelled out (``neg_popula
 ``owner_rows`` and the affinity options included), so a row means the same model whatever the
 defaults are. ``--seeds 0 1 2`` repeats each row with other seeds (initialisation and batch
 sampling; the data and split stay the same). It prints best validation Recall@10 (the item-kNN
-baseline on
-that validation split is 0.0229) and test Recall@10 / NDCG@10 beside item-kNN's from the same
+baseline on that validation split is 0.0229) and test Recall@10 / NDCG@10 beside item-kNN's from the same
 run, then the validation curve per epoch. docs/results.md quotes the table.
 """
 from __future__ import annotations

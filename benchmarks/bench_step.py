@@ -40,7 +40,7 @@ from engine.graph.build import build_graph
 from engine.graph.sampler import BPRBatches
 from engine.graph.split import make_split
 from engine.models import count_parameters, score_bias
-from engine.training.config import MODES, TrainConfig, make_model, train_fanouts
+from engine.training.config import MODES, TrainConfig, make_model, owner_row_links
 from engine.training.loop import bpr_loss
 from engine.training.sync import split_parameters, sync_gradients
 
@@ -127,9 +127,10 @@ def run_pair(base, cfg, graph, owners, batch_size, warmup, steps, full_warmup, f
 
     def batches(n):
         return BPRBatches(graph, owners, batch_size=batch_size, num_neg=cfg.num_neg,
-                          fanouts=train_fanouts(cfg, graph, base), seed=cfg.seed, steps=n,
+                          fanouts=cfg.fanouts, seed=cfg.seed, steps=n,
                           pos_per_owner=cfg.pos_per_owner, neg_pool=cfg.neg_pool,
-                          neg_popularity=cfg.neg_popularity)
+                          neg_popularity=cfg.neg_popularity,
+                          owner_rows=owner_row_links(cfg, base))
 
     # Same seed, same shard, same order: the full arm's batches are the sampled arm's first
     # ones, drawn up front (untimed) and turned into global ids.
@@ -188,7 +189,8 @@ def profile_sampled(base, cfg, graph, owners, batch_size, steps, top: int = 20) 
     batches = iter(BPRBatches(graph, owners, batch_size=batch_size, num_neg=cfg.num_neg,
                               fanouts=cfg.fanouts, seed=cfg.seed, steps=steps + 1,
                               pos_per_owner=cfg.pos_per_owner, neg_pool=cfg.neg_pool,
-                              neg_popularity=cfg.neg_popularity))
+                              neg_popularity=cfg.neg_popularity,
+                              owner_rows=owner_row_links(cfg, base)))
     batch = next(batches)  # warm-up
     train_step(model, dense, sparse, opts, batch.sub, batch, ot, it, cfg.l2, Clock())
     with profile(activities=[ProfilerActivity.CPU]) as prof:

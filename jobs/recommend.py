@@ -18,7 +18,7 @@ from engine.errors import BadInput
 from engine.eval.evaluate import candidate_mask
 from engine.explain import explain, recommend, vectors_with_attention
 from engine.graph.build import genre_vocabulary
-from engine.models import score_bias, score_fn
+from engine.models import rank_scores, score_bias
 from engine.training.config import TrainConfig, make_model
 from engine.training.run_data import RunData
 from jobs._cli import ArgumentParser, run_cli
@@ -48,16 +48,22 @@ def main(argv=None) -> int:
     ds, split, artist_genres = data.ds, data.split, data.artist_genres
     graph = data.graph("train")
     model = make_model(cfg, graph)
-    model.load_state_dict(torch.load(run / "best_model.pt", map_location="cpu", weights_only=True))
+    ckpt = run / "best_model.pt"
+    try:
+        model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
+    except (OSError, RuntimeError) as exc:  # missing, torn, or from another model version
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BadInput(f"{ckpt}: cannot load into this run's model ({first})") from None
     vecs, attention = vectors_with_attention(model, graph)
     with torch.no_grad():
         bias = score_bias(model.eval(), graph.full())
+    scores = rank_scores(vecs, bias, graph.owner_type, graph.item_type)
 
     owner = _owner_id(ds, args.playlist)
     csr = graph.csr[graph.interaction]
     owned = csr.indices[csr.indptr[owner]:csr.indptr[owner + 1]]
-    items, scores = recommend(score_fn(model, graph)(torch.tensor([owner]))[0], owned,
-                              candidate_mask(split.train, split.num_items), args.top)
+    items, top_scores = recommend(scores(torch.tensor([owner]))[0], owned,
+                                  candidate_mask(split.train, split.num_items), args.top)
     names = ds.tracks.name.astype(str).to_numpy()
     artists = ds.artists.name.astype(str).to_numpy()[ds.tracks.artist_id.to_numpy()]
     label = lambda i: f"{artists[i]} - {names[i]}"
@@ -66,7 +72,7 @@ def main(argv=None) -> int:
                   "genre": genre_vocabulary(ds, artist_genres), graph.item_type: names}
     print(f"{graph.owner_type} {owner} ({ds.owners.name.iloc[owner]!s}): {owned.numel()} "
           f"training tracks; model {cfg.model} from {run}")
-    for rank, (item, score) in enumerate(zip(items.tolist(), scores.tolist()), 1):
+    for rank, (item, score) in enumerate(zip(items.tolist(), top_scores.tolist()), 1):
         why = explain(graph, vecs, attention, owner, item, owned, bias=bias)
         part = f", artist affinity {why.bias:+.3f}" if bias is not None else ""
         print(f"{rank:>3}. {label(item)}  (score {score:.3f}{part})")

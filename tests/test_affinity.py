@@ -8,17 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from engine.graph.sampler import BPRBatches, owner_row_fanouts
+from engine.graph.sampler import ROW, BPRBatches
 from engine.graph.split import rank_within_owner
 from engine.graph.types import CSR, GraphData, Subgraph, rev
 from engine.models import PlaylistGAT, build_model, graph_meta, infer, score, score_bias, score_fn
 from engine.models.affinity import link_affinity
-from engine.training.config import TrainConfig, train_fanouts
+from engine.training.config import TrainConfig, owner_row_links
 from engine.training.loop import bpr_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TP, AT = ("track", "to", "playlist"), ("artist", "to", "track")
+ROW_TP = ("track", ROW, "playlist")
 
 
 def hand_made() -> Subgraph:
@@ -37,20 +38,27 @@ ITEMS = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
 
 def test_affinity_values_on_a_hand_made_graph():
     aff = link_affinity(hand_made(), "playlist", "track", "artist", tau=10.0)
+    l3, l2, e = math.log(3), math.log(2), math.exp(-0.1)
+    # Full ranking: owner 0 has two tracks by artist 0 -> log(1 + 2); track 3 is half artist 0
+    # -> log(3) / 2. Recency at the slot after the row: the last track (1) weighs 1, track 0
+    # exp(-1 / 10).
+    r0 = math.log1p(1 + e)
+    rows = aff.score_rows(torch.tensor([0, 1]), 4, torch.tensor(0.5), torch.tensor(2.0))
+    full_plain = torch.tensor([l3, l3, 0, l3 / 2, 0, 0, l2, 0])
+    full_recent = torch.tensor([r0, r0, 0, r0 / 2, 0, 0, l2, 0])
+    assert torch.allclose(rows, (0.5 * full_plain + 2.0 * full_recent).view(2, 4))
+    # Pairs leave their own edge out: (0, 0) and (0, 1) count one other track by artist 0,
+    # (1, 2) none; track 3 is no member of a row and keeps the full counts.
     plain, recent = aff.pairs(OWNERS, ITEMS)
-    # owner 0: two tracks by artist 0 -> log(1 + 2); track 3 is half artist 0 -> log(3) / 2
-    l3, l2 = math.log(3), math.log(2)
-    assert torch.allclose(plain, torch.tensor([l3, l3, 0, l3 / 2, 0, 0, l2, 0]))
-    # slot -1 (after the row): the last track weighs 1, the one before it exp(-1 / 10)
-    r0 = math.log1p(1 + math.exp(-0.1))
-    assert torch.allclose(recent, torch.tensor([r0, r0, 0, r0 / 2, 0, 0, l2, 0]))
+    assert torch.allclose(plain, torch.tensor([l2, l2, 0, l3 / 2, 0, 0, 0, 0]))
+    assert torch.allclose(recent, torch.tensor([math.log1p(1), math.log1p(e), 0, r0 / 2,
+                                                0, 0, 0, 0]))
     again = aff.pairs(OWNERS, ITEMS, torch.full((8,), -1))
     assert torch.allclose(again[0], plain) and torch.allclose(again[1], recent)
-    # slot 0 (the last track's place): only track 0 (r = 1) came before it, at distance 1
+    # Slot 0 (the last track's place): only track 0 (r = 1) came before it, at distance 1; as a
+    # pair, track 0 itself does not count.
     _, at0 = aff.pairs(OWNERS, ITEMS, torch.zeros(8, dtype=torch.long))
-    assert torch.allclose(at0, torch.tensor([l2, l2, 0, l2 / 2, 0, 0, 0, 0]))
-    rows = aff.score_rows(torch.tensor([0, 1]), 4, torch.tensor(0.5), torch.tensor(2.0))
-    assert torch.allclose(rows, (0.5 * plain + 2.0 * recent).view(2, 4))
+    assert torch.allclose(at0, torch.tensor([0, l2, 0, l2 / 2, 0, 0, 0, 0]))
     p2, r2 = aff.pairs(OWNERS.view(2, 4), ITEMS.view(2, 4))
     assert torch.allclose(p2, plain.view(2, 4)) and torch.allclose(r2, recent.view(2, 4))
 
@@ -109,16 +117,21 @@ def brute_force(g: GraphData, owner: int, item: int, without: set[int], slot: in
             sum(math.log1p(m.get(a, 0.0)) * share for a in artists[item]))
 
 
-def test_training_batches_count_what_came_before_and_never_the_positive():
-    """With whole owner rows at hop 1 the batch's counts are exact, minus the batch's own
-    positives (the sampler drops those edges), so a positive never counts itself; each triple is
-    scored at its positive's slot, whose position the batch carries."""
+def test_training_batches_count_every_other_track_and_never_the_positive():
+    """With whole owner rows in the batch the counts are exact: every track of the playlist but
+    the scored one (a positive never counts itself, the batch's other positives do, as the rest
+    of the row does at test time); each triple is scored at its positive's slot, whose position
+    the batch carries."""
     g = random_graph()
-    fan = owner_row_fanouts(g, [2, 2], ["artist"])
-    assert fan[TP] == [-1, 2] and fan[AT] == [2, -1] and fan[("playlist", "to", "track")] == [2, 2]
-    batch = next(iter(BPRBatches(g, torch.arange(30), batch_size=6, num_neg=3, fanouts=fan,
-                                 seed=1, pos_per_owner=2, neg_popularity=0.5)))
+    batch = next(iter(BPRBatches(g, torch.arange(30), batch_size=6, num_neg=3, fanouts=[2, 2],
+                                 seed=1, pos_per_owner=2, neg_popularity=0.5,
+                                 owner_rows=["artist"])))
     sub = batch.sub
+    # the messages stay sampled: at most 2 tracks per seed playlist on the layers' edges
+    seeds = torch.unique(batch.owner_idx)
+    per_owner = torch.bincount(sub.edge_index[TP][1], minlength=sub.num_nodes("playlist"))
+    assert per_owner[seeds].max() <= 2 and (ROW_TP in sub.edge_index)
+    assert not (sub.edge_index[ROW_TP][1].unsqueeze(1) != seeds).all(1).any()  # seed rows only
     aff = link_affinity(sub, "playlist", "track", "artist", tau=10.0)
     owner_g = sub.n_id["playlist"][batch.owner_idx]
     pos_g = sub.n_id["track"][batch.pos_idx]
@@ -130,14 +143,12 @@ def test_training_batches_count_what_came_before_and_never_the_positive():
     slots = batch.pos_rank.unsqueeze(1).expand_as(items)
     got_plain, got_recent = aff.pairs(batch.owner_idx.unsqueeze(1).expand_as(items), items, slots)
     item_g = sub.n_id["track"][items]
-    positives: dict[int, set] = {}  # every positive of the batch, per owner: its edges are dropped
-    for o, t in zip(owner_g.tolist(), pos_g.tolist()):
-        positives.setdefault(o, set()).add(t)
     seen = [0, 0]
     for r in range(items.size(0)):
         o = int(owner_g[r])
         for c in range(items.size(1)):
-            plain, recent = brute_force(g, o, int(item_g[r, c]), positives[o], int(slots[r, c]))
+            t = int(item_g[r, c])
+            plain, recent = brute_force(g, o, t, {t}, int(slots[r, c]))
             assert got_plain[r, c].item() == pytest.approx(plain, abs=1e-6)
             assert got_recent[r, c].item() == pytest.approx(recent, abs=1e-6)
             seen[0] += plain > 0
@@ -156,13 +167,17 @@ def test_score_fn_adds_the_affinity_rows_to_the_dot_product():
     owners = torch.arange(g.num_nodes["playlist"])
     rows = score_fn(model, g)(owners)
     dot = vecs["playlist"] @ vecs["track"].T
-    plain, recent = link_affinity(g.full(), "playlist", "track", "artist",
-                                  model.affinity_tau).pairs(
-        *torch.meshgrid(owners, torch.arange(g.num_nodes["track"]), indexing="ij"))
-    assert recent.any() and not torch.allclose(plain, recent)
-    assert torch.allclose(rows, dot + 0.7 * plain - 0.3 * recent, atol=1e-5)
     o, t = torch.meshgrid(owners, torch.arange(g.num_nodes["track"]), indexing="ij")
-    assert torch.allclose(score(vecs, o, t, bias=bias), rows, atol=1e-5)
+    plain, recent = link_affinity(g.full(), "playlist", "track", "artist",
+                                  model.affinity_tau).pairs(o, t)
+    # ranked pairs: the owners' own tracks are masked in ranking (and counted without their own
+    # edge as pairs, with it in full rows)
+    own = torch.zeros_like(rows, dtype=torch.bool)
+    own[tuple(g.edge_index[("playlist", "to", "track")])] = True
+    ranked = ~own
+    assert recent[ranked].any() and not torch.allclose(plain, recent)
+    assert torch.allclose(rows[ranked], (dot + 0.7 * plain - 0.3 * recent)[ranked], atol=1e-5)
+    assert torch.allclose(score(vecs, o, t, bias=bias)[ranked], rows[ranked], atol=1e-5)
 
 
 def test_model_options_for_the_affinity():
@@ -188,19 +203,18 @@ def test_both_affinity_weights_learn_from_a_training_batch():
     g = random_graph(3)
     torch.manual_seed(0)
     model = build_model("playlist", g, embedding_dim=8, heads=1)
-    batch = next(iter(BPRBatches(g, torch.arange(30), batch_size=8, num_neg=2,
-                                 fanouts=owner_row_fanouts(g, [3, 2], ["artist"]), seed=0)))
+    batch = next(iter(BPRBatches(g, torch.arange(30), batch_size=8, num_neg=2, fanouts=[3, 2],
+                                 seed=0, owner_rows=["artist"])))
     loss = bpr_loss(model(batch.sub), "playlist", "track", batch, 0.0,
                     score_bias(model, batch.sub))
     loss.backward()
     assert (model.affinity_weight.grad != 0).all()  # beta (plain count) and gamma (recency)
 
 
-def test_train_fanouts_take_whole_rows_only_for_an_affinity_model():
+def test_owner_rows_only_for_an_affinity_model():
     g = random_graph(4)
-    cfg = TrainConfig(fanouts=[3, 2])
     playlist = build_model("playlist", g, embedding_dim=8, heads=1)
-    assert train_fanouts(cfg, g, playlist)[TP] == [-1, 2]
+    assert owner_row_links(TrainConfig(), playlist) == ["artist"]
     off = build_model("playlist", g, embedding_dim=8, heads=1, affinity_types=[])
-    assert train_fanouts(cfg, g, off) == [3, 2]
-    assert train_fanouts(TrainConfig(fanouts=[3, 2], owner_rows=False), g, playlist) == [3, 2]
+    assert owner_row_links(TrainConfig(), off) is None
+    assert owner_row_links(TrainConfig(owner_rows=False), playlist) is None

@@ -1,8 +1,10 @@
 """Recommendations with reasons from a finished run."""
 from __future__ import annotations
 
+import pytest
 import torch
 
+from engine.errors import BadInput
 from engine.explain import explain, recommend
 from engine.graph.types import CSR, GraphData
 from engine.training.loop import train_loop_per_worker
@@ -45,3 +47,8 @@ def test_recommend_job_on_a_finished_run(tiny_playlists, tmp_path, capsys):
     assert sum(line.lstrip().startswith(("1.", "2.", "3.")) for line in printed) == 3
     assert any("like:" in line for line in printed)
     assert all("artist affinity" in line for line in printed if line.lstrip().startswith("1."))
+
+    # a checkpoint that does not fit the run's model is a bad input, not a traceback
+    torch.save({"emb.playlist.weight": torch.zeros(1, 1)}, out / "best_model.pt")
+    with pytest.raises(BadInput, match="best_model.pt: cannot load"):
+        recommend_job.main(["--run", str(out), "--playlist", "0"])

@@ -258,24 +258,39 @@ def _sample_pyg_lib(g: GraphData, n_id: dict[str, Tensor], table: dict[EdgeType,
     return n_id, edges, n_nodes, n_edges
 
 
-def owner_row_fanouts(g: GraphData, fanouts: list[int], link_types: list[str] = ()
-                      ) -> dict[EdgeType, list[int]]:
-    """``fanouts`` per edge type, except that every seed owner takes its *whole* item row at hop 1
-    (``item -> owner`` fanout -1) and, at hop 2, the items take all their ``link_types``
-    neighbours (their artists). Then a batch subgraph holds each seed owner's exact training row,
-    which owner-level aggregates such as the artist affinity
-    (:mod:`engine.models.affinity`) need; the other edge types are sampled as before."""
-    fanouts = list(fanouts)
-    table = {et: list(fanouts) for et in g.edge_types}
-    if not fanouts:
-        return table
-    table[rev(g.interaction)][0] = -1
-    if len(fanouts) > 1:
-        for t in link_types:
-            et = (t, "to", g.item_type)
-            if et in table:
-                table[et][1] = -1
-    return table
+#: Relation of the edges :func:`add_owner_rows` adds to a batch subgraph: owner aggregates read
+#: them (``engine.models.affinity``); message-passing layers, which use ``"to"`` edges, never do.
+#: Target edges are *not* dropped from them: an aggregate leaves out the scored pair's own edge
+#: itself, so a positive's counts hold every other track of its row, as at test time.
+ROW = "row"
+
+
+def add_owner_rows(g: GraphData, sub: SampledSubgraph, owners: Tensor, link_types: list[str]
+                   ) -> None:
+    """Add the *whole* training row of each owner in ``owners`` (local ids) to ``sub``, in place:
+    edges ``(item, ROW, owner)`` with their ``edge_pos``, and the row items' ``link_types``
+    neighbours (their artists) as ``(link, ROW, item)`` edges. Row items and links not yet in
+    ``sub`` become new local nodes (features gathered) without any message-passing edge, so the
+    layers' cost does not grow with row length while owner aggregates see exact rows."""
+    ot, it = g.owner_type, g.item_type
+    csr = g.csr[g.interaction]
+    owner_g = sub.n_id[ot][owners]
+    which, pos = _sample_positions(csr.indptr, owner_g, -1, False, None)
+    item_g = csr.indices[pos]
+    sub.n_id[it], item_l = _merge_ids(sub.n_id[it], item_g)
+    rel = (it, ROW, ot)
+    sub.edge_index[rel] = torch.stack([item_l, owners[which]])
+    if g.interaction in g.edge_pos:
+        sub.edge_pos[rel] = g.edge_pos[g.interaction][csr.perm[pos]]
+    rows = torch.unique(item_l)
+    for t in link_types:  # a loop over attribute types (one: artists)
+        lcsr = g.csr[(it, "to", t)]
+        lw, lpos = _sample_positions(lcsr.indptr, sub.n_id[it][rows], -1, False, None)
+        sub.n_id[t], link_l = _merge_ids(sub.n_id[t], lcsr.indices[lpos])
+        sub.edge_index[(t, ROW, it)] = torch.stack([link_l, rows[lw]])
+    for t in (it, *link_types):
+        if t in g.x:
+            sub.x[t] = g.x[t][sub.n_id[t]]
 
 
 # ---------------------------------------------------------------------------- negative sampling
@@ -409,6 +424,9 @@ class BPRBatches:
     full-graph forward is cheaper than sampling thousands of item seeds' neighbourhoods, and every
     item of the catalogue gets a vector, so negatives cost nothing extra.
     Owners without positives are dropped from the shard. Iterating twice gives the same batches.
+    ``owner_rows``: attribute types (e.g. ``["artist"]``); when given, each batch also holds every
+    seed owner's whole training row as ``ROW`` edges (:func:`add_owner_rows`), for owner aggregates
+    such as the model's artist affinity (which leaves each scored pair's own edge out itself).
     Each batch carries ``pos_rank``, its positives' positions from the end of their owners' rows
     (``g.edge_pos``; ``None`` without positions or with custom ``positives``), the slot at which the
     model's recency count scores the triple (:mod:`engine.models.affinity`).
@@ -432,7 +450,8 @@ class BPRBatches:
                  positives: CSR | None = None, neg_candidates: Tensor | None = None,
                  drop_target_edges: bool = True, replace: bool = False,
                  backend: str = "auto", min_pos_degree: int | None = None,
-                 neg_popularity: float | None = None, neg_pool: int = 0) -> None:
+                 neg_popularity: float | None = None, neg_pool: int = 0,
+                 owner_rows: list[str] | None = None) -> None:
         self.g, self.pos = g, positives if positives is not None else g.csr[g.interaction]
         self.positives_are_edges = positives is None  # then CSR perm indexes g's edges
         deg = self.pos.degree()
@@ -453,6 +472,7 @@ class BPRBatches:
             raise ValueError(f"neg_popularity must be in [0, 1], got {self.neg_popularity}")
         self.draw = _eligible_rows(self.pos, g.num_nodes[g.item_type], min_pos_degree)
         self.neg_pool = int(neg_pool)
+        self.owner_rows = owner_rows
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -508,14 +528,17 @@ class BPRBatches:
         owner_idx = sub.seed_local[g.owner_type].repeat_interleave(P)
         item_local = sub.seed_local[g.item_type]
         pos_idx, neg_idx = item_local[:pos.numel()], item_local[pos.numel():].view(-1, self.num_neg)
+        if self.owner_rows is not None and not self.full_graph:
+            add_owner_rows(g, sub, torch.unique(sub.seed_local[g.owner_type]), self.owner_rows)
         if self.drop_target_edges:
-            _drop_pairs(sub, g.interaction, owner_idx, pos_idx)
+            _drop_pairs(sub, g.interaction, owner_idx, pos_idx)  # ROW edges stay: see ROW
         return Batch(sub, owner_idx, pos_idx, neg_idx, pos_rank)
 
 
 def _eligible_rows(p: CSR, num_items: int, min_degree: int) -> CSR:
     """``p`` restricted to items with at least ``min_degree`` owners in ``p``; a row left empty
-    keeps all its items. (``perm`` is not carried: only ``indptr``/``indices`` are read.)"""
+    keeps all its items. ``perm`` follows the kept entries, so it still maps a position to its
+    column of the graph's edge list (``pos_rank`` reads ``edge_pos`` through it)."""
     if min_degree <= 1:
         return p
     item_deg = torch.bincount(p.indices, minlength=num_items)

@@ -35,7 +35,8 @@ MODELS: dict[str, type[nn.Module]] = {
 }
 
 __all__ = ["MODELS", "EnhancedGATRecommender", "GATRecommender", "PlaylistGAT", "build_model",
-           "count_parameters", "graph_meta", "infer", "score", "score_bias", "score_fn"]
+           "count_parameters", "graph_meta", "infer", "rank_scores", "score", "score_bias",
+           "score_fn"]
 
 
 def graph_meta(graph: GraphData) -> dict[str, Any]:
@@ -107,6 +108,20 @@ def score_bias(model: nn.Module, sub) -> ScoreBias | None:
     return fn(sub) if fn is not None else None
 
 
+def rank_scores(vecs: dict[str, Tensor], bias: ScoreBias | None, owner_type: str,
+                item_type: str) -> Callable[[Tensor], Tensor]:
+    """``owner_ids -> [b, num_items]`` full-ranking scores from full-graph vectors and the
+    model's bias on the full graph: dot products plus ``bias.rows`` (no autograd)."""
+    owner_vecs, item_vecs = vecs[owner_type], vecs[item_type]
+
+    @torch.no_grad()
+    def score(owner_ids: Tensor) -> Tensor:
+        ids = owner_ids.to(owner_vecs.device).long()
+        s = owner_vecs[ids] @ item_vecs.T
+        return s if bias is None else s + bias.rows(ids, item_vecs.size(0))
+    return score
+
+
 @torch.no_grad()
 def score_fn(model: nn.Module, graph: GraphData) -> Callable[[Tensor], Tensor]:
     """Full-ranking scorer of a model on ``graph`` (for ``evaluate_scores``): one full-graph
@@ -119,10 +134,4 @@ def score_fn(model: nn.Module, graph: GraphData) -> Callable[[Tensor], Tensor]:
         bias = score_bias(model, graph.full())
     finally:
         model.train(was_training)
-    owner_vecs, item_vecs = vecs[graph.owner_type], vecs[graph.item_type]
-
-    def score(owner_ids: Tensor) -> Tensor:
-        ids = owner_ids.to(owner_vecs.device).long()
-        s = owner_vecs[ids] @ item_vecs.T
-        return s if bias is None else s + bias.rows(ids, item_vecs.size(0))
-    return score
+    return rank_scores(vecs, bias, graph.owner_type, graph.item_type)

@@ -28,12 +28,13 @@ has nothing to learn from and stays small. An item without positions (``edge_pos
 Both counts are exact sparse dot products, with one column per :math:`T` node: no collision
 between artists, which a :math:`D`-dimensional embedding of 14k artists cannot avoid (random 64-d
 directions overlap by about :math:`\pm 1/8`, the size of a one-track share in a 40-artist
-playlist). Everything is read from the (sub)graph the model is given, so it obeys the rules of
-the messages: in training the sampler drops the batch's owner→positive edges, so a positive
-never counts itself (no label leak), and at evaluation only message-passing (training) edges
-count. The sampler must bring each seed owner's whole item row and those items' :math:`T`-edges
-into the subgraph for the counts to be exact (:func:`engine.graph.sampler.owner_row_fanouts`);
-with fewer, they are those of a sample.
+playlist). Everything is read from the (sub)graph the model is given, so at evaluation only
+message-passing (training) edges count, and a scored pair's own edge is always left out of its
+counts: a training positive is counted against every *other* track of its playlist (no label
+leak), as a held-out track is at test time. The sampler adds each seed owner's whole item row and those items' :math:`T`-edges to the
+batch subgraph as ``ROW`` edges, which no GAT layer reads (:func:`engine.graph.sampler.
+add_owner_rows`), so the counts are exact while the messages stay sampled; without them the
+counts are those of the sampled rows.
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from engine.graph.sampler import ROW
 from engine.graph.types import Subgraph
 
 # Owners per dense [b, K] block in ``score_rows`` is chosen so that b * K stays below this.
@@ -68,22 +70,25 @@ def _expand_rows(indptr: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
 class LinkAffinity:
     r"""The counts of one attribute type on one (sub)graph, in local indices.
 
-    ``keys`` (sorted, ``p * K + a``) are the non-zero :math:`(p, a)`; ``plain`` and ``recent``
-    are :math:`\log(1 + n_{p,a})` and :math:`\log(1 + m_{p,a}(-1))` per key; ``seg_ptr`` /
-    ``seg_pos`` / ``seg_w`` list each key's contributing items (their :math:`r_j` and
-    :math:`w_{j,a}`), for :math:`m` at other slots. ``indptr`` / ``links`` / ``weights``: the
-    items' attribute rows :math:`w_{t,a}` (CSR over the local items).
+    ``keys`` (sorted, ``p * K + a``) are the non-zero :math:`(p, a)`; ``n_sum`` and ``m_sum`` are
+    :math:`n_{p,a}` and :math:`m_{p,a}(-1)` per key; ``seg_ptr`` / ``seg_pos`` / ``seg_w`` list
+    each key's contributing items (their :math:`r_j` and :math:`w_{j,a}`), for :math:`m` at other
+    slots. ``indptr`` / ``links`` / ``weights``: the items' attribute rows :math:`w_{t,a}` (CSR
+    over the local items). ``row_keys`` (sorted ``p * num_items + j``) / ``row_pos``: the owner
+    rows themselves, so that a scored pair's own edge is left out of its counts.
     """
 
     keys: Tensor
-    plain: Tensor
-    recent: Tensor
+    n_sum: Tensor
+    m_sum: Tensor
     seg_ptr: Tensor
     seg_pos: Tensor
     seg_w: Tensor
     indptr: Tensor
     links: Tensor
     weights: Tensor
+    row_keys: Tensor
+    row_pos: Tensor
     num_links: int  # K
     tau: float
     _b_mat: Tensor | None = field(default=None, repr=False)
@@ -91,29 +96,39 @@ class LinkAffinity:
     def pairs(self, owner_idx: Tensor, item_idx: Tensor, slot: Tensor | None = None
               ) -> tuple[Tensor, Tensor]:
         r""":math:`(\sum_a w_{t,a}\log(1+n_{p,a}),\ \sum_a w_{t,a}\log(1+m_{p,a}(\rho)))` for
-        local ``owner_idx`` and ``item_idx`` of one shape; ``slot`` (same shape) is
-        :math:`\rho`, default -1 (the slot after the row)."""
+        local ``owner_idx`` and ``item_idx`` of one shape, without the pair's own edge when the
+        item is in the owner's row (a training positive: every *other* track counts); ``slot``
+        (same shape) is :math:`\rho`, default -1 (the slot after the row)."""
         shape = item_idx.shape
-        zero = self.plain.new_zeros(shape)
+        zero = self.n_sum.new_zeros(shape)
         if self.keys.numel() == 0 or item_idx.numel() == 0:
             return zero, zero.clone()
         o, t = owner_idx.reshape(-1), item_idx.reshape(-1)
+        n_items = self.indptr.numel() - 1
+        own = o * n_items + t  # is (p, t) an edge of the rows?
+        at_own = torch.searchsorted(self.row_keys, own).clamp(max=max(self.row_keys.numel() - 1, 0))
+        member = (self.row_keys[at_own] == own) if self.row_keys.numel() else own < 0
         which, pos = _expand_rows(self.indptr, t)  # every (pair, attribute of its item)
         key = o[which] * self.num_links + self.links[pos]
         at = torch.searchsorted(self.keys, key).clamp(max=self.keys.numel() - 1)
         hit = self.keys[at] == key
         w = self.weights[pos]
-        plain = torch.where(hit, self.plain[at], 0.0) * w
-        if slot is None:
-            recent = torch.where(hit, self.recent[at], 0.0) * w
-        else:
-            recent = self._recent_at(at, hit, slot.reshape(-1)[which]) * w
-        out_p = self.plain.new_zeros(t.numel()).index_add(0, which, plain)
-        out_r = self.plain.new_zeros(t.numel()).index_add(0, which, recent)
+        mine = member[which]
+        n = torch.where(hit, self.n_sum[at], 0.0) - torch.where(mine, w, 0.0)
+        rho = (torch.full_like(which, -1) if slot is None else slot.reshape(-1)[which])
+        m = (torch.where(hit, self.m_sum[at], 0.0) if slot is None
+             else self._recent_sum(at, hit, rho))
+        d_own = (self.row_pos[at_own] if self.row_pos.numel() else own)[which] - rho
+        m = m - torch.where(mine & (d_own > 0), w * torch.exp(-(d_own - 1).clamp(min=0) / self.tau),
+                            0.0)
+        plain = torch.log1p(n.clamp(min=0)) * w
+        recent = torch.log1p(m.clamp(min=0)) * w
+        out_p = self.n_sum.new_zeros(t.numel()).index_add(0, which, plain)
+        out_r = self.n_sum.new_zeros(t.numel()).index_add(0, which, recent)
         return out_p.view(shape), out_r.view(shape)
 
-    def _recent_at(self, at: Tensor, hit: Tensor, slot: Tensor) -> Tensor:
-        r""":math:`\log(1 + m_{p,a}(\rho))` for keys ``at`` (where ``hit``) and slots ``slot``."""
+    def _recent_sum(self, at: Tensor, hit: Tensor, slot: Tensor) -> Tensor:
+        r""":math:`m_{p,a}(\rho)` for keys ``at`` (where ``hit``) and slots ``slot``."""
         keys = torch.where(hit, at, 0)
         cnt = torch.where(hit, self.seg_ptr[keys + 1] - self.seg_ptr[keys], 0)
         which = torch.repeat_interleave(torch.arange(at.numel(), device=at.device), cnt)
@@ -121,7 +136,7 @@ class LinkAffinity:
         d = self.seg_pos[pos] - slot[which]  # > 0: the item came before the slot
         w = torch.where(d > 0, self.seg_w[pos] * torch.exp(-(d - 1).clamp(min=0) / self.tau),
                         0.0)
-        return torch.log1p(self.plain.new_zeros(at.numel()).index_add(0, which, w))
+        return self.n_sum.new_zeros(at.numel()).index_add(0, which, w)
 
     def _item_matrix(self) -> Tensor:
         """:math:`B` as a sparse CSR [items, K], built once per instance (evaluation calls
@@ -141,8 +156,9 @@ class LinkAffinity:
                    ) -> Tensor:
         r"""[b, num_items]: :math:`\beta \cdot` plain + :math:`\gamma \cdot` recent (slot -1) for
         local ``owner_ids`` (full ranking): dense :math:`A` rows times the sparse :math:`B^\top`,
-        in blocks of owners."""
-        values = beta * self.plain + gamma * self.recent
+        in blocks of owners. Items of an owner's own row keep their own edge in these counts
+        (ranking masks them anyway)."""
+        values = beta * torch.log1p(self.n_sum) + gamma * torch.log1p(self.m_sum)
         n_items = self.indptr.numel() - 1
         b_mat = self._item_matrix()
         owner_of_key = self.keys // self.num_links
@@ -165,14 +181,17 @@ class LinkAffinity:
 
 def link_affinity(sub: Subgraph, owner_type: str, item_type: str, link_type: str,
                   tau: float = 2.0) -> LinkAffinity:
-    """Build :class:`LinkAffinity` from ``sub``'s ``item -> owner`` edges (the owners' item rows,
-    with their ``edge_pos``) and ``link -> item`` edges (the items' artists), as the sampler
-    draws them."""
+    """Build :class:`LinkAffinity` from ``sub``'s owner rows (the sampler's ``(item, ROW, owner)``
+    edges when it added whole rows, else the ``item -> owner`` edges; with their ``edge_pos``) and
+    the items' ``link -> item`` edges (their artists, ``"to"`` and ``ROW``)."""
     device = next(iter(sub.n_id.values())).device if sub.n_id else torch.device("cpu")
     empty = torch.empty(2, 0, dtype=torch.long, device=device)
-    row_et = (item_type, "to", owner_type)
+    row_et = (item_type, ROW, owner_type)  # whole rows added by the sampler, if any
+    if row_et not in sub.edge_index:
+        row_et = (item_type, "to", owner_type)  # the full graph, or a sampled row
     rows = sub.edge_index.get(row_et, empty)  # j -> p
-    links = sub.edge_index.get((link_type, "to", item_type), empty)  # a -> t
+    links = torch.cat([sub.edge_index.get((link_type, rel, item_type), empty)
+                       for rel in ("to", ROW)], 1)  # a -> t
     n_items, k = sub.num_nodes(item_type), max(sub.num_nodes(link_type), 1)
     key = torch.unique(links[1] * k + links[0])  # distinct (item, link), sorted by item
     item, link = key // k, key % k
@@ -194,8 +213,10 @@ def link_affinity(sub: Subgraph, owner_type: str, item_type: str, link_type: str
     n = torch.zeros(keys.numel(), device=device).index_add(0, seg, w_e)
     m = torch.zeros(keys.numel(), device=device).index_add(
         0, seg, w_e * torch.exp(-r_e.float() / tau))
-    return LinkAffinity(keys, torch.log1p(n), torch.log1p(m), seg_ptr, r_e, w_e, indptr, link,
-                        weights, k, float(tau))
+    row_key, row_order = torch.sort(rows[1] * n_items + rows[0])
+    row_pos = r[row_order] if r is not None else torch.full_like(row_key, 1 << 40)
+    return LinkAffinity(keys, n, m, seg_ptr, r_e, w_e, indptr, link, weights, row_key, row_pos,
+                        k, float(tau))
 
 
 @dataclass

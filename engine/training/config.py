@@ -10,7 +10,6 @@ from dataclasses import asdict, dataclass, field, fields
 
 from torch import nn
 
-from engine.graph.sampler import Fanouts, owner_row_fanouts
 from engine.graph.types import GraphData
 from engine.models import build_model
 
@@ -47,8 +46,8 @@ class TrainConfig:
     dropout: float = 0.1
     genre_weight: float = 0.0
     fanouts: list[int] = field(default_factory=lambda: [10, 5])
-    # models with an affinity term: seed owners take their whole item row at hop 1, so the term's
-    # counts are exact (train_fanouts; False: the plain fanouts, faster, counts from a sample)
+    # models with an affinity term: batches add their seed owners' whole item rows for the term's
+    # counts (owner_row_links; not read by the layers); False: counts from the sampled rows
     owner_rows: bool = True
     model_options: dict = field(default_factory=dict)  # extra keyword arguments of the model
     l2: float = 1e-5  # L2 penalty on the batch's score vectors (BPR regulariser)
@@ -83,7 +82,8 @@ class TrainConfig:
     def hparams(self) -> dict:
         """The hyper-parameters worth comparing across runs (TensorBoard HParams)."""
         keys = ("model", "lr", "batch_size", "pos_per_owner", "num_neg", "embedding_dim", "heads",
-                "num_layers", "dropout", "genre_weight", "l2", "neg_popularity", "seed")
+                "num_layers", "dropout", "genre_weight", "l2", "neg_popularity", "owner_rows",
+                "seed")
         d = {k: getattr(self, k) for k in keys}
         d["fanouts"] = ",".join(map(str, self.fanouts))
         return d
@@ -116,12 +116,10 @@ def make_model(cfg: TrainConfig, graph: GraphData) -> nn.Module:
     return build_model(cfg.model, graph, **model_options(cfg, graph))
 
 
-def train_fanouts(cfg: TrainConfig, graph: GraphData, model: nn.Module) -> Fanouts:
-    """The sampler's fanouts for training batches: ``cfg.fanouts``, and for a model with an
-    affinity term (``model.affinity_types``, PlaylistGAT's artists) with ``cfg.owner_rows``,
-    every seed owner's whole item row at hop 1 plus those items' artists at hop 2, so the term's
-    counts are exact. Models without one keep the plain fanouts (whole rows would only cost)."""
+def owner_row_links(cfg: TrainConfig, model: nn.Module) -> list[str] | None:
+    """``BPRBatches(owner_rows=...)`` for this run: the model's affinity attribute types
+    (``model.affinity_types``, PlaylistGAT's artists) with ``cfg.owner_rows``, so that each batch
+    holds its seed owners' whole rows and the affinity counts are exact; ``None`` (plain sampled
+    batches) for models without an affinity term or with ``owner_rows`` off."""
     links = list(getattr(model, "affinity_types", None) or [])
-    if not cfg.owner_rows or not links:
-        return cfg.fanouts
-    return owner_row_fanouts(graph, cfg.fanouts, links)
+    return links if cfg.owner_rows and links else None

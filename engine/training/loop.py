@@ -36,7 +36,7 @@ from engine.graph.sampler import BPRBatches, owner_shard, steps_per_epoch
 from engine.models import count_parameters, score_bias, score_fn
 from engine.models.affinity import ScoreBias
 from engine.training.checkpoint import rng_state, save_state, set_rng_state
-from engine.training.config import TrainConfig, make_model, train_fanouts
+from engine.training.config import TrainConfig, make_model, owner_row_links
 from engine.training.context import make_context
 from engine.training.run_data import RunData
 from engine.training.sync import broadcast_floats, split_parameters, sync_gradients
@@ -161,7 +161,7 @@ def train_loop_per_worker(config: dict) -> dict | None:
     fit_edges = int(graph.csr[graph.interaction].indices.numel())
     steps = cfg.steps_per_epoch or steps_per_epoch(
         len(train_owners), world_size, cfg.batch_size, fit_edges, cfg.pos_per_owner)
-    fanouts = train_fanouts(cfg, graph, model)
+    row_links = owner_row_links(cfg, model)
     tb = EpochWriter(out / "tensorboard", enabled=chief,
                      purge_step=start_epoch + 1 if state is not None else None,
                      hparams=cfg.hparams())
@@ -177,9 +177,10 @@ def train_loop_per_worker(config: dict) -> dict | None:
         t0 = time.perf_counter()
         total_loss, triples = 0.0, 0
         batches = BPRBatches(graph, shard, batch_size=cfg.batch_size, num_neg=cfg.num_neg,
-                             fanouts=fanouts, seed=cfg.seed, epoch=epoch, rank=rank,
+                             fanouts=cfg.fanouts, seed=cfg.seed, epoch=epoch, rank=rank,
                              steps=steps, pos_per_owner=cfg.pos_per_owner,
-                             neg_pool=cfg.neg_pool, neg_popularity=cfg.neg_popularity)
+                             neg_pool=cfg.neg_pool, neg_popularity=cfg.neg_popularity,
+                             owner_rows=row_links)
         bar = tqdm(batches, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not (chief and cfg.progress), leave=False)
         for batch in bar:
