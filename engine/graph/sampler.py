@@ -49,7 +49,8 @@ def _segment_arange(counts: Tensor) -> Tensor:
     """``cat([arange(c) for c in counts])`` without the loop."""
     total = int(counts.sum())
     starts = torch.cumsum(counts, 0) - counts
-    return torch.arange(total) - torch.repeat_interleave(starts, counts, output_size=total)
+    return torch.arange(total, device=counts.device) - torch.repeat_interleave(
+        starts, counts, output_size=total)
 
 
 def _row_lookup(indptr: Tensor, indices: Tensor, rows: Tensor, values: Tensor

@@ -44,19 +44,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from engine.graph.sampler import ROW
+from engine.graph.sampler import ROW, _segment_arange
 from engine.graph.types import Subgraph
 
 # Owners per dense [b, K] block in ``score_rows`` is chosen so that b * K stays below this.
 _BLOCK_FLOATS = 1 << 24
-
-
-def _segment_arange(counts: Tensor) -> Tensor:
-    """``cat([arange(c) for c in counts])`` without the loop."""
-    total = int(counts.sum())
-    starts = torch.cumsum(counts, 0) - counts
-    return torch.arange(total, device=counts.device) - torch.repeat_interleave(
-        starts, counts, output_size=total)
 
 
 def _expand_rows(indptr: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
