@@ -56,7 +56,7 @@ def main(argv=None) -> int:
         raise BadInput(f"{ckpt}: cannot load into this run's model ({first})") from None
     vecs, attention = vectors_with_attention(model, graph)
     with torch.no_grad():
-        bias = score_bias(model.eval(), graph.full())
+        bias = score_bias(model, graph.full())
     scores = rank_scores(vecs, bias, graph.owner_type, graph.item_type)
 
     owner = _owner_id(ds, args.playlist)

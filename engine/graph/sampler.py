@@ -45,12 +45,19 @@ class SampledSubgraph(Subgraph):
 
 # --------------------------------------------------------------------------- vectorised helpers
 
-def _segment_arange(counts: Tensor) -> Tensor:
+def segment_arange(counts: Tensor) -> Tensor:
     """``cat([arange(c) for c in counts])`` without the loop."""
     total = int(counts.sum())
     starts = torch.cumsum(counts, 0) - counts
     return torch.arange(total, device=counts.device) - torch.repeat_interleave(
         starts, counts, output_size=total)
+
+
+def row_positions(indptr: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+    """Every entry of the CSR rows ``rows``: (index into ``rows``, CSR position), row by row."""
+    cnt = indptr[rows + 1] - indptr[rows]
+    which = torch.repeat_interleave(torch.arange(rows.numel(), device=rows.device), cnt)
+    return which, indptr[rows][which] + segment_arange(cnt)
 
 
 def _row_lookup(indptr: Tensor, indices: Tensor, rows: Tensor, values: Tensor
@@ -95,7 +102,7 @@ def _sample_positions(indptr: Tensor, rows: Tensor, k: int, replace: bool,
     full = deg <= k if k >= 0 else torch.ones_like(deg, dtype=torch.bool)
     small = torch.nonzero(full & (deg > 0)).flatten()
     which_small = small.repeat_interleave(deg[small])
-    pos_small = start[which_small] + _segment_arange(deg[small])
+    pos_small = start[which_small] + segment_arange(deg[small])
     big = torch.nonzero(~full).flatten()
     if big.numel() == 0:
         return which_small, pos_small
@@ -276,7 +283,7 @@ def add_owner_rows(g: GraphData, sub: SampledSubgraph, owners: Tensor, link_type
     ot, it = g.owner_type, g.item_type
     csr = g.csr[g.interaction]
     owner_g = sub.n_id[ot][owners]
-    which, pos = _sample_positions(csr.indptr, owner_g, -1, False, None)
+    which, pos = row_positions(csr.indptr, owner_g)
     item_g = csr.indices[pos]
     sub.n_id[it], item_l = _merge_ids(sub.n_id[it], item_g)
     rel = (it, ROW, ot)
@@ -286,7 +293,7 @@ def add_owner_rows(g: GraphData, sub: SampledSubgraph, owners: Tensor, link_type
     rows = torch.unique(item_l)
     for t in link_types:  # a loop over attribute types (one: artists)
         lcsr = g.csr[(it, "to", t)]
-        lw, lpos = _sample_positions(lcsr.indptr, sub.n_id[it][rows], -1, False, None)
+        lw, lpos = row_positions(lcsr.indptr, sub.n_id[it][rows])
         sub.n_id[t], link_l = _merge_ids(sub.n_id[t], lcsr.indices[lpos])
         sub.edge_index[(t, ROW, it)] = torch.stack([link_l, rows[lw]])
     for t in (it, *link_types):

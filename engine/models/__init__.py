@@ -128,10 +128,5 @@ def score_fn(model: nn.Module, graph: GraphData) -> Callable[[Tensor], Tensor]:
     :func:`infer`, then ``owner_ids -> [b, num_items]`` dot products plus the model's
     :func:`score_bias` rows, if it has one."""
     vecs = infer(model, graph)
-    was_training = model.training
-    model.eval()
-    try:
-        bias = score_bias(model, graph.full())
-    finally:
-        model.train(was_training)
+    bias = score_bias(model, graph.full())  # counts and two weights: no train/eval difference
     return rank_scores(vecs, bias, graph.owner_type, graph.item_type)

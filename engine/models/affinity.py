@@ -21,9 +21,9 @@ artist", and "how many of the tracks just before this slot do", decaying with di
 (:math:`\tau` = ``tau``). A recommendation fills the slot after the row (:math:`\rho = -1`, so
 :math:`m` weighs the last track by 1); a BPR triple scores its positive and negatives at the
 positive's own position, counting only what came before it, as a held-out continuation would see
-it. Where row order carries no time (the Kaggle file is sorted by track name) :math:`\gamma_T`
-has nothing to learn from and stays small. An item without positions (``edge_pos`` absent) gives
-:math:`m = 0`.
+it. Where row order carries no time (the Kaggle file is sorted by track name) :math:`\gamma_T` is
+learnt from that order all the same; what it gives there is not measured. An item without
+positions (``edge_pos`` absent) gives :math:`m = 0`.
 
 Both counts are exact sparse dot products, with one column per :math:`T` node: no collision
 between artists, which a :math:`D`-dimensional embedding of 14k artists cannot avoid (random 64-d
@@ -31,10 +31,10 @@ directions overlap by about :math:`\pm 1/8`, the size of a one-track share in a 
 playlist). Everything is read from the (sub)graph the model is given, so at evaluation only
 message-passing (training) edges count, and a scored pair's own edge is always left out of its
 counts: a training positive is counted against every *other* track of its playlist (no label
-leak), as a held-out track is at test time. The sampler adds each seed owner's whole item row and those items' :math:`T`-edges to the
-batch subgraph as ``ROW`` edges, which no GAT layer reads (:func:`engine.graph.sampler.
-add_owner_rows`), so the counts are exact while the messages stay sampled; without them the
-counts are those of the sampled rows.
+leak), as a held-out track is at test time. The sampler adds each seed owner's whole item row
+and those items' :math:`T`-edges to the batch subgraph as ``ROW`` edges, which no GAT layer
+reads (:func:`engine.graph.sampler.add_owner_rows`), so the counts are exact while the messages
+stay sampled; without them the counts are those of the sampled rows.
 """
 from __future__ import annotations
 
@@ -44,18 +44,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from engine.graph.sampler import ROW, _segment_arange
+from engine.graph.sampler import ROW, row_positions, segment_arange
 from engine.graph.types import Subgraph
 
 # Owners per dense [b, K] block in ``score_rows`` is chosen so that b * K stays below this.
 _BLOCK_FLOATS = 1 << 24
-
-
-def _expand_rows(indptr: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
-    """(index into ``rows``, CSR position) for every entry of the CSR rows ``rows``."""
-    cnt = indptr[rows + 1] - indptr[rows]
-    which = torch.repeat_interleave(torch.arange(rows.numel(), device=rows.device), cnt)
-    return which, indptr[rows][which] + _segment_arange(cnt)
 
 
 @dataclass
@@ -97,10 +90,8 @@ class LinkAffinity:
             return zero, zero.clone()
         o, t = owner_idx.reshape(-1), item_idx.reshape(-1)
         n_items = self.indptr.numel() - 1
-        own = o * n_items + t  # is (p, t) an edge of the rows?
-        at_own = torch.searchsorted(self.row_keys, own).clamp(max=max(self.row_keys.numel() - 1, 0))
-        member = (self.row_keys[at_own] == own) if self.row_keys.numel() else own < 0
-        which, pos = _expand_rows(self.indptr, t)  # every (pair, attribute of its item)
+        member, r_own = self._own_edge(o * n_items + t)
+        which, pos = row_positions(self.indptr, t)  # every (pair, attribute of its item)
         key = o[which] * self.num_links + self.links[pos]
         at = torch.searchsorted(self.keys, key).clamp(max=self.keys.numel() - 1)
         hit = self.keys[at] == key
@@ -110,7 +101,7 @@ class LinkAffinity:
         rho = (torch.full_like(which, -1) if slot is None else slot.reshape(-1)[which])
         m = (torch.where(hit, self.m_sum[at], 0.0) if slot is None
              else self._recent_sum(at, hit, rho))
-        d_own = (self.row_pos[at_own] if self.row_pos.numel() else own)[which] - rho
+        d_own = r_own[which] - rho
         m = m - torch.where(mine & (d_own > 0), w * torch.exp(-(d_own - 1).clamp(min=0) / self.tau),
                             0.0)
         plain = torch.log1p(n.clamp(min=0)) * w
@@ -119,12 +110,20 @@ class LinkAffinity:
         out_r = self.n_sum.new_zeros(t.numel()).index_add(0, which, recent)
         return out_p.view(shape), out_r.view(shape)
 
+    def _own_edge(self, own: Tensor) -> tuple[Tensor, Tensor]:
+        """For pair keys ``p * num_items + t``: whether (p, t) is an edge of the rows, and its
+        position there (meaningless where it is not)."""
+        if self.row_keys.numel() == 0:
+            return torch.zeros_like(own, dtype=torch.bool), torch.zeros_like(own)
+        at = torch.searchsorted(self.row_keys, own).clamp(max=self.row_keys.numel() - 1)
+        return self.row_keys[at] == own, self.row_pos[at]
+
     def _recent_sum(self, at: Tensor, hit: Tensor, slot: Tensor) -> Tensor:
         r""":math:`m_{p,a}(\rho)` for keys ``at`` (where ``hit``) and slots ``slot``."""
         keys = torch.where(hit, at, 0)
         cnt = torch.where(hit, self.seg_ptr[keys + 1] - self.seg_ptr[keys], 0)
         which = torch.repeat_interleave(torch.arange(at.numel(), device=at.device), cnt)
-        pos = self.seg_ptr[keys][which] + _segment_arange(cnt)
+        pos = self.seg_ptr[keys][which] + segment_arange(cnt)
         d = self.seg_pos[pos] - slot[which]  # > 0: the item came before the slot
         w = torch.where(d > 0, self.seg_w[pos] * torch.exp(-(d - 1).clamp(min=0) / self.tau),
                         0.0)
@@ -161,7 +160,7 @@ class LinkAffinity:
             lo_k = torch.searchsorted(owner_of_key, ids)
             cnt = torch.searchsorted(owner_of_key, ids, right=True) - lo_k
             row = torch.repeat_interleave(torch.arange(ids.numel(), device=ids.device), cnt)
-            pos = lo_k[row] + _segment_arange(cnt)
+            pos = lo_k[row] + segment_arange(cnt)
             dense = values.new_zeros(ids.numel(), self.num_links)
             dense[row, self.keys[pos] % self.num_links] = values[pos]
             with warnings.catch_warnings():
@@ -193,7 +192,7 @@ def link_affinity(sub: Subgraph, owner_type: str, item_type: str, link_type: str
     weights = 1.0 / deg[item].clamp(min=1).float()
     # every (j, p) edge expanded over j's links, grouped by (p, a)
     r = sub.edge_pos.get(row_et)
-    which, pos = _expand_rows(indptr, rows[0])
+    which, pos = row_positions(indptr, rows[0])
     pk = rows[1][which] * k + link[pos]
     r_e = r[which] if r is not None else torch.full_like(pk, 1 << 40)  # no order: m = 0
     order = torch.argsort(pk, stable=True)
