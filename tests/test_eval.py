@@ -85,7 +85,7 @@ def test_accumulator_means_and_keys() -> None:
     acc.add(topk[:1], h.indptr[:2], h.items[:3], candidate=cand)
     acc.add(topk[1:], h.indptr[1:] - 3, h.items[3:], candidate=cand)
     r = acc.result()
-    assert list(r) == KEYS
+    assert list(r) == KEYS + ["coverage@10"]  # a candidate mask was given
     assert r["playlists"] == 2
     assert r["coverable"] == pytest.approx(3 / 4)  # 1,2,3 candidates; 5 is not
     assert r["recall@10"] == pytest.approx((1 + 1) / 2)
@@ -264,15 +264,43 @@ def test_evaluate_with_baselines_contract() -> None:
     split = Split(kind="playlist", num_owners=20, num_items=30, fit=train[:, keep],
                   train=train[:, keep], val=HeldOut.from_pairs(np.zeros(0, np.int64),
                                                                np.zeros(0, np.int64)),
-                  test=HeldOut.from_pairs(held_pairs[:, 0].numpy(), held_pairs[:, 1].numpy()))
+                  test=HeldOut.from_pairs(held_pairs[:, 0].numpy(), held_pairs[:, 1].numpy()),
+                  item_artist=torch.arange(30) % 7)
     model = embedding_score_fn(torch.randn(20, 4), torch.randn(30, 4))
     out = evaluate_with_baselines(model, split)
     assert set(out) == {"test", "baselines"}
     assert set(out["baselines"]) == {"popularity", "item_knn"}
     for res in (out["test"], out["baselines"]["popularity"], out["baselines"]["item_knn"]):
-        assert list(res) == KEYS
+        assert list(res) == KEYS + ["distinct_artists@10", "coverage@10"]  # PROTOCOL.md
+        assert 1 <= res["distinct_artists@10"] <= 7 and 0 < res["coverage@10"] <= 1
         assert res["playlists"] == len(split.test)
         assert res["coverable"] == out["test"]["coverable"]
     assert out["baselines"]["item_knn"] == evaluate_scores(
-        item_knn_score_fn(split.train, 20, 30), split.train, split.test, 30)
+        item_knn_score_fn(split.train, 20, 30), split.train, split.test, 30,
+        item_artist=split.item_artist)
     assert set(evaluate_with_baselines(None, split)) == {"baselines"}
+
+
+def test_diversity_and_coverage_on_a_hand_made_ranking():
+    # 3 owners, 12 items; artist of item i is i // 3 (items 0-2 artist 0, 3-5 artist 1, ...)
+    artist = torch.arange(12) // 3
+    topk = torch.tensor([
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10],   # artists 0,0,0,1,1,1,2,2,2,3 in the top 10 -> 4
+        [0, 3, 6, 9, 1, 4, 7, 10, 2, 5, 11],  # artists 0,1,2,3,0,1,2,3,0,1 -> 4
+        [8, 8, -1, -1, -1, -1, -1, -1, -1, -1, -1],  # one real item twice, then padding -> 1
+    ])
+    valid = topk >= 0
+    valid[2, 1] = False  # a masked (-inf) entry is padding too
+    cand = torch.ones(12, dtype=torch.bool)
+    cand[7] = False  # 11 candidates
+    rel_indptr = torch.tensor([0, 1, 2, 3])
+    rel_items = torch.tensor([5, 0, 3])
+    acc = MetricAccumulator((10,), item_group=artist)
+    acc.add(topk, rel_indptr, rel_items, valid=valid, candidate=cand)
+    r = acc.result()
+    assert r["distinct_artists@10"] == pytest.approx((4 + 4 + 1) / 3)
+    # top-10 lists show items 0..10; of the 11 candidates (0..11 but 7) 10 are shown (not 11)
+    assert r["coverage@10"] == pytest.approx(10 / 11)
+    from engine.eval.metrics import distinct_groups
+
+    assert distinct_groups(topk[:, :10], artist, valid[:, :10]).tolist() == [4, 4, 1]

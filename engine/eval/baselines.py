@@ -97,7 +97,7 @@ def evaluate_with_baselines(model_score_fn: ScoreFn | None, split: Split,
 
     def run(fn: ScoreFn) -> dict:
         return evaluate_scores(fn, edges, held, split.num_items, ks=ks, batch_size=batch_size,
-                               candidates=cand, progress=progress)
+                               candidates=cand, progress=progress, item_artist=split.item_artist)
 
     out: dict = {}
     if model_score_fn is not None:

@@ -122,22 +122,23 @@ class Ranker:
 @torch.no_grad()
 def evaluate_scores(score_fn: ScoreFn, train_edges: Tensor, heldout: HeldOut, num_items: int,
                     ks: Sequence[int] = (10, 50), batch_size: int = 1024,
-                    candidates: Tensor | None = None, progress: bool = False, seed: int = 0
-                    ) -> dict[str, float | int]:
+                    candidates: Tensor | None = None, progress: bool = False, seed: int = 0,
+                    item_artist: Tensor | None = None) -> dict[str, float | int]:
     """Rank all candidates for every owner of ``heldout`` and report the protocol metrics.
 
     ``score_fn(owner_ids: LongTensor[b]) -> FloatTensor[b, num_items]`` (higher = better; may
     live on any device; it is not modified). ``candidates``: bool mask [num_items] or item ids;
     default = items with an edge in ``train_edges``. Owners' own ``train_edges`` items are
     masked. ``seed`` fixes the tie-break order (see the module docstring). Returns
-    ``{"recall@k", "ndcg@k" (k in ks), "r_precision", "playlists", "coverable"}``.
+    ``{"recall@k", "ndcg@k" (k in ks), "r_precision", "playlists", "coverable", "coverage@10"}``
+    and, given ``item_artist`` (artist id per item), ``"distinct_artists@10"``.
     """
     cand = _resolve_candidates(candidates, train_edges, num_items)
     num_owners = int(max(int(heldout.owners.max()) + 1 if len(heldout) else 0,
                          int(train_edges[0].max()) + 1 if train_edges.numel() else 0))
     ranker = Ranker(cand, train_edges, num_owners, seed=seed)
     sizes = heldout.indptr[1:] - heldout.indptr[:-1]
-    acc = MetricAccumulator(ks)
+    acc = MetricAccumulator(ks, item_group=item_artist)
     n = len(heldout)
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)

@@ -9,6 +9,11 @@ let ``h_r = 1[t_r ∈ rel]``. Then
     NDCG@K     = DCG@K / IDCG@K
     R-prec     = Σ_{r≤|rel|} h_r / |rel|
 
+Beyond accuracy, for the top-10 lists (padding excluded):
+
+    distinct_artists@10 = mean over owners of |{artist(t_r) : r ≤ 10}|
+    coverage@10         = |∪_owners {t_r : r ≤ 10}| / |candidates|
+
 All of it is computed for a batch of owners at once: a boolean hit matrix ``H[B, Kmax]`` (one
 ``searchsorted`` of row-offset keys against the sorted held-out keys), then cumulative sums along
 the rank axis. Per-owner values are summed so batches accumulate exactly (``MetricAccumulator``).
@@ -95,20 +100,40 @@ def _names(ks: Sequence[int]) -> list[str]:
     return [n for k in ks for n in (f"recall@{k}", f"ndcg@{k}")] + ["r_precision"]
 
 
+def distinct_groups(topk: Tensor, group: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Per row, the number of distinct ``group[t]`` (e.g. artists) among the real entries of
+    ``topk`` [B, K]: sort each row's groups (padding as -1, first) and count the entries that are
+    real and differ from their left neighbour."""
+    real = topk >= 0
+    if valid is not None:
+        real &= valid.to(real.device)
+    g = torch.where(real, group.to(topk.device)[topk.clamp(min=0).long()], -1)
+    g = torch.sort(g, dim=1).values
+    new = torch.ones_like(g, dtype=torch.bool)
+    new[:, 1:] = g[:, 1:] != g[:, :-1]
+    return (new & (g >= 0)).sum(1)
+
+
 class MetricAccumulator:
     """Sums per-owner metrics over batches; ``result()`` gives the protocol's report dict.
 
     ``result()`` keys: ``recall@k``, ``ndcg@k`` for each k, ``r_precision`` (means over owners),
     ``playlists`` (number of owners evaluated) and ``coverable`` (held-out entries whose item is a
-    candidate / all held-out entries).
+    candidate / all held-out entries); with ``item_group`` (the artist of each item) also
+    ``distinct_artists@10``, and with a ``candidate`` mask in ``add`` also ``coverage@10`` (see
+    the module docstring).
     """
 
-    def __init__(self, ks: Sequence[int] = (10, 50)) -> None:
+    def __init__(self, ks: Sequence[int] = (10, 50), item_group: Tensor | None = None) -> None:
         self.ks = tuple(int(k) for k in ks)
         self.sums = {name: 0.0 for name in _names(self.ks)}
         self.owners = 0
         self.heldout = 0
         self.coverable = 0
+        self.item_group = item_group
+        self.distinct = 0.0
+        self.shown: Tensor | None = None  # bool [num_items]: item in some top-10
+        self.candidate: Tensor | None = None
 
     def add(self, topk: Tensor, rel_indptr: Tensor, rel_items: Tensor,
             valid: Tensor | None = None, candidate: Tensor | None = None) -> None:
@@ -123,10 +148,24 @@ class MetricAccumulator:
             self.coverable += int(rel_items.numel())
         else:
             self.coverable += int(candidate.to(rel_items.device)[rel_items].sum())
+        top10 = topk[:, :10].long()
+        real10 = top10 >= 0 if valid is None else (top10 >= 0) & valid[:, :10].to(top10.device)
+        if self.item_group is not None:
+            self.distinct += float(distinct_groups(top10, self.item_group, real10).sum())
+        if candidate is not None:
+            if self.shown is None:
+                self.shown = torch.zeros(candidate.numel(), dtype=torch.bool)
+                self.candidate = candidate.cpu()
+            self.shown[top10[real10].cpu()] = True
 
     def result(self) -> dict[str, float | int]:
         n = max(self.owners, 1)
         out: dict[str, float | int] = {name: s / n for name, s in self.sums.items()}
         out["playlists"] = self.owners
         out["coverable"] = self.coverable / self.heldout if self.heldout else 0.0
+        if self.item_group is not None:
+            out["distinct_artists@10"] = self.distinct / n
+        if self.shown is not None:
+            shown = int((self.shown & self.candidate).sum())
+            out["coverage@10"] = shown / max(int(self.candidate.sum()), 1)
         return out

@@ -64,6 +64,7 @@ class Split:
     test: HeldOut
     fit_weight: Tensor | None = None  # float [E_fit, 2] (log1p plays, mean completion), sessions
     train_weight: Tensor | None = None
+    item_artist: Tensor | None = None  # int64 [num_items]: each item's artist (diversity metrics)
 
     def edges(self, stage: str) -> tuple[Tensor, Tensor | None]:
         """Message-passing edges for ``stage`` ("fit" while training, "train" for the test run)."""
@@ -169,7 +170,15 @@ def _assemble(ds: Dataset, owner: np.ndarray, item: np.ndarray, val: np.ndarray,
         val=HeldOut.from_pairs(owner[val], item[val]),
         test=HeldOut.from_pairs(owner[test], item[test]),
         fit_weight=weights(fit), train_weight=weights(train),
+        item_artist=item_artists(ds),
     )
+
+
+def item_artists(ds: Dataset) -> Tensor:
+    """int64 [num_tracks]: the artist id of each track (-1 where the table has none)."""
+    out = np.full(ds.num_tracks, -1, dtype=np.int64)
+    out[ds.tracks.track_id.to_numpy(np.int64)] = ds.tracks.artist_id.to_numpy(np.int64)
+    return torch.from_numpy(out)
 
 
 def make_split(ds: Dataset, holdout: int = 5, val_ratio: float = 0.15, test_ratio: float = 0.15,
