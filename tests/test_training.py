@@ -53,13 +53,24 @@ def test_loop_writes_protocol_metrics_and_resumes_without_retraining(tiny_playli
     assert again["epochs_run"] == 2 and again["history"] == metrics["history"]
 
 
+class _StopAt:
+    """A test hook: the run stops (as if killed) when ``epoch`` (0-based) starts."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def __call__(self, event, epoch, **info):
+        if event == "epoch_start" and epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
 def test_resume_continues_from_last_checkpoint(tiny_playlists, tmp_path):
+    import pytest
+
     out = tmp_path / "run"
-    _run(tiny_playlists, out, epochs=1)
-    ckpt = out / "checkpoints" / "epoch_0001" / "state.pt"
-    state = load_state(ckpt)
-    state["finished"] = False  # as if the run had been interrupted after epoch 1 of 3
-    torch.save(state, ckpt)
+    with pytest.raises(KeyboardInterrupt):  # interrupted after epoch 1 of 3
+        _run(tiny_playlists, out, epochs=3, hooks=[_StopAt(1)])
+    assert load_state(out / "checkpoints" / "epoch_0001" / "state.pt")["finished"] is False
     result = _run(tiny_playlists, out, epochs=3)
     assert [h["epoch"] for h in result["history"]] == [1, 2, 3]
     assert result["resumes"] and result["resumes"][0]["from_epoch"] == 1

@@ -6,10 +6,13 @@
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
+from typing import Annotated, Literal
 
+from pydantic import ConfigDict, Field, Strict, TypeAdapter, ValidationError
 from torch import nn
 
+from engine.errors import BadInput
 from engine.graph.types import GraphData
 from engine.models import build_model
 
@@ -22,59 +25,86 @@ MODES: dict[str, dict] = {
 }
 
 
+# Field types carry their ranges: one pydantic validation pass (``TrainConfig.validate``) checks
+# every way a configuration enters (flags, --config files, search spaces, a saved run's config).
+# Strict: a JSON "3" is not an int and "yes" not a bool; an int is accepted where a float is asked.
+_S = Strict()
+PosInt = Annotated[int, _S, Field(ge=1)]
+NonNegInt = Annotated[int, _S, Field(ge=0)]
+PosFloat = Annotated[float, _S, Field(gt=0)]
+NonNegFloat = Annotated[float, _S, Field(ge=0)]
+Share = Annotated[float, _S, Field(ge=0, le=1)]
+Ratio = Annotated[float, _S, Field(gt=0, lt=0.5)]
+Bool = Annotated[bool, _S]
+Str = Annotated[str, _S]
+
+# keys of a saved config that may differ on resume: where files go and how fast it runs, not
+# what is trained (a run folder can be moved; threads and eval batches do not change results)
+RUNTIME_KEYS = frozenset({"output", "dataset", "progress", "num_threads", "eval_batch_size"})
+RETIRED_KEYS = frozenset({"fail_at_epoch"})  # in configs saved before it left the loop
+
+
 @dataclass
 class TrainConfig:
-    dataset: str = ""  # prepared dataset folder (shared storage), see engine.data.canonical
-    genres_csv: str = ""  # optional artist_name,genres CSV replacing title-derived genres
-    output: str = "runs/run"  # metrics.json, checkpoints, TensorBoard events land here
-    model: str = "playlist"  # basic | enhanced | playlist
-    epochs: int = 5
+    __pydantic_config__ = ConfigDict(extra="forbid")  # an unknown key is an error, by name
+
+    dataset: Str = ""  # prepared dataset folder (shared storage), see engine.data.canonical
+    genres_csv: Str = ""  # optional artist_name,genres CSV replacing title-derived genres
+    output: Str = "runs/run"  # metrics.json, checkpoints, TensorBoard events land here
+    model: Literal["basic", "enhanced", "playlist"] = "playlist"
+    epochs: PosInt = 5
     # optimiser steps per epoch and rank; 0: one pass over the training edges (steps_per_epoch)
-    steps_per_epoch: int = 0
-    lr: float = 0.01
-    batch_size: int = 128
-    pos_per_owner: int = 8
-    num_neg: int = 4
+    steps_per_epoch: NonNegInt = 0
+    lr: PosFloat = 0.01
+    batch_size: PosInt = 128
+    pos_per_owner: PosInt = 8
+    num_neg: PosInt = 4
     # uniform negatives come from one shared pool of this many items per batch (0: the catalogue)
-    neg_pool: int = 1024
+    neg_pool: NonNegInt = 1024
     # share of each positive's negatives drawn in proportion to item degree (hard negatives)
-    neg_popularity: float = 0.5
-    recency: bool = False  # playlist edges carry recency features (engine.graph.build)
-    embedding_dim: int = 64
-    heads: int = 2
-    num_layers: int = 2
-    dropout: float = 0.1
-    genre_weight: float = 0.0
-    fanouts: list[int] = field(default_factory=lambda: [10, 5])
+    neg_popularity: Share = 0.5
+    recency: Bool = False  # playlist edges carry recency features (engine.graph.build)
+    embedding_dim: PosInt = 64
+    heads: PosInt = 2
+    num_layers: PosInt = 2
+    dropout: Annotated[float, _S, Field(ge=0, lt=1)] = 0.1
+    genre_weight: Share = 0.0
+    fanouts: Annotated[list[PosInt], Field(min_length=1)] = field(
+        default_factory=lambda: [10, 5])
     # models with an affinity term: batches add their seed owners' whole item rows for the term's
     # counts (owner_row_links; not read by the layers); False: counts from the sampled rows
-    owner_rows: bool = True
+    owner_rows: Bool = True
     model_options: dict = field(default_factory=dict)  # extra keyword arguments of the model
-    l2: float = 1e-5  # L2 penalty on the batch's score vectors (BPR regulariser)
-    holdout: int = 5
-    val_ratio: float = 0.15
-    test_ratio: float = 0.15
-    max_val_owners: int = 1000
-    patience: int = 3  # epochs without val Recall@10 gain before early stopping (0 = never)
-    lr_factor: float = 0.5
-    lr_patience: int = 1
-    min_lr: float = 1e-5
-    fixed_lr: bool = False  # the "simple" trainer: no scheduler, no early stopping
-    sparse_embeddings: bool = True
-    seed: int = 0
-    eval_batch_size: int = 1024
-    num_threads: int = 0  # torch intra-op threads per worker (0 = leave torch's default)
-    fail_at_epoch: int = -1  # fault-injection for tests: rank 1 (or 0) dies once at this epoch
-    progress: bool = True
-    final_test: bool = True  # evaluate the test split at the end (hyper-parameter search: False)
+    l2: NonNegFloat = 1e-5  # L2 penalty on the batch's score vectors (BPR regulariser)
+    holdout: PosInt = 5
+    val_ratio: Ratio = 0.15
+    test_ratio: Ratio = 0.15
+    max_val_owners: PosInt = 1000
+    patience: NonNegInt = 3  # epochs without val Recall@10 gain before early stopping (0 = never)
+    lr_factor: Annotated[float, _S, Field(gt=0, lt=1)] = 0.5
+    lr_patience: NonNegInt = 1
+    min_lr: NonNegFloat = 1e-5
+    fixed_lr: Bool = False  # the "simple" trainer: no scheduler, no early stopping
+    sparse_embeddings: Bool = True
+    seed: NonNegInt = 0
+    eval_batch_size: PosInt = 1024
+    num_threads: NonNegInt = 0  # torch intra-op threads per worker (0 = leave torch's default)
+    progress: Bool = True
+    final_test: Bool = True  # evaluate the test split at the end (hyper-parameter search: False)
+
+    @classmethod
+    def validate(cls, d: dict, where: str = "config") -> TrainConfig:
+        """``d`` as a TrainConfig, types and ranges checked; BadInput (exit 2) names every bad key
+        and why, prefixed by ``where`` (the file or the options it came from)."""
+        try:
+            return _ADAPTER.validate_python(d)
+        except ValidationError as exc:
+            raise BadInput(f"{where}: " + "; ".join(_describe(e) for e in exc.errors())) from None
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown training option(s): {', '.join(unknown)}")
-        return cls(**d)
+        """A config saved by this or an earlier version (retired keys dropped), validated."""
+        return cls.validate({k: v for k, v in d.items() if k not in RETIRED_KEYS})
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,6 +117,28 @@ class TrainConfig:
         d = {k: getattr(self, k) for k in keys}
         d["fanouts"] = ",".join(map(str, self.fanouts))
         return d
+
+
+_ADAPTER = TypeAdapter(TrainConfig)
+
+
+def _describe(err: dict) -> str:
+    key = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "unexpected_keyword_argument":
+        return f"unknown option '{key}'"
+    return f"{key}: {err['msg'].lower()} (got {err['input']!r})"
+
+
+def config_diff(saved: dict, new: dict) -> dict[str, tuple]:
+    """Keys whose value differs between a saved run's config and a new one, ``{key: (saved,
+    new)}``, leaving out :data:`RUNTIME_KEYS` and :data:`RETIRED_KEYS`."""
+    skip = RUNTIME_KEYS | RETIRED_KEYS
+    keys = (set(saved) | set(new)) - skip
+    return {k: (saved.get(k), new.get(k)) for k in sorted(keys) if saved.get(k) != new.get(k)}
+
+
+def describe_diff(diff: dict[str, tuple]) -> str:
+    return ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in diff.items())
 
 
 def model_options(cfg: TrainConfig, graph: GraphData) -> dict:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
+import shutil
 import time
 from pathlib import Path
 
@@ -35,8 +35,9 @@ from engine.eval.evaluate import evaluate_scores
 from engine.graph.sampler import BPRBatches, owner_shard, steps_per_epoch
 from engine.models import count_parameters, score_bias, score_fn
 from engine.models.affinity import ScoreBias
-from engine.training.checkpoint import rng_state, save_state, set_rng_state
-from engine.training.config import TrainConfig, make_model, owner_row_links
+from engine.errors import BadInput
+from engine.training.checkpoint import rng_state, save_state, set_rng_state, unregistered
+from engine.training.config import TrainConfig, config_diff, describe_diff, make_model, owner_row_links
 from engine.training.context import make_context
 from engine.training.run_data import RunData
 from engine.training.sync import broadcast_floats, split_parameters, sync_gradients
@@ -81,24 +82,34 @@ def _all_mean(value: float, world_size: int) -> float:
     return float(t.item()) / world_size
 
 
-def _maybe_inject_failure(cfg: TrainConfig, epoch: int, rank: int, world_size: int) -> None:
-    """Fault injection for tests: the last rank dies (like a killed process) once, early in
-    epoch ``fail_at_epoch`` (0-based); a marker file makes it happen only on the first attempt."""
-    if cfg.fail_at_epoch != epoch or rank != world_size - 1:
-        return
-    marker = Path(cfg.output) / ".fault_injected"
-    if marker.exists():
-        return
-    marker.write_text(str(epoch))
-    # Die a little after the epoch started, as a real kill would: Ray Train registers reported
-    # checkpoints at its health checks (every 2 s), which a real epoch outlasts.
-    time.sleep(3)
-    print(f"[fault injection] rank {rank} exits at the start of epoch {epoch + 1}", flush=True)
-    os._exit(1)
+def _call(hooks, event: str, **info) -> None:
+    for hook in hooks:
+        hook(event, **info)
+
+
+def _resume_state(ctx, out: Path, cfg: TrainConfig) -> tuple[dict | None, list[Path]]:
+    """The state to resume from: the context's latest checkpoint, or a newer complete one in the
+    run folder that Ray never registered (the worker died first); plus those unregistered files,
+    which rank 0 removes once the resumed run has checkpointed. A checkpoint trained with another
+    configuration is refused (BadInput naming the keys)."""
+    state = ctx.latest_checkpoint()
+    newer, orphans = unregistered(out, -1 if state is None else state["epoch"])
+    state = newer or state
+    if state is not None and "config" in state:
+        diff = config_diff(state["config"], cfg.to_dict())
+        if diff:
+            raise BadInput(f"{out}: the checkpoint of epoch {state['epoch']} was trained with "
+                           f"other settings ({describe_diff(diff)})")
+    return state, orphans
 
 
 def train_loop_per_worker(config: dict) -> dict | None:
+    """Train, validate, checkpoint and test one run (see the module docstring). ``config`` holds
+    TrainConfig fields plus ``context`` ("local", "ray_train", "ray_tune") and, for tests only,
+    ``hooks``: callables ``hook(event, **info)`` called at "epoch_start" (epoch, rank,
+    world_size, output) and "checkpoint" (after each report); production runs pass none."""
     config = dict(config)
+    hooks = config.pop("hooks", None) or ()
     ctx = make_context(config.pop("context", "local"), config.get("output", "runs/run"))
     cfg = TrainConfig.from_dict(config)
     rank, world_size = ctx.rank, ctx.world_size
@@ -133,7 +144,12 @@ def train_loop_per_worker(config: dict) -> dict | None:
     start_epoch, best, stale, finished = 0, -1.0, 0, False
     best_state = copy.deepcopy(model.state_dict())
     history, resumes = [], []
-    state = ctx.latest_checkpoint()
+    state, orphans = _resume_state(ctx, out, cfg)
+    progress = out / PROGRESS_FILE
+    if state is None and progress.exists():  # an earlier attempt died before its first checkpoint
+        lost = json.loads(progress.read_text())["epoch_started"]
+        resumes.append({"from_epoch": 0, "epochs_lost": lost})
+        _log(rank, f"restarted from scratch; epochs lost to the interruption: {lost}")
     if state is not None:
         model.load_state_dict(state["model"])
         for o, s in zip(optimisers, state["optimisers"]):
@@ -146,7 +162,6 @@ def train_loop_per_worker(config: dict) -> dict | None:
         best_state, resumes = state["best_model"], state.get("resumes", [])
         if not finished:
             lost = 0
-            progress = out / PROGRESS_FILE
             if progress.exists():
                 lost = max(0, json.loads(progress.read_text())["epoch_started"] - start_epoch)
             resumes.append({"from_epoch": start_epoch, "epochs_lost": lost})
@@ -172,7 +187,7 @@ def train_loop_per_worker(config: dict) -> dict | None:
             break
         if chief:
             (out / PROGRESS_FILE).write_text(json.dumps({"epoch_started": epoch + 1}))
-        _maybe_inject_failure(cfg, epoch, rank, world_size)
+        _call(hooks, "epoch_start", epoch=epoch, rank=rank, world_size=world_size, output=out)
         model.train()
         t0 = time.perf_counter()
         total_loss, triples = 0.0, 0
@@ -235,6 +250,11 @@ def train_loop_per_worker(config: dict) -> dict | None:
                     "history": history, "best_model": best_state, "resumes": resumes,
                     "config": cfg.to_dict()}
         ctx.report(metrics, ckpt)
+        if chief and orphans:  # superseded by the checkpoint just reported
+            for f in orphans:
+                shutil.rmtree(f.parent, ignore_errors=True)
+            orphans = []
+        _call(hooks, "checkpoint", epoch=epoch + 1, rank=rank, world_size=world_size, output=out)
         if stop:
             _log(rank, f"early stopping: no val_recall@10 gain for {cfg.patience} epoch(s)")
             break
