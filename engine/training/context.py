@@ -62,13 +62,18 @@ class _RayContextBase:
 
 
 class RayTrainContext(_RayContextBase):
-    """Inside a ``TorchTrainer`` worker: the process group is already set up by Ray."""
+    """Inside a ``TorchTrainer`` worker: the process group is already set up by Ray. Each
+    worker notes its node in the run folder (``metrics.json["worker_nodes"]`` reports it)."""
 
-    def __init__(self):
+    def __init__(self, output: str | Path | None = None):
         import ray.train
+
+        from engine.training.ray_train import record_worker_node
 
         ctx = ray.train.get_context()
         self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
+        if output is not None:
+            record_worker_node(output, self.rank)
 
     def _module(self):
         import ray.train
@@ -91,7 +96,7 @@ def make_context(kind: str, output: str | Path) -> LocalContext | RayTrainContex
     if kind == "local":
         return LocalContext(output)
     if kind == "ray_train":
-        return RayTrainContext()
+        return RayTrainContext(output)
     if kind == "ray_tune":
         return RayTuneContext()
     raise ValueError(f"unknown context {kind!r}")

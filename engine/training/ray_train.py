@@ -3,34 +3,148 @@
 DDP-style data parallelism over gloo on CPU (NCCL with GPUs): Ray starts ``num_workers`` worker
 processes, sets up the torch process group, and each worker runs the loop on its shard of owners.
 Checkpoints land under ``<output>/ray_train/``; running again with the same output resumes.
+
+Starting or joining Ray goes through :func:`init_ray`, which pins the cluster's address for
+everything Ray spawns (``RAY_ADDRESS``), binds an embedded Ray to 127.0.0.1, and sends Ray's own
+log lines to a file instead of the console.
 """
 from __future__ import annotations
 
+import json
+import logging
 import os
+import socket
 import sys
 from pathlib import Path
 
+KEEP_CHECKPOINTS = 3  # checkpoint folders a run keeps under <output>/ray_train
+LOG_FILE = "ray.log"  # Ray's own driver-side log lines, in the run folder
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+NODES_FILE = "worker_nodes.jsonl"  # one line per worker and attempt: where it ran
+PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+# Env vars every Ray process of a run sees (Train copies them from the driver's environment to
+# its controller and workers; the job's runtime_env carries them to every other actor).
+QUIET_ENV = {
+    # workers print the per-epoch line themselves; Train's print patch would echo it twice
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+    "RAY_DEDUP_LOGS": "1",
+    # Train's worker logging resets each worker's root logger to INFO, which prints Train's own
+    # "Reporting training result ..." line (its logger is named by file path, not ray.train)
+    "RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING": "0",
+}
+# Embedded (single-machine) runs only: the preemption watcher follows cloud node drains, which
+# do not happen on one machine, and its actor start logs a core_worker error on every run.
+EMBEDDED_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_set_env: list[str] = []  # env vars init_ray set, removed again by shutdown_ray
 
-def init_ray(address: str | None = None, dashboard: bool = True, num_cpus: int | None = None):
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _setenv(name: str, value: str, force: bool = True) -> None:
+    if force or name not in os.environ:
+        if name not in os.environ:
+            _set_env.append(name)
+        os.environ[name] = value
+
+
+def route_ray_logs(log_dir: str | Path | None) -> Path | None:
+    """Send the driver's ``ray`` log records (INFO and up: start-up notices, the token-auth
+    warning, Train's progress notes) to ``<log_dir>/ray.log``; only errors stay on the console.
+    Without ``log_dir`` the console shows warnings and errors."""
+    log = logging.getLogger("ray")
+    for h in list(log.handlers):
+        log.removeHandler(h)
+    log.propagate = False
+    console = logging.StreamHandler(sys.stderr)
+    path = None
+    if log_dir is not None:
+        path = Path(log_dir) / LOG_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        log.addHandler(logging.FileHandler(path, encoding="utf-8"))
+        console.setLevel(logging.ERROR)
+    else:
+        console.setLevel(logging.WARNING)
+    log.addHandler(console)
+    for h in log.handlers:
+        h.setFormatter(logging.Formatter(LOG_FORMAT))
+    log.setLevel(logging.INFO)
+    return path
+
+
+def _resolve_address(address: str) -> str:
+    """HOST:PORT of the cluster ``address`` names (``auto`` is resolved by connecting once)."""
+    import ray
+
+    if address != "auto":
+        return address
+    ray.init(address="auto", configure_logging=False, log_to_driver=False)
+    gcs = ray.get_runtime_context().gcs_address
+    ray.shutdown()
+    return gcs
+
+
+def init_ray(address: str | None = None, dashboard: bool = True, num_cpus: float | None = None,
+             log_dir: str | Path | None = None):
     """Start Ray embedded (no address) or join a cluster (``auto`` or ``HOST:PORT``).
 
-    The dashboard is on by default because Ray's state API needs it: Train V2's placement-group
-    cleaner queries it to free the CPUs of trials that ASHA stopped. It listens on 127.0.0.1."""
+    Whatever it starts or joins, the cluster's address goes into ``RAY_ADDRESS`` of this process
+    and of every process Ray spawns for the job, so Ray's own actors (Train's placement-group
+    cleaner uses the state API) never guess among several Ray instances on one machine.
+    Embedded Ray binds its services to 127.0.0.1 on a port chosen here. The dashboard is on by
+    default because the state API needs it; it listens on 127.0.0.1. With ``log_dir``, Ray's
+    own log lines go to ``<log_dir>/ray.log`` (see :func:`route_ray_logs`)."""
+    if not address and "ray" not in sys.modules:
+        # Ray's single-machine mode (its default on macOS/Windows): the node's address is
+        # 127.0.0.1, so GCS, raylet, agents and workers listen on loopback only. Read once when
+        # Ray is imported, by this process and by every process Ray starts.
+        _setenv(LOOPBACK_ENV, "0", force=False)
     import ray
 
     if ray.is_initialized():
         return ray
-    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    # Workers print the per-epoch line themselves; Train's print patch would echo it twice.
-    env = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
-    kwargs = {"include_dashboard": dashboard, "dashboard_host": "127.0.0.1",
-              "log_to_driver": True, "configure_logging": True, "logging_level": "WARNING",
-              "runtime_env": {"env_vars": env}}
+    route_ray_logs(log_dir)
+    env = dict(QUIET_ENV)
     if address:
-        ray.init(address=address, **kwargs)
+        gcs = _resolve_address(address)
     else:
-        ray.init(num_cpus=num_cpus, **kwargs)
+        env.update(EMBEDDED_ENV)
+        gcs = f"127.0.0.1:{_free_port()}"
+        # read by Ray when it starts the head node (the port cannot be passed to ray.init)
+        _setenv("RAY_GCS_SERVER_PORT", gcs.rsplit(":", 1)[1])
+    for name, value in env.items():
+        _setenv(name, value, force=False)  # a user's own setting wins
+    _setenv("RAY_ADDRESS", gcs)
+    # Worker processes log warnings and up (Ray's INFO notes stay in Ray's session logs); set
+    # on the job only: ray.init(logging_config=...) would also print to this driver's console.
+    job = ray.job_config.JobConfig()
+    job.set_py_logging_config(ray.LoggingConfig(log_level="WARNING"))
+    kwargs = {"include_dashboard": dashboard, "dashboard_host": "127.0.0.1",
+              "log_to_driver": True, "job_config": job,
+              # keeps the handlers set above (configure_logging=False would drop them)
+              "configure_logging": True, "logging_level": logging.INFO,
+              "logging_format": LOG_FORMAT,
+              "runtime_env": {"env_vars": {**{k: os.environ[k] for k in env}, "RAY_ADDRESS": gcs}}}
+    if address:
+        ray.init(address=gcs, **kwargs)
+    else:
+        # "local": start a new instance even though RAY_ADDRESS is now set
+        ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
+        os.environ.pop("RAY_GCS_SERVER_PORT", None)
     return ray
+
+
+def shutdown_ray() -> None:
+    """``ray.shutdown()`` and unset what :func:`init_ray` put in the environment."""
+    import ray
+
+    ray.shutdown()
+    while _set_env:
+        os.environ.pop(_set_env.pop(), None)
 
 
 def worker_resources(workers: int) -> tuple[float, int]:
@@ -49,14 +163,45 @@ def worker_resources(workers: int) -> tuple[float, int]:
     return 1.0, max(1, int(cpus // workers))
 
 
+def record_worker_node(output: str | Path, rank: int) -> None:
+    """Append where this Ray Train worker runs to ``<output>/worker_nodes.jsonl`` (every worker,
+    every attempt); :func:`worker_nodes` reads it back."""
+    import ray
+
+    line = {"rank": rank, "node_id": ray.get_runtime_context().get_node_id(),
+            "hostname": socket.gethostname(), "pid": os.getpid()}
+    Path(output).mkdir(parents=True, exist_ok=True)
+    with open(Path(output) / NODES_FILE, "a", encoding="utf-8") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+def worker_nodes(output: str | Path, workers: int) -> list[list[dict]]:
+    """Per attempt (worker-group start), each rank's node, from ``worker_nodes.jsonl``."""
+    path = Path(output) / NODES_FILE
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [sorted(rows[i:i + workers], key=lambda r: r["rank"])
+            for i in range(0, len(rows) - workers + 1, workers)]
+
+
 def run_torch_trainer(config: dict, workers: int, output: str | Path, max_failures: int = 2,
-                      use_gpu: bool = False, name: str = "ray_train") -> dict | None:
-    """Launch the loop on ``workers`` Ray Train workers; return rank 0's result dict."""
+                      use_gpu: bool = False, name: str = "ray_train",
+                      placement: str = "PACK") -> dict | None:
+    """Launch the loop on ``workers`` Ray Train workers; return rank 0's result dict.
+
+    ``placement`` is the workers' placement-group strategy: PACK (default) fills a node first,
+    SPREAD puts workers on different nodes where it can. Where each worker ran (every attempt)
+    goes into ``metrics.json["worker_nodes"]``."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from engine.training.loop import train_loop_per_worker
 
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
+    out = Path(output).resolve()
+    (out / NODES_FILE).unlink(missing_ok=True)  # this invocation's placements only
     cpus, threads = worker_resources(workers)
     config = dict(config, context="ray_train")
     if not config.get("num_threads"):  # 0 = split the CPUs Ray sees among the workers
@@ -66,16 +211,25 @@ def run_torch_trainer(config: dict, workers: int, output: str | Path, max_failur
         train_loop_config=config,
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": cpus}),
+                                     resources_per_worker={"CPU": cpus},
+                                     placement_strategy=placement),
         run_config=RunConfig(
             name=name,
-            storage_path=str(Path(output).resolve()),
+            storage_path=str(out),
             failure_config=FailureConfig(max_failures=max_failures),
             logging_config=LoggingConfig(log_level="WARNING"),
-            checkpoint_config=CheckpointConfig(num_to_keep=3,
-                                               checkpoint_score_attribute="val_recall@10",
-                                               checkpoint_score_order="max"),
+            # the newest 3 (a resume needs the newest; each carries the best epoch's weights),
+            # not the best 3 by validation plus the latest, which kept 4
+            checkpoint_config=CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
         ),
     )
-    result = trainer.fit()
-    return result.return_value
+    result = trainer.fit().return_value
+    nodes = worker_nodes(out, workers)
+    metrics = out / "metrics.json"
+    if nodes and metrics.exists():
+        result = result if result is not None else json.loads(metrics.read_text())
+        result["worker_nodes"] = nodes
+        tmp = metrics.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        tmp.replace(metrics)
+    return result
