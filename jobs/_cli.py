@@ -22,7 +22,7 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     except BadInput as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # jobs.interrupts.Interrupted carries what was saved
+        print(str(exc) or "interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(rc or 0)

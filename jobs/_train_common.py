@@ -1,24 +1,32 @@
-"""What ``jobs.train_kaggle`` and ``jobs.train_synthetic`` share: options, config merging, the
-run dataset, launching, and the final report."""
+"""What ``jobs.train_kaggle`` and ``jobs.train_synthetic`` share: options, config merging and
+validation, the run folder (a finished or interrupted run found before Ray starts), the run
+dataset, launching, Ctrl-C, and the final report."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
-from dataclasses import fields
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from engine.data.canonical import file_fingerprint, is_prepared, load_dataset, save_dataset
 from engine.data.subset import subset_owners
 from engine.errors import BadInput
-from engine.training.config import TrainConfig
+from engine.training.config import TrainConfig, config_diff, describe_diff
+from jobs.interrupts import Interrupted, run_in_thread
+
+# What a run writes in its folder besides the reusable prepared dataset: --force-new removes it.
+RUN_STATE = ("metrics.json", "best_model.pt", "final_model.pt", "ray_train", "checkpoints",
+             "tensorboard", "progress.json", "worker_nodes.jsonl")
+# Tests only: loop hooks (engine.training.loop, ``hooks``) handed to every run; empty otherwise.
+LOOP_HOOKS: list[Callable] = []
 
 # CLI flag -> TrainConfig field, for flags shared by both training jobs
 FLAG_FIELDS = {
     "epochs": "epochs", "lr": "lr", "batch_size": "batch_size", "heads": "heads",
     "embedding_dim": "embedding_dim", "genre_weight": "genre_weight", "patience": "patience",
     "seed": "seed", "model": "model", "num_neg": "num_neg", "dropout": "dropout",
-    "fail_at_epoch": "fail_at_epoch", "min_lr": "min_lr", "lr_factor": "lr_factor",
+    "min_lr": "min_lr", "lr_factor": "lr_factor",
     "lr_patience": "lr_patience", "pos_per_owner": "pos_per_owner", "l2": "l2",
     "threads": "num_threads",
 }
@@ -54,9 +62,15 @@ def add_common_args(p) -> None:
     p.add_argument("--no-dashboard", dest="dashboard", action="store_false",
                    help="do not start the Ray dashboard (default: on, listening on 127.0.0.1; "
                         "Ray's state API, used to clean up after stopped workers, needs it)")
+    p.add_argument("--placement", choices=["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"],
+                   default="PACK", help="where Ray puts the workers: PACK fills a node first, "
+                   "SPREAD uses different nodes where it can (metrics.json worker_nodes says where "
+                   "each ran)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    # fault injection for tests: the last worker dies once early in this (0-based) epoch
-    p.add_argument("--fail-at-epoch", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--force-new", action="store_true",
+                   help="the output folder holds a run with other settings: remove its "
+                        "checkpoints, models, metrics and events and train a new run there "
+                        "(default: refuse, naming the settings that differ)")
 
 
 def read_config_file(path: str | None) -> dict:
@@ -75,10 +89,7 @@ def read_config_file(path: str | None) -> dict:
         data = data["config"]
     if not isinstance(data, dict):
         raise BadInput(f"{p}: config must be a JSON object")
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise BadInput(f"{p}: unknown option(s) {', '.join(unknown)}")
+    TrainConfig.validate({**TrainConfig().to_dict(), **data}, where=str(p))
     return data
 
 
@@ -96,22 +107,88 @@ def merge_config(base: dict, file_cfg: dict, args) -> dict:
 
 
 def check_options(cfg: dict, workers: int) -> None:
+    """Every option after merging, in one validation pass (exit 2 naming the flag or key)."""
     if workers < 1:
         raise BadInput(f"--workers must be at least 1, got {workers}")
-    for name in ("epochs", "batch_size", "embedding_dim", "heads", "num_neg", "pos_per_owner"):
-        if name in cfg and int(cfg[name]) < 1:
-            raise BadInput(f"--{name.replace('_', '-')} must be at least 1, got {cfg[name]}")
-    if not 0.0 <= float(cfg.get("genre_weight", 0.0)) <= 1.0:
-        raise BadInput(f"--genre-weight must be in [0, 1], got {cfg['genre_weight']}")
-    if float(cfg.get("lr", 0.01)) <= 0:
-        raise BadInput(f"--lr must be positive, got {cfg['lr']}")
+    labels = {field: "--" + flag.replace("_", "-") for flag, field in FLAG_FIELDS.items()}
+    labels.update(holdout="--holdout-size", val_ratio="--val-ratio", test_ratio="--test-ratio")
+    TrainConfig.validate(cfg, where="options", labels=labels)
 
 
-def run_dataset(load_raw, source: Path, out: Path, max_owners: int | None, seed: int) -> Path:
+def has_run(out: Path) -> bool:
+    return any((out / name).exists() for name in RUN_STATE if name != "progress.json")
+
+
+def previous_run(cfg: dict, out: Path, force_new: bool) -> dict | None:
+    """Look at the run folder before anything starts. A finished run with these settings: its
+    metrics (nothing to train). A finished or interrupted run with other settings: BadInput
+    naming the keys that differ, or with ``force_new`` its training state is removed. None:
+    train (from scratch, or resuming an interrupted run with the same settings)."""
+    from engine.training.checkpoint import newest_complete
+
+    if force_new:
+        for name in RUN_STATE:
+            path = out / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        return None
+    metrics = out / "metrics.json"
+    done = None
+    if metrics.exists():
+        try:
+            done = json.loads(metrics.read_text())
+        except ValueError:
+            raise BadInput(f"{metrics}: not valid JSON; pass --force-new to train a new run "
+                           "here") from None
+        saved, what = done.get("config", {}), "a finished run"
+    else:
+        state, _, _ = newest_complete(out)
+        if state is None:
+            return None
+        saved, what = state.get("config", {}), f"an interrupted run (epoch {state['epoch']})"
+    diff = config_diff(saved, cfg)
+    if diff:
+        raise BadInput(f"{out}: holds {what} trained with other settings ({describe_diff(diff)}); "
+                       "pass --force-new to train a new run there, or choose another --output")
+    return done
+
+
+def check_output(out: Path) -> None:
+    """Fail as bad input (exit 2) before reading any data when the run folder cannot be made;
+    the folder itself is created only once the data has been read and checked."""
+    parent = out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise BadInput(f"{out}: cannot create output folder ({parent} is not a folder)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInput(f"{out}: cannot create output folder ({parent} is not writable)")
+
+
+def check_split(ds, cfg: dict, where: Path) -> None:
+    """The protocol split of ``ds`` must give test and validation owners (exit 2 otherwise)."""
+    from engine.graph.split import make_split
+
+    split = make_split(ds, holdout=cfg["holdout"], val_ratio=cfg["val_ratio"],
+                       test_ratio=cfg["test_ratio"], max_val_owners=cfg["max_val_owners"],
+                       seed=cfg["seed"])
+    owner = "playlist" if ds.kind == "playlist" else "user"
+    need = (f"{cfg['holdout']} + 5 distinct tracks" if ds.kind == "playlist"
+            else "5 distinct songs")
+    if len(split.test) == 0:
+        raise BadInput(f"{where}: no {owner} has the {need} the test split needs")
+    if len(split.val) == 0:
+        raise BadInput(f"{where}: no {owner} keeps enough items after its test part for the "
+                       f"validation split (a {owner} needs {need} beyond its test part)")
+
+
+def run_dataset(load_raw, source: Path, out: Path, max_owners: int | None, seed: int,
+                check: Callable | None = None) -> Path:
     """The prepared dataset a run trains on, at ``<out>/dataset``.
 
     Reused as it is when it was made from the same source (same size and hash) with the same
-    subset, so resuming never re-parses; otherwise (re)built from ``load_raw()``.
+    subset, so resuming never re-parses; otherwise (re)built from ``load_raw()``: a run folder
+    with a run in it refuses another source (BadInput: --force-new). ``check(ds)`` runs on the
+    dataset before it is saved (or on the reused one), so bad data never creates the folder.
     """
     target = out / "dataset"
     fingerprint = ({"prepared": str(source.resolve())} if is_prepared(source)
@@ -120,22 +197,22 @@ def run_dataset(load_raw, source: Path, out: Path, max_owners: int | None, seed:
                          "files": sorted([p.name, p.stat().st_size] for p in source.iterdir())})
     want = {"source": fingerprint, "max_owners": max_owners, "seed": seed}
     if is_prepared(target):
-        have = load_dataset(target).manifest.get("run_dataset")
-        if have == want:
+        ds = load_dataset(target)
+        if ds.manifest.get("run_dataset") == want:
+            if check is not None:
+                check(ds)
             return target
+        if has_run(out):
+            raise BadInput(f"{out}: holds a run trained on another source or subset "
+                           f"({source}, {max_owners or 'all'} owners, seed {seed} now); pass "
+                           "--force-new to train a new run there, or choose another --output")
     ds = load_dataset(source) if is_prepared(source) else load_raw()
     ds = subset_owners(ds, max_owners, seed)
+    if check is not None:
+        check(ds)
     ds.manifest["run_dataset"] = want
     save_dataset(ds, target)
     return target
-
-
-def make_output(out: Path) -> None:
-    """Create the run folder, or fail as bad input (exit 2) before anything starts."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BadInput(f"{out}: cannot create output folder ({exc.strerror})") from None
 
 
 def session_source(data: str | None, users: int, days: int, seed: int) -> Path:
@@ -160,14 +237,24 @@ def session_source(data: str | None, users: int, days: int, seed: int) -> Path:
 
 
 def launch(cfg: dict, workers: int, address: str | None, max_failures: int,
-           dashboard: bool) -> dict:
-    """Start (or join) Ray and run the loop on ``workers`` Ray Train workers."""
-    from engine.training.ray_train import init_ray, run_torch_trainer
+           dashboard: bool, placement: str = "PACK") -> dict:
+    """Start (or join) Ray and run the loop on ``workers`` Ray Train workers. Ray's own log lines
+    go to ``<output>/ray.log``."""
+    from engine.training.ray_train import LOG_FILE, init_ray, run_torch_trainer, shutdown_ray
 
-    init_ray(address=address, dashboard=dashboard)
+    print(f"Ray's own log: {Path(cfg['output']) / LOG_FILE}", flush=True)
+    init_ray(address=address, dashboard=dashboard, log_dir=cfg["output"])
+    if LOOP_HOOKS:
+        cfg = dict(cfg, hooks=list(LOOP_HOOKS))
     try:
-        result = run_torch_trainer(cfg, workers=workers, output=cfg["output"],
-                                   max_failures=max_failures)
+        # on a helper thread: fit() on the main thread would replace our Ctrl-C handler with
+        # Ray Train's (see jobs.interrupts)
+        result = run_in_thread(lambda: run_torch_trainer(
+            cfg, workers=workers, output=cfg["output"], max_failures=max_failures,
+            placement=placement))
+    except KeyboardInterrupt:
+        shutdown_ray()  # stops the workers; a second Ctrl-C ends the process at once
+        raise
     except Exception as exc:  # Ray wraps worker errors; give one readable line
         if isinstance(exc.__cause__, BadInput):
             raise exc.__cause__ from None
@@ -198,6 +285,18 @@ def print_report(result: dict, out: Path) -> None:
               f"{r['epochs_lost']} epoch(s) lost")
     print(f"metrics: {out / 'metrics.json'}\nTensorBoard: tensorboard --logdir {out} "
           f"--host 127.0.0.1")
+
+
+def interrupted(out: Path, resume: str) -> Interrupted:
+    """The one line for a Ctrl-C: what the run folder holds and the command that resumes."""
+    from engine.training.checkpoint import newest_complete
+
+    state = newest_complete(out)[0] if out.is_dir() else None
+    if state is None:
+        return Interrupted(f"interrupted before the first checkpoint: nothing to resume in "
+                           f"{out}; start again with: {resume}")
+    return Interrupted(f"interrupted: the checkpoint of epoch {state['epoch']} is saved in {out}; "
+                       f"resume with: {resume}")
 
 
 def default_output(job: str) -> str:

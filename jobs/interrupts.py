@@ -72,7 +72,7 @@ def run_in_thread(fn: Callable[[], object]) -> object:
     def target():
         try:
             box["value"] = fn()
-        except BaseException as exc:  # handed to the main thread
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             box["error"] = exc
 
     t = threading.Thread(target=target, name="job-main", daemon=True)

@@ -17,14 +17,18 @@ from jobs._cli import ArgumentParser, run_cli
 from jobs._train_common import (
     add_common_args,
     check_options,
+    check_output,
+    check_split,
     default_output,
+    interrupted,
     launch,
-    make_output,
     merge_config,
+    previous_run,
     print_report,
     read_config_file,
     run_dataset,
 )
+from jobs.interrupts import resume_command, sigint_guard
 
 GENERATED_ROWS = 120_000  # ~2,400 playlists: enough for every mode up to quick
 
@@ -64,18 +68,36 @@ def generated_kaggle_csv(seed: int) -> Path:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    out = Path(args.output or default_output("train_kaggle"))
+    resume = resume_command("jobs.train_kaggle", argv, drop=("--force-new",))
+    with sigint_guard():
+        try:
+            return _main(args, out)
+        except KeyboardInterrupt:
+            raise interrupted(out, resume) from None
+
+
+def _main(args, out: Path) -> int:
     mode = MODES[args.mode]
     base = TrainConfig(model="playlist", epochs=mode["epochs"], batch_size=mode["batch_size"]).to_dict()
     cfg = merge_config(base, read_config_file(args.config), args)
     if args.holdout_size is not None:
-        if args.holdout_size < 1:
-            raise BadInput(f"--holdout-size must be at least 1, got {args.holdout_size}")
         cfg["holdout"] = args.holdout_size
     check_options(cfg, args.workers)
     max_playlists = mode["max_playlists"] if args.max_playlists is None else args.max_playlists
-    out = Path(args.output or default_output("train_kaggle"))
+    if max_playlists < 0:
+        raise BadInput(f"--max-playlists must be at least 0, got {max_playlists}")
     cfg["output"] = str(out.resolve())
+    if args.genres:
+        cfg["genres_csv"] = str(Path(args.genres).resolve())
     seed = int(cfg["seed"])
+    check_output(out)
+    done = previous_run(cfg, out, args.force_new)
+    if done is not None:  # answered from metrics.json, before Ray starts
+        print(f"run already finished at epoch {done['epochs_run']} ({out / 'metrics.json'}); "
+              "not retraining")
+        print_report(done, out)
+        return 0
 
     source = Path(args.data) if args.data else generated_kaggle_csv(seed)
     if args.data and not source.exists():
@@ -86,15 +108,17 @@ def main(argv=None) -> int:
 
         return load_any(source, fmt=args.format, features=args.features)
 
-    make_output(out)
-    cfg["dataset"] = str(run_dataset(load_raw, source, out, max_playlists or None, seed).resolve())
-    if args.genres:  # read it once here so a bad file fails before Ray starts
-        from engine.data.canonical import load_dataset
-        from engine.graph.genres import read_artist_genres_csv
+    def check(ds):  # before the run folder is made: bad data leaves nothing behind
+        if args.genres:
+            from engine.graph.genres import read_artist_genres_csv
 
-        read_artist_genres_csv(args.genres, load_dataset(cfg["dataset"]).artists)
-        cfg["genres_csv"] = str(Path(args.genres).resolve())
-    result = launch(cfg, args.workers, args.address, args.max_failures, args.dashboard)
+            read_artist_genres_csv(args.genres, ds.artists)
+        check_split(ds, cfg, source)
+
+    cfg["dataset"] = str(run_dataset(load_raw, source, out, max_playlists or None, seed,
+                                     check).resolve())
+    result = launch(cfg, args.workers, args.address, args.max_failures, args.dashboard,
+                    args.placement)
     print_report(result, out)
     return 0
 

@@ -12,21 +12,24 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.data.canonical import load_dataset
-from engine.errors import BadInput
 from engine.training.config import TrainConfig
 from jobs._cli import ArgumentParser, run_cli
 from jobs._train_common import (
     add_common_args,
     check_options,
+    check_output,
+    check_split,
     default_output,
+    interrupted,
     launch,
-    make_output,
     merge_config,
+    previous_run,
     print_report,
     read_config_file,
     run_dataset,
     session_source,
 )
+from jobs.interrupts import resume_command, sigint_guard
 
 
 def parse_args(argv):
@@ -49,6 +52,16 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    out = Path(args.output or default_output("train_synthetic"))
+    resume = resume_command("jobs.train_synthetic", argv, drop=("--force-new",))
+    with sigint_guard():
+        try:
+            return _main(args, out)
+        except KeyboardInterrupt:
+            raise interrupted(out, resume) from None
+
+
+def _main(args, out: Path) -> int:
     base = TrainConfig(model="enhanced", epochs=10, batch_size=128, embedding_dim=32, heads=4,
                        genre_weight=0.3).to_dict()
     cfg = merge_config(base, read_config_file(args.config), args)
@@ -56,20 +69,24 @@ def main(argv=None) -> int:
     if not args.advanced:
         cfg["patience"] = 0
     for name in ("val_ratio", "test_ratio"):
-        value = getattr(args, name)
-        if value is not None:
-            if not 0.0 < value < 0.5:
-                raise BadInput(f"--{name.replace('_', '-')} must be in (0, 0.5), got {value}")
-            cfg[name] = value
+        if getattr(args, name) is not None:
+            cfg[name] = getattr(args, name)
     check_options(cfg, args.workers)
-    out = Path(args.output or default_output("train_synthetic"))
     cfg["output"] = str(out.resolve())
     seed = int(cfg["seed"])
+    check_output(out)
+    done = previous_run(cfg, out, args.force_new)
+    if done is not None:  # answered from metrics.json, before Ray starts
+        print(f"run already finished at epoch {done['epochs_run']} ({out / 'metrics.json'}); "
+              "not retraining")
+        print_report(done, out)
+        return 0
 
     source = session_source(args.data, args.users, args.days, seed)
-    make_output(out)
-    cfg["dataset"] = str(run_dataset(lambda: load_dataset(source), source, out, None, seed).resolve())
-    result = launch(cfg, args.workers, args.address, args.max_failures, args.dashboard)
+    cfg["dataset"] = str(run_dataset(lambda: load_dataset(source), source, out, None, seed,
+                                     lambda ds: check_split(ds, cfg, source)).resolve())
+    result = launch(cfg, args.workers, args.address, args.max_failures, args.dashboard,
+                    args.placement)
     print_report(result, out)
     return 0
 

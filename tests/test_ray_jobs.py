@@ -56,10 +56,15 @@ def test_two_workers_write_metrics_checkpoints_and_events(tiny_playlists, tmp_pa
     assert "not retraining" in capsys.readouterr().out
 
 
-def test_killed_worker_resumes_from_last_checkpoint(tiny_playlists, tmp_path):
+def test_killed_worker_resumes_from_last_checkpoint(tiny_playlists, tmp_path, monkeypatch):
+    import faults  # tests/faults.py: fault injection through a loop hook, not production code
+    from jobs import _train_common
+
+    faults.for_ray()
+    monkeypatch.setattr(_train_common, "LOOP_HOOKS", [faults.DieOnce(1)])
     out = tmp_path / "run"
     train_kaggle.main(["--data", str(tiny_playlists), "--workers", "2", "--output", str(out),
-                       "--fail-at-epoch", "1", *COMMON[:2], "--epochs", "3", *COMMON[4:]])
+                       *COMMON[:2], "--epochs", "3", *COMMON[4:]])
     metrics = json.loads((out / "metrics.json").read_text())
     assert (out / ".fault_injected").exists()
     assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3]

@@ -19,6 +19,14 @@ from engine.errors import BadInput
 from engine.training.config import MODES, TrainConfig
 from jobs._cli import ArgumentParser, run_cli
 from jobs._train_common import run_dataset, session_source
+from jobs.interrupts import (
+    EXIT_INTERRUPTED,
+    Interrupted,
+    disable_tune_sigint,
+    forward_to_tune,
+    resume_command,
+    sigint_guard,
+)
 from tune.space import load_space, to_train_config, to_tune
 
 METRIC = "val_recall@10"
@@ -119,35 +127,80 @@ def build_base(args, out: Path) -> dict:
     return base
 
 
+def trial_number(trial_id: str, default: int) -> int:
+    """Tune's trial ids end in a creation counter (``8a9e59b6_00003``): trial 4 of the search."""
+    tail = trial_id.rsplit("_", 1)[-1]
+    return int(tail) + 1 if tail.isdigit() else default
+
+
 def trial_table(results, max_epochs: int) -> list[dict]:
     rows = []
-    for r in results:
+    for i, r in enumerate(results):
         df = r.metrics_dataframe
         epochs = int(df["training_iteration"].max()) if df is not None and len(df) else 0
         best = float(df[METRIC].max()) if df is not None and METRIC in df else float("nan")
-        rows.append({"trial": Path(r.path).name, "config": r.config, "epochs": epochs,
-                     "best_val_recall@10": best, "stopped_early": epochs < max_epochs,
+        trial_id = str((r.metrics or {}).get("trial_id") or Path(r.path).name)
+        rows.append({"trial": Path(r.path).name, "trial_id": trial_id,
+                     "number": trial_number(trial_id, i + 1), "config": r.config or {},
+                     "epochs": epochs, "best_val_recall@10": best,
+                     "stopped_early": epochs < max_epochs,
                      "error": str(r.error).splitlines()[0] if r.error else None})
     return rows
 
 
+def _cell(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
 def print_table(rows: list[dict]) -> None:
+    """Every trial: its number and whole id, each searched hyper-parameter under its full name,
+    epochs run, best validation Recall@10, whether ASHA stopped it; best first."""
     keys = sorted({k for r in rows for k in r["config"]})
-    print("\n" + f"{'trial':<28}" + "".join(f"{k[:12]:>13}" for k in keys)
-          + f"{'epochs':>8}{'best val R@10':>15}{'stopped':>9}")
-    for r in sorted(rows, key=lambda r: -(r["best_val_recall@10"] if not math.isnan(r["best_val_recall@10"]) else -1)):
-        vals = "".join(f"{(f'{v:.4g}' if isinstance(v, float) else str(v))[:12]:>13}"
-                       for v in (r["config"].get(k) for k in keys))
-        print(f"{r['trial'][:27]:<28}{vals}{r['epochs']:>8}{r['best_val_recall@10']:>15.4f}"
-              f"{'yes' if r['stopped_early'] else 'no':>9}" + (f"  ERROR {r['error']}" if r["error"] else ""))
+    headers = ["trial", "id", *keys, "epochs", "best val R@10", "stopped"]
+
+    def score(r):
+        v = r["best_val_recall@10"]
+        return -1.0 if math.isnan(v) else v
+
+    body = [[f"#{r['number']}", r["trial_id"], *(_cell(r["config"].get(k, "")) for k in keys),
+             str(r["epochs"]), f"{r['best_val_recall@10']:.4f}",
+             "yes" if r["stopped_early"] else "no"]
+            for r in sorted(rows, key=score, reverse=True)]
+    widths = [max(len(h), *(len(line[i]) for line in body)) for i, h in enumerate(headers)]
+    print("\n" + "  ".join(h.ljust(w) if i < 2 else h.rjust(w)
+                            for i, (h, w) in enumerate(zip(headers, widths))))
+    for r, line in zip(sorted(rows, key=score, reverse=True), body):
+        cells = "  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                          for i, (c, w) in enumerate(zip(line, widths)))
+        print(cells + (f"  ERROR {r['error']}" if r["error"] else ""))
 
 
 def main(argv=None) -> int:
+    """Ctrl-C: before the search starts, nothing is kept; during it, Tune stops the trials and
+    saves the experiment (SIGUSR1, see jobs.interrupts), then one line says how to resume."""
     args = parse_args(argv)
+    out = Path(args.output).resolve()
+    resume = resume_command("tune.search", argv, add=("--resume",))
+    phase = {"fit": False}
+
+    def first_press():
+        if not phase["fit"]:
+            raise KeyboardInterrupt
+        forward_to_tune()
+
+    disable_tune_sigint()
+    with sigint_guard(first_press) as presses:
+        try:
+            return _main(args, out, resume, phase, presses)
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted before the search started; start again with: "
+                              f"{resume_command('tune.search', argv)}") from None
+
+
+def _main(args, out: Path, resume: str, phase: dict, presses: dict) -> int:
     if args.trials < 1 or args.max_epochs < 1 or args.workers_per_trial < 1:
         raise BadInput("--trials, --max-epochs and --workers-per-trial must be at least 1")
     space = load_space(args.space)
-    out = Path(args.output).resolve()
     out.mkdir(parents=True, exist_ok=True)
     base = build_base(args, out)
 
@@ -192,12 +245,14 @@ def main(argv=None) -> int:
             run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(out),
                                       verbose=1 if not args.no_progress else 0),
         )
+    phase["fit"] = True
     results = tuner.fit()
-    if results.num_terminated + results.num_errors < args.trials:
-        # Ctrl-C or a killed driver: Tune saved the experiment state; nothing final to write.
-        print(f"search interrupted after {results.num_terminated} of {args.trials} trials; "
-              f"continue it with the same command and --resume", file=sys.stderr)
-        return 130
+    phase["fit"] = False
+    if presses["count"] or results.num_terminated + results.num_errors < args.trials:
+        # Ctrl-C (or trials lost with a killed node): Tune saved the experiment state
+        print(f"interrupted: {results.num_terminated} of {args.trials} trials finished; the "
+              f"search is saved in {exp_path}; resume with: {resume}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     rows = trial_table(results, args.max_epochs)
     print_table(rows)
     ok = [r for r in rows if not math.isnan(r["best_val_recall@10"])]

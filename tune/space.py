@@ -64,9 +64,13 @@ def yaml_error() -> type[Exception]:
 
 
 def validate_space(space, where: Path | str = "search space") -> None:
+    """The file's shape here; every value a distribution can draw (each choice, both ends of a
+    range) then goes through TrainConfig's own validation, so a space cannot sample a value
+    training would refuse (``dropout`` 1.5, ``heads`` 2.5, a string ``lr``)."""
     if not isinstance(space, dict) or not space:
         raise BadInput(f"{where}: must map option names to distributions")
     known = {f.name for f in fields(TrainConfig)}
+    defaults = TrainConfig().to_dict()
     for name, spec in space.items():
         if name not in known:
             raise BadInput(f"{where}: '{name}' is not a training option")
@@ -81,6 +85,16 @@ def validate_space(space, where: Path | str = "search space") -> None:
                 raise BadInput(f"{where}: '{name}' needs numbers low < high")
             if spec["type"] == "loguniform" and low <= 0:
                 raise BadInput(f"{where}: '{name}' loguniform needs low > 0")
+        ends = (spec["values"] if spec["type"] == "choice"
+                else [spec["low"], spec["high"] - 1] if spec["type"] == "randint"
+                else [float(spec["low"]), float(spec["high"])])  # draws are floats
+        for value in ends:
+            try:
+                point = to_train_config({name: value})
+            except ValueError:
+                raise BadInput(f"{where}: '{name}' value {value!r} is not a list of "
+                               "comma-separated integers") from None
+            TrainConfig.validate({**defaults, **point}, where=f"{where}: search space")
 
 
 def to_tune(space: dict[str, dict]) -> dict:

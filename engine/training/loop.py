@@ -21,23 +21,31 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from engine.errors import BadInput
 from engine.eval.baselines import evaluate_with_baselines
 from engine.eval.evaluate import evaluate_scores
 from engine.graph.sampler import BPRBatches, owner_shard, steps_per_epoch
 from engine.models import count_parameters, score_bias, score_fn
 from engine.models.affinity import ScoreBias
-from engine.errors import BadInput
 from engine.training.checkpoint import rng_state, save_state, set_rng_state, unregistered
-from engine.training.config import TrainConfig, config_diff, describe_diff, make_model, owner_row_links
+from engine.training.config import (
+    TrainConfig,
+    config_diff,
+    describe_diff,
+    make_model,
+    owner_row_links,
+)
 from engine.training.context import make_context
 from engine.training.run_data import RunData
 from engine.training.sync import broadcast_floats, split_parameters, sync_gradients
@@ -116,7 +124,9 @@ def train_loop_per_worker(config: dict) -> dict | None:
     chief = rank == 0
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # every global stream: a resume restores them all
+    np.random.seed(cfg.seed)
+    random.seed(cfg.seed)
     out = Path(cfg.output)
     if chief:
         out.mkdir(parents=True, exist_ok=True)
