@@ -40,6 +40,19 @@ def tiny_sessions(tmp_path_factory) -> Path:
     return save_dataset(ds, root / "prepared")
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tiny_playlists, tmp_path_factory) -> Path:
+    """A finished 2-epoch playlist run on ``tiny_playlists``, trained without Ray (for
+    jobs.recommend and jobs.report). Treat it as read-only: copy it before changing files."""
+    from engine.training.loop import train_loop_per_worker
+
+    out = tmp_path_factory.mktemp("tiny_run") / "run"
+    train_loop_per_worker({"dataset": str(tiny_playlists), "output": str(out), "epochs": 2,
+                           "steps_per_epoch": 8, "batch_size": 32, "embedding_dim": 16,
+                           "heads": 2, "patience": 0, "progress": False})
+    return out
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny tensors: intra-op threads only contend (on a busy 2-core machine 8x slower)."""

@@ -1,13 +1,14 @@
 """Recommendations with reasons from a finished run."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
 from engine.errors import BadInput
 from engine.explain import explain, recommend
 from engine.graph.types import CSR, GraphData
-from engine.training.loop import train_loop_per_worker
 from jobs import recommend as recommend_job
 
 
@@ -35,11 +36,9 @@ def test_explain_ranks_similar_items_and_attention():
     assert abs(why.attention[0][2] - 0.7) < 1e-6
 
 
-def test_recommend_job_on_a_finished_run(tiny_playlists, tmp_path, capsys):
-    out = tmp_path / "run"
-    train_loop_per_worker({"dataset": str(tiny_playlists), "output": str(out), "epochs": 1,
-                           "batch_size": 32, "embedding_dim": 16, "heads": 2,
-                           "progress": False})
+def test_recommend_job_on_a_finished_run(tiny_run, tmp_path, capsys):
+    out = tmp_path / "run"  # a copy: this test replaces its checkpoint
+    shutil.copytree(tiny_run, out, ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
     capsys.readouterr()
     assert recommend_job.main(["--run", str(out), "--playlist", "0", "--top", "3"]) == 0
     printed = capsys.readouterr().out.splitlines()
@@ -47,9 +46,9 @@ def test_recommend_job_on_a_finished_run(tiny_playlists, tmp_path, capsys):
     assert sum(line.lstrip().startswith(("1.", "2.", "3.")) for line in printed) == 3
     assert any("like:" in line for line in printed)
     first = next(line for line in printed if line.lstrip().startswith("1."))
-    assert "artist affinity" in first
+    assert "= GAT " in first and " + artist " in first
 
     # a checkpoint that does not fit the run's model is a bad input, not a traceback
     torch.save({"emb.playlist.weight": torch.zeros(1, 1)}, out / "best_model.pt")
-    with pytest.raises(BadInput, match="best_model.pt: cannot load"):
+    with pytest.raises(BadInput, match="best_model.pt: does not fit"):
         recommend_job.main(["--run", str(out), "--playlist", "0"])
