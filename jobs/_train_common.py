@@ -13,7 +13,7 @@ from engine.data.canonical import file_fingerprint, is_prepared, load_dataset, s
 from engine.data.subset import subset_owners
 from engine.errors import BadInput
 from engine.training.config import TrainConfig, config_diff, describe_diff
-from jobs.interrupts import Interrupted, run_in_thread
+from jobs.interrupts import Interrupted, run_in_thread, stderr_to
 
 # What a run writes in its folder besides the reusable prepared dataset: --force-new removes it.
 RUN_STATE = ("metrics.json", "best_model.pt", "final_model.pt", "ray_train", "checkpoints",
@@ -253,7 +253,10 @@ def launch(cfg: dict, workers: int, address: str | None, max_failures: int,
             cfg, workers=workers, output=cfg["output"], max_failures=max_failures,
             placement=placement))
     except KeyboardInterrupt:
-        shutdown_ray()  # stops the workers; a second Ctrl-C ends the process at once
+        # stops the workers (a second Ctrl-C ends the process at once); what Ray prints while
+        # it stops goes to its log
+        with stderr_to(Path(cfg["output"]) / LOG_FILE):
+            shutdown_ray()
         raise
     except Exception as exc:  # Ray wraps worker errors; give one readable line
         if isinstance(exc.__cause__, BadInput):

@@ -43,17 +43,19 @@ def sigint_guard(on_first: Callable[[], None] | None = None) -> Iterator[dict]:
     main thread) and the second ends the process with status 130 at once, whatever is running
     (cleanup such as ``ray.shutdown()`` included). Yields ``{"count": presses so far}``."""
     state = {"count": 0}
+    console = os.dup(2)  # the terminal, even while stderr_to() points fd 2 elsewhere
 
     def handler(signum, frame):
         state["count"] += 1
         if state["count"] > 1:
-            os.write(2, b"interrupted again: stopping now\n")
+            os.write(console, b"interrupted again: stopping now\n")
             os._exit(EXIT_INTERRUPTED)
         if on_first is None:
             raise KeyboardInterrupt
         on_first()
 
     if threading.current_thread() is not threading.main_thread():
+        os.close(console)
         yield state  # signals only reach the main thread; nothing to install
         return
     old = signal.signal(signal.SIGINT, handler)
@@ -61,6 +63,25 @@ def sigint_guard(on_first: Callable[[], None] | None = None) -> Iterator[dict]:
         yield state
     finally:
         signal.signal(signal.SIGINT, old)
+        os.close(console)
+
+
+@contextmanager
+def stderr_to(path: str | os.PathLike) -> Iterator[None]:
+    """Point file descriptor 2 at ``path`` (appending) for a while: stopping Ray after a Ctrl-C
+    makes its threads and child processes print tracebacks of the calls it cut short, which
+    belong in the run's log, not under the one line the user gets."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(fd, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(fd)
 
 
 def run_in_thread(fn: Callable[[], object]) -> object:

@@ -19,6 +19,7 @@ from engine.data.canonical import Dataset, is_prepared, save_dataset
 from engine.data.load import FORMATS, load_any
 from engine.errors import BadInput
 from jobs._cli import ArgumentParser, run_cli
+from jobs.interrupts import Interrupted, resume_command, sigint_guard
 
 
 def parse_args(argv: Sequence[str] | None):
@@ -58,6 +59,12 @@ def summary(ds: Dataset, out: Path, seconds: float) -> str:
             f"  audio features: {notes['feature_matched_tracks']:,} of {ds.num_tracks:,} tracks "
             f"matched ({notes['feature_match_rate']:.2%})"
         )
+    if notes.get("feature_nan_tracks"):
+        lines.append(
+            f"  audio features missing (imputed at training): "
+            f"{sum(notes['feature_nan_values'].values()):,} values in "
+            f"{notes['feature_nan_tracks']:,} tracks"
+        )
     return "\n".join(lines)
 
 
@@ -66,8 +73,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.output)
     check_output(out)
     start = time.perf_counter()
-    ds = load_any(args.data, fmt=args.format, features=args.features)
-    save_dataset(ds, out)
+    with sigint_guard():  # save_dataset is atomic: an interrupted run leaves nothing behind
+        try:
+            ds = load_any(args.data, fmt=args.format, features=args.features)
+            save_dataset(ds, out)
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted: nothing new written to {out}; start again with: "
+                              f"{resume_command('jobs.prepare', argv)}") from None
     print(summary(ds, out, time.perf_counter() - start))
     return 0
 

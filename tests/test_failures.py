@@ -13,11 +13,12 @@ import sys
 import time
 from pathlib import Path
 
+import faults
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-import faults
 from engine.errors import BadInput
 from engine.training import loop as loop_module
 from engine.training.checkpoint import load_state, rng_state, save_state, set_rng_state
@@ -163,3 +164,94 @@ def test_a_second_ctrl_c_stops_at_once():
     assert proc.wait(timeout=10) == 130
     assert time.monotonic() - t0 < 5
     assert "stopping now" in proc.stderr.read()
+
+
+def _wait(cond, proc, seconds: float, what: str):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        assert proc.poll() is None, f"the job ended (rc {proc.returncode}) before {what}"
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _epoch_started(out: Path) -> int:
+    try:
+        return json.loads((out / "progress.json").read_text())["epoch_started"]
+    except (OSError, ValueError):
+        return 0
+
+
+def _workers(out: Path) -> list[dict]:
+    try:
+        text = (out / "worker_nodes.jsonl").read_text()
+    except OSError:
+        return []
+    return [json.loads(line) for line in text.splitlines() if line.strip().endswith("}")]
+
+
+@pytest.mark.timeout(420)
+def test_sigkill_from_outside_then_ctrl_c_then_resume(tiny_playlists, tmp_path):
+    """A worker killed with SIGKILL from outside (its pid from the run folder, not a fault
+    injected in the loop): the run resumes from its last checkpoint. Then Ctrl-C on the job:
+    exit 130 and one line naming the checkpoint and the command that resumes; that command
+    finishes the run, and metrics.json records both resumes."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "jobs.train_kaggle", "--data", str(tiny_playlists),
+           "--workers", "2", "--mode", "mini", "--epochs", "6", "--patience", "0",
+           "--batch-size", "32", "--embedding-dim", "16", "--heads", "2", "--no-progress",
+           "--output", str(out)]
+    err = tmp_path / "stderr.txt"
+    with open(err, "w") as err_file:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err_file)
+        try:
+            _wait(lambda: _epoch_started(out) >= 2, proc, 240, "epoch 2")
+            victim = [w for w in _workers(out) if w["rank"] == 1][-1]["pid"]
+            __import__("os").kill(victim, signal.SIGKILL)
+            _wait(lambda: len(_workers(out)) >= 4 and _epoch_started(out) >= 4, proc, 240,
+                  "the restarted workers to reach epoch 4")
+            err_file.flush()
+            before = err.stat().st_size
+            proc.send_signal(signal.SIGINT)
+            rc = proc.wait(timeout=90)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    lines = [ln for ln in err.read_text().splitlines() if ln.strip()]
+    assert rc == 130, lines[-5:]
+    # after the Ctrl-C: exactly one line (Ray's complaints about the kill come before it)
+    after = [ln for ln in err.read_bytes()[before:].decode().splitlines() if ln.strip()]
+    assert len(after) == 1 and after[0].startswith("interrupted: the checkpoint of epoch"), after
+    resume = lines[-1].split("resume with: ", 1)[1].split()
+    assert resume[:3] == ["python", "-m", "jobs.train_kaggle"]
+    done = subprocess.run([sys.executable, *resume[1:]], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == list(range(1, 7))
+    assert len(metrics["resumes"]) == 2, metrics["resumes"]
+    killed, interrupted = metrics["resumes"]
+    assert killed["from_epoch"] >= 1 and killed["epochs_lost"] >= 1
+    assert interrupted["from_epoch"] >= 3
+    assert len([p for p in (out / "ray_train").glob("checkpoint_*") if p.is_dir()]) <= 3
+
+
+def test_nan_audio_features_are_counted_in_the_manifest(tiny_playlists):
+    from engine.data.canonical import load_dataset
+    from engine.data.features import FEATURES, join_track_features
+
+    ds = load_dataset(tiny_playlists)
+    tracks = ds.tracks.head(3)
+    artists = ds.artists.set_index("artist_id")["name"].loc[tracks["artist_id"]].to_numpy()
+    feats = pd.DataFrame({"id": ["a", "b", "c"], "name": tracks["name"].to_numpy(),
+                          "artist": artists})
+    for f in FEATURES:
+        feats[f] = np.float32(0.5)
+    feats.loc[0, FEATURES[0]] = np.nan
+    feats.loc[1, [FEATURES[0], FEATURES[1]]] = np.nan
+    notes = join_track_features(ds, feats).manifest["notes"]
+    assert notes["feature_matched_tracks"] == 3
+    assert notes["feature_nan_values"] == {FEATURES[0]: 2, FEATURES[1]: 1}
+    assert notes["feature_nan_tracks"] == 2

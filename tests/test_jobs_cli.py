@@ -101,3 +101,69 @@ def test_run_dataset_is_reused_when_the_source_is_unchanged(tmp_path, shared_dat
     # a different subset is a different run dataset
     run_dataset(lambda: load_any(src), src, tmp_path, 60, 0)
     assert (first / "manifest.json").stat().st_mtime_ns != stamp
+
+
+@pytest.mark.parametrize("content, key", [('{"lr": "fast"}', "lr"), ('{"epochs": "three"}', "epochs"),
+                                          ('{"dropout": "x"}', "dropout"),
+                                          ('{"num_neg": -1}', "num_neg"),
+                                          ('{"config": {"fanouts": [10, 0]}}', "fanouts")])
+def test_config_file_with_a_wrong_type_or_range_names_the_key(tmp_path, capsys, content,
+                                                               key):
+    from jobs import train_kaggle
+    from jobs._cli import run_cli
+
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(content)
+    out = tmp_path / "o"
+    with pytest.raises(SystemExit) as exit_:  # in-process: no interpreter start per case
+        run_cli(train_kaggle.main, ["--config", str(cfg), "--output", str(out)])
+    err = capsys.readouterr().err
+    _one_line_exit_2(subprocess.CompletedProcess([], exit_.value.code, "", err), str(cfg), key)
+    assert not out.exists()
+
+
+def _kaggle_csv(path: Path, playlists: int, tracks: int) -> Path:
+    rows = ['"user_id","artistname","trackname","playlistname"']
+    rows += [f'"u{p}","artist {t % 7}","track {p}-{t}","list {p}"'
+             for p in range(playlists) for t in range(tracks)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_no_playlist_long_enough_for_the_holdout_is_exit_2_and_leaves_no_folder(tmp_path):
+    csv = _kaggle_csv(tmp_path / "spotify_dataset.csv", playlists=40, tracks=8)  # < 5 + 5
+    out = tmp_path / "o"
+    _one_line_exit_2(_run("jobs.train_kaggle", "--data", str(csv), "--output", str(out)),
+                     str(csv), "test split")
+    assert not out.exists()
+
+
+def test_bad_data_leaves_no_output_folder(tmp_path):
+    bad = tmp_path / "spotify_dataset.csv"
+    bad.write_text("a,b,c\n1,2,3\n")
+    out = tmp_path / "new" / "run"
+    _one_line_exit_2(_run("jobs.train_kaggle", "--data", str(bad), "--output", str(out)),
+                     str(bad))
+    assert not out.exists() and not out.parent.exists()
+
+
+def test_rerun_of_a_finished_run_with_other_settings_is_refused_before_ray(tmp_path):
+    """A finished run is recognised from its metrics.json in seconds, without Ray; a changed
+    hyper-parameter is exit 2 naming it, and metrics.json keeps what the model was trained with."""
+    import json
+
+    from engine.training.config import MODES, TrainConfig
+
+    out = tmp_path / "run"
+    out.mkdir()
+    mini = MODES["mini"]
+    saved = TrainConfig(epochs=mini["epochs"], batch_size=mini["batch_size"],
+                        output=str(out)).to_dict()
+    (out / "metrics.json").write_text(json.dumps({"config": saved, "epochs_run": 3}))
+    before = (out / "metrics.json").read_text()
+    t0 = __import__("time").monotonic()
+    proc = _run("jobs.train_kaggle", "--mode", "mini", "--lr", "0.05", "--output", str(out))
+    _one_line_exit_2(proc, str(out), "lr 0.01 -> 0.05", "--force-new")
+    assert __import__("time").monotonic() - t0 < 60
+    assert (out / "metrics.json").read_text() == before
+    assert not (out / "ray.log").exists(), "Ray was started"

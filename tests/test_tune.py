@@ -78,8 +78,9 @@ def test_resume_finishes_an_interrupted_search_without_rerunning_done_trials(
     out = tmp_path / "search"
     args = ["--data", str(tiny_playlists), "--trials", "4", "--max-epochs", "2", "--concurrent",
             "1", "--grace-period", "2", "--output", str(out), "--no-progress"]
+    err = open(tmp_path / "stderr.txt", "w")  # noqa: SIM115 - closed after the wait
     proc = subprocess.Popen([sys.executable, "-m", "tune.search", *args], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=err)
     deadline = time.time() + 240
     done = {}
     while time.time() < deadline and proc.poll() is None:
@@ -88,9 +89,18 @@ def test_resume_finishes_an_interrupted_search_without_rerunning_done_trials(
             break
         time.sleep(0.5)
     assert done, "no trial finished before the deadline"
+    err.flush()
+    before = (tmp_path / "stderr.txt").stat().st_size
     proc.send_signal(signal.SIGINT)  # Ctrl-C
-    proc.wait(timeout=120)
+    rc = proc.wait(timeout=120)
+    err.close()
     assert not (out / "best_config.json").exists(), "the search was not interrupted"
+    # exit 130 and one line after the Ctrl-C: what was saved and the command that resumes
+    after = [ln for ln in (tmp_path / "stderr.txt").read_bytes()[before:].decode().splitlines()
+             if ln.strip()]
+    assert rc == 130, after
+    assert len(after) == 1 and after[0].startswith("interrupted:"), after
+    assert f"saved in {out / 'search'}" in after[0] and after[0].endswith("--resume"), after
 
     rc = search.main([*args, "--resume"])
     assert rc == 0

@@ -70,7 +70,7 @@ def make_trainable(base: dict, workers: int, root: Path, worker_cpus: float = 1.
         from ray import tune
 
         trial_id = tune.get_context().get_trial_id()
-        cfg = dict(base, **to_train_config(sample))
+        cfg = to_train_config(sample, base)
         cfg["output"] = str(root / "trials" / trial_id)
         if workers == 1:
             from engine.training.loop import train_loop_per_worker
@@ -211,7 +211,7 @@ def _main(args, out: Path, resume: str, phase: dict, presses: dict) -> int:
 
     from engine.training.ray_train import init_ray
 
-    ray = init_ray(address=args.address)
+    ray = init_ray(address=args.address, log_dir=out)  # Ray's own lines: out/ray.log
     cpus = int(ray.cluster_resources().get("CPU", 1))
     concurrent = args.concurrent or max(1, cpus // args.workers_per_trial)
     if args.workers_per_trial == 1:

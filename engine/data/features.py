@@ -124,7 +124,9 @@ def join_track_features(ds: Dataset, features: pd.DataFrame) -> Dataset:
 
     When several feature rows share a key (the same song on several albums) the first in file
     order wins, so the result is deterministic. ``manifest["notes"]["feature_match_rate"]`` is
-    matched tracks / all tracks; the feature file goes into ``manifest["source"]["features"]``.
+    matched tracks / all tracks; ``feature_nan_values`` ({feature: count}) and
+    ``feature_nan_tracks`` count the missing values among the matched rows (imputed when the
+    graph is built); the feature file goes into ``manifest["source"]["features"]``.
     """
     feat_keys = _match_keys(features["name"], features["artist"])
     first = ~feat_keys.duplicated(keep="first")
@@ -145,6 +147,11 @@ def join_track_features(ds: Dataset, features: pd.DataFrame) -> Dataset:
     notes["feature_match_rate"] = round(len(matched) / ds.num_tracks, 6) if ds.num_tracks else 0.0
     notes["feature_matched_tracks"] = len(matched)
     notes["feature_rows_read"] = len(features)
+    # NaN values are imputed later (the graph's feature standardisation): count them here,
+    # per feature and in tracks, so a poor feature file shows in the manifest
+    nan = np.isnan(table[list(FEATURES)].to_numpy(np.float32))
+    notes["feature_nan_values"] = {f: int(n) for f, n in zip(FEATURES, nan.sum(0)) if n}
+    notes["feature_nan_tracks"] = int(nan.any(1).sum())
     if "source" in features.attrs:
         manifest.setdefault("source", {})["features"] = features.attrs["source"]
     return dataclasses.replace(ds, track_features=table, manifest=manifest)
