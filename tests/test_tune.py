@@ -48,6 +48,8 @@ def test_search_finishes_writes_best_config_and_asha_stops_a_trial(
     ('{"lr": {"type": "loguniform", "low": 0, "high": 1}}', "loguniform needs low > 0"),
     ('{"learning_rate": {"type": "uniform", "low": 0, "high": 1}}', "not a training option"),
     ('{"heads": {"type": "choice", "values": []}}', "non-empty list"),
+    # a value training would refuse, caught by TrainConfig's own validation
+    ('{"dropout": {"type": "uniform", "low": 0.0, "high": 1.5}}', "dropout"),
 ])
 def test_bad_search_space_is_exit_2_with_one_line(tmp_path, content, message):
     space = tmp_path / "space.json"

@@ -3,6 +3,14 @@
 ``batch_size`` counts *owners* (playlists or users) per step; each owner contributes
 ``pos_per_owner`` positive tracks and each positive ``num_neg`` negatives, so one step trains
 ``batch_size * pos_per_owner`` BPR triples, each with ``num_neg`` negatives.
+
+Validation: each field's type carries its range (``PosInt``, ``Share``, ...) and pydantic (already
+installed with ``ray[default]``) checks a whole config against them in one pass,
+:meth:`TrainConfig.validate`, reporting every bad or unknown key by name. Flags, ``--config``
+files, tune search spaces and saved configs all go through it, so a range is written once, here.
+pydantic rather than hand-written checks because it validates the nested, typed models that
+issue 13's split of this config into data / sampler / model / optimiser / run sections needs,
+with the same error report.
 """
 from __future__ import annotations
 
@@ -75,6 +83,9 @@ class TrainConfig:
     # counts (owner_row_links; not read by the layers); False: counts from the sampled rows
     owner_rows: Bool = True
     model_options: dict = field(default_factory=dict)  # extra keyword arguments of the model
+    # how the owner and item ID embeddings start: "svd", a truncated SVD of the training
+    # playlist x track matrix (engine.models.init; co-occurrence from step 0), or "normal"
+    id_init: Literal["normal", "svd"] = "normal"
     l2: NonNegFloat = 1e-5  # L2 penalty on the batch's score vectors (BPR regulariser)
     holdout: PosInt = 5
     val_ratio: Ratio = 0.15
@@ -93,13 +104,16 @@ class TrainConfig:
     final_test: Bool = True  # evaluate the test split at the end (hyper-parameter search: False)
 
     @classmethod
-    def validate(cls, d: dict, where: str = "config") -> TrainConfig:
+    def validate(cls, d: dict, where: str = "config",
+                 labels: dict[str, str] | None = None) -> TrainConfig:
         """``d`` as a TrainConfig, types and ranges checked; BadInput (exit 2) names every bad key
-        and why, prefixed by ``where`` (the file or the options it came from)."""
+        and why, prefixed by ``where`` (the file or the options it came from). ``labels`` shows
+        a key as the user typed it (``{"lr": "--lr"}``)."""
         try:
             return _ADAPTER.validate_python(d)
         except ValidationError as exc:
-            raise BadInput(f"{where}: " + "; ".join(_describe(e) for e in exc.errors())) from None
+            errors = "; ".join(_describe(e, labels or {}) for e in exc.errors())
+            raise BadInput(f"{where}: {errors}") from None
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -113,7 +127,7 @@ class TrainConfig:
         """The hyper-parameters worth comparing across runs (TensorBoard HParams)."""
         keys = ("model", "lr", "batch_size", "pos_per_owner", "num_neg", "embedding_dim", "heads",
                 "num_layers", "dropout", "genre_weight", "l2", "neg_popularity", "owner_rows",
-                "seed")
+                "id_init", "seed")
         d = {k: getattr(self, k) for k in keys}
         d["fanouts"] = ",".join(map(str, self.fanouts))
         return d
@@ -122,8 +136,9 @@ class TrainConfig:
 _ADAPTER = TypeAdapter(TrainConfig)
 
 
-def _describe(err: dict) -> str:
+def _describe(err: dict, labels: dict[str, str]) -> str:
     key = ".".join(str(p) for p in err["loc"])
+    key = labels.get(key, key)
     if err["type"] == "unexpected_keyword_argument":
         return f"unknown option '{key}'"
     return f"{key}: {err['msg'].lower()} (got {err['input']!r})"
@@ -143,7 +158,12 @@ def describe_diff(diff: dict[str, tuple]) -> str:
 
 def model_options(cfg: TrainConfig, graph: GraphData) -> dict:
     """The model's keyword arguments for ``graph``: the config's hyper-parameters and
-    ``model_options``, plus one data-dependent default.
+    ``model_options``, plus two derived defaults.
+
+    With ``id_init = "svd"`` PlaylistGAT gives every node type an ID embedding, tracks included
+    (unless ``model_options`` sets ``id_embeddings``): the SVD start fills the track table with
+    the co-occurrence structure of the training matrix, which a random start lacks (with a random
+    start, track IDs overfit the few edges most tracks have; docs/results.md measures both).
 
     PlaylistGAT ignores *title-derived* genre edges unless ``model_options`` sets ``skip_types``
     itself. Those edges give a track the title genres of the training playlists that contain
@@ -159,6 +179,8 @@ def model_options(cfg: TrainConfig, graph: GraphData) -> dict:
             "dropout": cfg.dropout, "genre_weight": cfg.genre_weight, **cfg.model_options}
     if cfg.model == "playlist" and graph.genre_source == "titles" and "skip_types" not in opts:
         opts["skip_types"] = ["genre"]
+    if cfg.model == "playlist" and cfg.id_init == "svd" and "id_embeddings" not in opts:
+        opts["id_embeddings"] = list(graph.num_nodes)  # the types it reads get tables
     return opts
 
 
