@@ -120,7 +120,8 @@ def _read_search(path: Path) -> Search:
     for folder in folders:  # one per trial
         curve = read_scalars(folder / "tensorboard")
         epochs = len(curve.get("val_recall@10", []))
-        row = next((r for r in rows if folder.name in str(r.get("trial", ""))), {})
+        row = next((r for r in rows if str(r.get("trial_id", "")) == folder.name
+                    or folder.name in str(r.get("trial", ""))), {})
         stopped = bool(row["stopped_early"]) if "stopped_early" in row else epochs < max_epochs
         trials.append(Trial(folder.name, curve, stopped, dict(row.get("config", {}))))
     best = next((t.name for t in trials if t.name in str(d.get("trial", ""))), "")

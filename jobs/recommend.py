@@ -19,6 +19,8 @@ import json
 import os
 import pickle
 import sys
+import textwrap
+import time
 import zipfile
 from pathlib import Path
 
@@ -43,15 +45,26 @@ from engine.training.config import TrainConfig, make_model
 from engine.training.run_data import RunData
 from jobs._cli import ArgumentParser, run_cli
 
-KEY = """\
-key: score = {parts}, in the model's score units (only differences between picks matter).
-  GAT     dot product of the playlist's and the track's vectors from the graph-attention layers
-  artist  the model's exact artist term: a learnt weight x log(1 + the playlist's tracks by the
-          pick's artist), plus a recency part for those near the end of the playlist
-  genre   dot product of the genre path's vectors (models with genre_weight > 0)
-  like    the playlist's own tracks whose vectors are closest to the pick's (cosine; 1 = same)
-  drew on the pick's neighbours in the last attention layer and their weights; weights sum to 1
-          over each neighbour type, "of n" = how many neighbours of that type it has{check}"""
+KEY_HEAD = "key: score = {parts}, in the model's score units (only differences between picks matter)"
+KEY_LINES = {  # printed for the parts and marks a list has
+    "GAT": "dot product of the playlist's and the track's vectors from the graph-attention layers",
+    "genre": "dot product of the genre path's vectors (models with genre_weight > 0)",
+    "artist": "the model's exact artist term: a learnt weight x log(1 + the playlist's tracks by "
+              "the pick's artist), plus a recency part for those near the end of the playlist",
+    "like": "the playlist's own tracks whose vectors are closest to the pick's (cosine; 1 = same)",
+    "drew on": "the pick's neighbours in the last attention layer and their weights; weights sum "
+               "to 1 over each neighbour type, \"of n\" = how many neighbours of that type it has",
+    "[held out]": "the pick is one of the playlist's held-out test tracks (--check)",
+}
+OTHER_PART = "the model's sparse score term (affinity of the listed node types)"
+
+
+def _key(parts: list[str], check: bool) -> str:
+    names = [*parts, "like", "drew on"] + (["[held out]"] if check else [])
+    return "\n".join([KEY_HEAD.format(parts=" + ".join(parts))]
+                     + [textwrap.fill(KEY_LINES.get(n, OTHER_PART), 100,
+                                      initial_indent=f"  {n:<11}", subsequent_indent=" " * 13)
+                        for n in names])
 
 
 def _owner_id(ds, text: str) -> int:
@@ -193,7 +206,8 @@ def _show(args, run, cfg, data, graph, model, owner: int, note: str, candidates)
     if note:
         print(note)
     title = ds.owners.name.iloc[owner]
-    print(f"{graph.owner_type} {owner} ({title!s}): {owned.numel()} training tracks"
+    who = f"new {graph.owner_type}" if note else f"{graph.owner_type} {owner}"
+    print(f"{who} ({title!s}): {owned.numel()} training tracks"
           + (f", {held.numel()} held out for test" if held.numel() else "")
           + f"; model {cfg.model} from {run}")
     own_att = attention_into(attention, graph.owner_type, owner, top=3)
@@ -201,9 +215,7 @@ def _show(args, run, cfg, data, graph, model, owner: int, note: str, candidates)
         print("its vector drew most on: " + "; ".join(
             ", ".join(f"{t} '{shown(t, i)}' {w:.2f}" for i, w in pairs) + f" (of {n})"
             for t, (pairs, n) in own_att.items()))
-    print(KEY.format(parts=" + ".join(parts),
-                     check="\n  [held out] the pick is one of the playlist's held-out test tracks"
-                     if args.check else ""))
+    print(_key(list(parts), args.check))
     held_set = set(held.tolist())
     for rank, item in enumerate(items.tolist(), 1):
         why = explain(graph, vecs, attention, owner, item, owned, bias=bias)
@@ -254,6 +266,7 @@ def _export(args, run, cfg, data) -> int:
         raise BadInput(f"{out}: --output must end in .parquet")
     if not out.parent.is_dir():
         raise BadInput(f"{out.parent}: no such folder for --output")
+    t0 = time.perf_counter()
     graph = data.graph("train")
     model = make_model(cfg, graph)
     load_weights(run / "best_model.pt", model)
@@ -287,7 +300,8 @@ def _export(args, run, cfg, data) -> int:
         bar.close()
         if tmp.exists():  # nothing half-written is left behind
             tmp.unlink()
-    print(f"wrote {rows} rows ({ds.num_owners} {graph.owner_type}s x top {args.top}) to {out}")
+    print(f"wrote {rows} rows ({ds.num_owners} {graph.owner_type}s x top {args.top}) to {out} "
+          f"in {time.perf_counter() - t0:.1f} s (graph, inference, ranking, writing)")
     return 0
 
 

@@ -190,3 +190,30 @@ def test_bad_inputs_are_exit_2_with_one_line(tiny_run, run_data, tmp_path, capsy
     err = bad(capsys, "--run", str(copy), "--playlist", "0")
     assert "shapes differ: emb.playlist.weight saved [5, 3] vs [" in err
     assert "missing 1: layers." in err
+
+
+def test_new_owner_joins_the_graph_with_its_edges_only(tiny_sessions, tiny_playlists):
+    from engine.cold_start import usable_title, with_new_owner
+    from engine.data.canonical import load_dataset
+    from engine.graph.build import build_graph, genre_vocabulary
+    from engine.graph.split import make_split
+
+    ds = load_dataset(tiny_sessions)
+    split = make_split(ds)
+    ds2, split2, owner = with_new_owner(ds, split, np.array([7, 3, 5]), "")
+    g, g2 = build_graph(ds, split, "train"), build_graph(ds2, split2, "train")
+    assert owner == ds.num_owners and g2.num_nodes[g.owner_type] == owner + 1
+    csr = g2.csr[g2.interaction]
+    assert sorted(csr.indices[csr.indptr[owner]:].tolist()) == [3, 5, 7]
+    assert g2.edge_index[g2.interaction].size(1) == g.edge_index[g.interaction].size(1) + 3
+    assert g2.edge_attr[g2.interaction].size(0) == g2.edge_index[g2.interaction].size(1)
+    assert len(split2.test) == len(split.test)  # nothing held out for the new owner
+
+    # a title genre the graph has no node for is dropped, so the genre nodes stay as trained
+    pl = load_dataset(tiny_playlists)
+    vocab = genre_vocabulary(pl)
+    assert "rock" in vocab and "bluegrass" not in vocab
+    title, used, dropped = usable_title(pl, "rock and bluegrass", None)
+    assert (title, used, dropped) == ("rock", ["rock"], ["bluegrass"])
+    ds3, _, _ = with_new_owner(pl, make_split(pl), np.array([0]), title)
+    assert genre_vocabulary(ds3) == vocab

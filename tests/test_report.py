@@ -31,7 +31,8 @@ def tiny_search(tiny_playlists, tmp_path_factory) -> Path:
             "epochs": epochs, "steps_per_epoch": 3, "lr": lr, "batch_size": 32,
             "embedding_dim": 8, "heads": 1, "patience": 0, "final_test": False,
             "progress": False})
-        rows.append({"trial": f"trial_{tid}_1_lr={lr}", "config": {"lr": lr}, "epochs": epochs,
+        rows.append({"trial": f"trial_{tid}_1_lr={lr}", "trial_id": tid, "number": len(rows) + 1,
+                     "config": {"lr": lr}, "epochs": epochs,
                      "best_val_recall@10": res["best_val_recall@10"],
                      "stopped_early": epochs < 2, "error": None})
     best = max(rows, key=lambda r: r["best_val_recall@10"])
