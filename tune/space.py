@@ -9,9 +9,16 @@ File format (YAML or JSON), one entry per TrainConfig field::
     dropout:       {type: uniform, low: 0.0, high: 0.5}
     num_neg:       {type: choice, values: [1, 2, 4, 8]}
     fanouts:       {type: choice, values: ["10,5", "15,10", "5,5"]}
+    neg_popularity: {type: uniform, low: 0.0, high: 1.0}
+    l2:            {type: loguniform, low: 1.0e-6, high: 1.0e-3}
+    id_init:       {type: choice, values: [normal, svd]}
+    model_options.affinity_tau:  {type: choice, values: [0.0, 1.0, 2.0, 4.0]}
+    model_options.affinity_init: {type: choice, values: [0.5, 1.0, 2.0]}
 
-``fanouts`` values are comma-separated per-hop neighbour counts. Types: loguniform, uniform,
-randint (low inclusive, high exclusive), choice.
+``fanouts`` values are comma-separated per-hop neighbour counts. A key ``model_options.NAME``
+searches the model's constructor option NAME (PlaylistGAT's artist affinity: ``affinity_tau``,
+``affinity_init``; see ``engine.models``). Types: loguniform, uniform, randint (low inclusive,
+high exclusive), choice.
 """
 from __future__ import annotations
 
@@ -30,8 +37,23 @@ DEFAULT_SPACE: dict[str, dict] = {
     "dropout": {"type": "uniform", "low": 0.0, "high": 0.5},
     "num_neg": {"type": "choice", "values": [1, 2, 4, 8]},
     "fanouts": {"type": "choice", "values": ["10,5", "15,10", "5,5"]},
+    "neg_popularity": {"type": "uniform", "low": 0.0, "high": 1.0},
+    "l2": {"type": "loguniform", "low": 1e-6, "high": 1e-3},
+    "id_init": {"type": "choice", "values": ["normal", "svd"]},
+    "model_options.affinity_tau": {"type": "choice", "values": [0.0, 1.0, 2.0, 4.0]},
+    "model_options.affinity_init": {"type": "choice", "values": [0.5, 1.0, 2.0]},
 }
 TYPES = ("loguniform", "uniform", "randint", "choice")
+MODEL_OPTION = "model_options."  # a key "model_options.NAME" searches the model's option NAME
+
+
+def model_option_names(model: str) -> set[str]:
+    """Keyword options the model's constructor takes beyond the graph metadata."""
+    import inspect
+
+    from engine.models import MODELS
+
+    return set(inspect.signature(MODELS[model].__init__).parameters) - {"self"}
 
 
 def load_space(path: str | None) -> dict[str, dict]:
@@ -71,8 +93,13 @@ def validate_space(space, where: Path | str = "search space") -> None:
         raise BadInput(f"{where}: must map option names to distributions")
     known = {f.name for f in fields(TrainConfig)}
     defaults = TrainConfig().to_dict()
+    options = model_option_names(defaults["model"])
     for name, spec in space.items():
-        if name not in known:
+        if name.startswith(MODEL_OPTION):
+            if name[len(MODEL_OPTION):] not in options:
+                raise BadInput(f"{where}: '{name}': the {defaults['model']} model takes no "
+                               f"option '{name[len(MODEL_OPTION):]}'")
+        elif name not in known:
             raise BadInput(f"{where}: '{name}' is not a training option")
         if not isinstance(spec, dict) or spec.get("type") not in TYPES:
             raise BadInput(f"{where}: '{name}' needs type one of {', '.join(TYPES)}")
@@ -94,7 +121,7 @@ def validate_space(space, where: Path | str = "search space") -> None:
             except ValueError:
                 raise BadInput(f"{where}: '{name}' value {value!r} is not a list of "
                                "comma-separated integers") from None
-            TrainConfig.validate({**defaults, **point}, where=f"{where}: search space")
+            TrainConfig.validate(to_train_config(point, defaults), where=f"{where}: search space")
 
 
 def to_tune(space: dict[str, dict]) -> dict:
@@ -111,9 +138,18 @@ def to_tune(space: dict[str, dict]) -> dict:
     return out
 
 
-def to_train_config(sample: dict) -> dict:
-    """A sampled point as TrainConfig fields (fanouts "10,5" -> [10, 5])."""
-    cfg = dict(sample)
-    if isinstance(cfg.get("fanouts"), str):
-        cfg["fanouts"] = [int(v) for v in cfg["fanouts"].split(",")]
+def to_train_config(sample: dict, base: dict | None = None) -> dict:
+    """A sampled point as TrainConfig fields over ``base``: fanouts "10,5" -> [10, 5], and
+    ``model_options.NAME`` sets NAME in (a copy of) base's ``model_options``."""
+    cfg = dict(base or {})
+    opts = dict(cfg.get("model_options") or {})
+    for name, value in sample.items():
+        if name.startswith(MODEL_OPTION):
+            opts[name[len(MODEL_OPTION):]] = value
+        elif name == "fanouts" and isinstance(value, str):
+            cfg[name] = [int(v) for v in value.split(",")]
+        else:
+            cfg[name] = value
+    if opts:
+        cfg["model_options"] = opts
     return cfg

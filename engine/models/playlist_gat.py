@@ -14,7 +14,10 @@ neighbours) and, on playlist data, it generalises much better: most tracks of a 
 collection are seen once or twice, and a free vector per track overfits those few edges, while
 the artist and playlist vectors are shared by many tracks (docs/results.md measures both).
 Feature projections start at the scale of the ID embeddings (``init_std``) so neither swamps the
-other.
+other. A training run may instead give tracks ID embeddings too and start the playlist and track
+tables from a truncated SVD of the training matrix (``id_init = "svd"``, :mod:`.init`): then the
+track table starts from co-occurrence rather than noise, and a track without training edges starts
+at zero and is still its features plus its neighbours.
 
 **Layers.** ``num_layers`` heterogeneous GAT layers (:class:`~.gat_enhanced.HeteroGAT`: one
 ``GATConv(heads, concat=False, add_self_loops=False)`` per edge type, summed per destination):

@@ -38,6 +38,7 @@ from engine.eval.evaluate import evaluate_scores
 from engine.graph.sampler import BPRBatches, owner_shard, steps_per_epoch
 from engine.models import count_parameters, score_bias, score_fn
 from engine.models.affinity import ScoreBias
+from engine.models.init import svd_init_
 from engine.training.checkpoint import rng_state, save_state, set_rng_state, unregistered
 from engine.training.config import (
     TrainConfig,
@@ -48,7 +49,12 @@ from engine.training.config import (
 )
 from engine.training.context import make_context
 from engine.training.run_data import RunData
-from engine.training.sync import broadcast_floats, split_parameters, sync_gradients
+from engine.training.sync import (
+    broadcast_floats,
+    broadcast_parameters,
+    split_parameters,
+    sync_gradients,
+)
 from engine.training.tb import EpochWriter
 
 PROGRESS_FILE = "progress.json"
@@ -139,6 +145,9 @@ def train_loop_per_worker(config: dict) -> dict | None:
 
     # 3. model and optimisers
     model = make_model(cfg, graph)
+    if cfg.id_init == "svd":  # ID tables start from the fit matrix's SVD (engine.models.init)
+        started = svd_init_(model, graph, cfg.seed)
+        broadcast_parameters([model.emb[t].weight for t in started])
     dense, sparse = split_parameters(model, cfg.sparse_embeddings)
     opt_dense = torch.optim.Adam(dense, lr=cfg.lr)
     opt_sparse = torch.optim.SparseAdam(sparse, lr=cfg.lr) if sparse else None

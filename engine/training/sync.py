@@ -108,3 +108,15 @@ def broadcast_floats(values: list[float], src: int = 0) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64)
     dist.broadcast(t, src)
     return t.tolist()
+
+
+def broadcast_parameters(params: list[torch.Tensor], src: int = 0) -> None:
+    """Copy ``src``'s values of ``params`` to every rank (in place), so a data-dependent start
+    (the SVD of :mod:`engine.models.init`) is the same everywhere even where floating-point
+    round-off differs between processes."""
+    _, world_size = world()
+    if world_size == 1:
+        return
+    with torch.no_grad():
+        for p in params:
+            dist.broadcast(p.data, src)

@@ -1,0 +1,57 @@
+"""SVD start of ID embeddings (engine.models.init) on a real prepared graph."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engine.data.canonical import load_dataset
+from engine.graph.build import build_graph
+from engine.graph.split import make_split
+from engine.models.init import interaction_matrix, svd_factors, svd_init_
+from engine.training.config import TrainConfig, make_model
+
+
+@pytest.fixture(scope="module")
+def fit_graph(tiny_playlists):
+    ds = load_dataset(tiny_playlists)
+    return build_graph(ds, make_split(ds, holdout=2), "fit")
+
+
+def test_factors_reconstruct_the_training_matrix_best_at_rank_d(fit_graph) -> None:
+    x = interaction_matrix(fit_graph).to_dense()
+    csr = fit_graph.csr[fit_graph.interaction]
+    assert x.sum() == csr.indices.numel()  # one entry per fit edge, nothing else
+    d = 8
+    u, v = svd_factors(fit_graph, d, seed=0)
+    assert u.shape == (x.size(0), d) and v.shape == (x.size(1), d)
+    err = torch.linalg.matrix_norm(x - u @ v.T)
+    s = torch.linalg.svdvals(x)
+    best = s[d:].pow(2).sum().sqrt()  # Eckart–Young: no rank-d matrix is closer
+    assert best <= err <= 1.05 * best
+    u2, v2 = svd_factors(fit_graph, d, seed=0)
+    assert torch.equal(u, u2) and torch.equal(v, v2)  # same graph and seed, same start
+
+
+def test_svd_init_sets_owner_and_item_tables(fit_graph, one_thread) -> None:
+    cfg = TrainConfig(embedding_dim=8, heads=1, model_options={
+        "id_embeddings": ["playlist", "track", "artist", "genre"]})
+    model = make_model(cfg, fit_graph)
+    artist_before = model.emb["artist"].weight.clone()
+    std_before = {t: model.emb[t].weight.std().item() for t in ("playlist", "track")}
+    assert svd_init_(model, fit_graph, seed=0) == ["playlist", "track"]
+    for t in ("playlist", "track"):  # the scale of the random start, new values
+        assert model.emb[t].weight.std().item() == pytest.approx(std_before[t], rel=1e-4)
+        assert std_before[t] == pytest.approx(model.init_std, rel=0.1)
+    assert torch.equal(model.emb["artist"].weight, artist_before)  # other tables untouched
+    x = interaction_matrix(fit_graph).to_dense()
+    no_edges = x.sum(0) == 0
+    assert no_edges.any()
+    assert model.emb["track"].weight[no_edges].abs().max() < 1e-6  # cold tracks start at zero
+    # the start ranks a playlist's own training tracks far above the others (it is the SVD)
+    s = model.emb["playlist"].weight @ model.emb["track"].weight.T
+    own = (s * x).sum(1) / x.sum(1).clamp(min=1)
+    other = (s * (1 - x)).sum(1) / (1 - x).sum(1)
+    assert (own > other).float().mean() > 0.95
+    # without item ID embeddings only the owner table is set
+    plain = make_model(TrainConfig(embedding_dim=8, heads=1), fit_graph)
+    assert svd_init_(plain, fit_graph) == ["playlist"]
