@@ -17,6 +17,8 @@ import socket
 import sys
 from pathlib import Path
 
+from engine.errors import BadInput
+
 KEEP_CHECKPOINTS = 3  # checkpoint folders a run keeps under <output>/ray_train
 LOG_FILE = "ray.log"  # Ray's own driver-side log lines, in the run folder
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -76,6 +78,11 @@ def route_ray_logs(log_dir: str | Path | None) -> Path | None:
     return path
 
 
+def _token_available() -> bool:
+    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                or (Path.home() / ".ray" / "auth_token").exists())
+
+
 def _resolve_address(address: str) -> str:
     """HOST:PORT of the cluster ``address`` names (``auto`` is resolved by connecting once)."""
     import ray
@@ -103,6 +110,10 @@ def init_ray(address: str | None = None, dashboard: bool = True, num_cpus: float
         # 127.0.0.1, so GCS, raylet, agents and workers listen on loopback only. Read once when
         # Ray is imported, by this process and by every process Ray starts.
         _setenv(LOOPBACK_ENV, "0", force=False)
+    if address and _token_available():
+        # `ray start` turns token auth on by default, but a driver that joins sends the token
+        # only when told to (read when Ray is imported)
+        _setenv("RAY_AUTH_MODE", "token", force=False)
     import ray
 
     if ray.is_initialized():
@@ -130,7 +141,11 @@ def init_ray(address: str | None = None, dashboard: bool = True, num_cpus: float
               "logging_format": LOG_FORMAT,
               "runtime_env": {"env_vars": {**{k: os.environ[k] for k in env}, "RAY_ADDRESS": gcs}}}
     if address:
-        ray.init(address=gcs, **kwargs)
+        try:
+            ray.init(address=gcs, **kwargs)
+        except ConnectionError as exc:
+            raise BadInput(f"--address {address}: no Ray cluster answers there "
+                           f"({str(exc).splitlines()[0]})") from None
     else:
         # "local": start a new instance even though RAY_ADDRESS is now set
         ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
