@@ -167,3 +167,26 @@ def test_rerun_of_a_finished_run_with_other_settings_is_refused_before_ray(tmp_p
     assert __import__("time").monotonic() - t0 < 60
     assert (out / "metrics.json").read_text() == before
     assert not (out / "ray.log").exists(), "Ray was started"
+
+
+def test_rerun_of_a_finished_run_answers_from_metrics_json_without_ray(tmp_path):
+    import json
+    import time
+
+    from engine.training.config import MODES, TrainConfig
+
+    out = tmp_path / "run"
+    out.mkdir()
+    mini = MODES["mini"]
+    m = {k: 0.1 for k in ("recall@10", "ndcg@10", "recall@50", "ndcg@50", "r_precision")}
+    (out / "metrics.json").write_text(json.dumps({
+        "config": TrainConfig(epochs=mini["epochs"], batch_size=mini["batch_size"]).to_dict(),
+        "test": {**m, "playlists": 9, "coverable": 0.9}, "baselines": {"popularity": m},
+        "data": {"kind": "playlist", "dataset": "d", "test_items": 45}, "params": 10,
+        "train_seconds": 1.0, "epochs_run": 3, "workers": 2, "best_val_recall@10": 0.1}))
+    t0 = time.monotonic()
+    proc = _run("jobs.train_kaggle", "--mode", "mini", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - t0 < 60
+    assert "not retraining" in proc.stdout and "popularity" in proc.stdout
+    assert not (out / "ray.log").exists(), "Ray was started"
