@@ -122,3 +122,19 @@ def test_trials_with_two_workers_launch_a_torch_trainer(ray_session, tiny_playli
     best = json.loads((out / "best_config.json").read_text())
     assert best["trials"] == 2 and best["epochs_run"] == 2
     assert len(list((out / "train").iterdir())) == 2  # one TorchTrainer run per trial
+
+
+def test_closing_table_shows_whole_trial_ids_and_full_headers(capsys):
+    rows = [{"trial": "trial_8a9e59b6_1_dropout=0.1234,embedding_dim=64_2026-12-04",
+             "trial_id": "8a9e59b6_00000", "number": search.trial_number("8a9e59b6_00000", 9),
+             "config": {"dropout": 0.123456, "embedding_dim": 64, "genre_weight": 0.5},
+             "epochs": 2, "best_val_recall@10": 0.25, "stopped_early": False, "error": None},
+            {"trial": "t2", "trial_id": "8a9e59b6_00001", "number": 2, "config": {},
+             "epochs": 0, "best_val_recall@10": float("nan"), "stopped_early": True,
+             "error": "boom"}]
+    search.print_table(rows)
+    header, first, second = capsys.readouterr().out.strip().splitlines()
+    assert header.split() == ["trial", "id", "dropout", "embedding_dim", "genre_weight",
+                              "epochs", "best", "val", "R@10", "stopped"]
+    assert first.split()[:2] == ["#1", "8a9e59b6_00000"] and "0.1235" in first
+    assert second.split()[:2] == ["#2", "8a9e59b6_00001"] and second.endswith("ERROR boom")
