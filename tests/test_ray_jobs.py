@@ -58,6 +58,7 @@ def test_two_workers_write_metrics_checkpoints_and_events(tiny_playlists, tmp_pa
 
 def test_killed_worker_resumes_from_last_checkpoint(tiny_playlists, tmp_path, monkeypatch):
     import faults  # tests/faults.py: fault injection through a loop hook, not production code
+
     from jobs import _train_common
 
     faults.for_ray()
