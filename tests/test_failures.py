@@ -255,3 +255,33 @@ def test_nan_audio_features_are_counted_in_the_manifest(tiny_playlists):
     assert notes["feature_matched_tracks"] == 3
     assert notes["feature_nan_values"] == {FEATURES[0]: 2, FEATURES[1]: 1}
     assert notes["feature_nan_tracks"] == 2
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt  # as the default SIGINT handler would, mid-read
+
+
+def test_ctrl_c_in_prepare_and_train_synthetic_says_what_was_kept(tmp_path, monkeypatch,
+                                                                   capsys):
+    from jobs import prepare, train_synthetic
+    from jobs._cli import run_cli
+
+    monkeypatch.setattr(prepare, "load_any", _interrupt)
+    out = tmp_path / "prepared"
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(prepare.main, ["--data", "x.csv", "--output", str(out)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 130 and len(lines) == 1, lines
+    assert lines[0] == (f"interrupted: nothing new written to {out}; start again with: "
+                        f"python -m jobs.prepare --data x.csv --output {out}")
+    assert not out.exists()
+
+    monkeypatch.setattr(train_synthetic, "session_source", _interrupt)
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(train_synthetic.main, ["--output", str(run), "--force-new"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 130 and len(lines) == 1, lines
+    assert lines[0].startswith(f"interrupted before the first checkpoint: nothing to resume in "
+                               f"{run}; start again with: python -m jobs.train_synthetic")
+    assert "--force-new" not in lines[0]  # resuming must not start over
