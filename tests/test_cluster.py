@@ -145,6 +145,8 @@ def test_two_embedded_jobs_at_once_finish_quietly_on_loopback(tiny_playlists, tm
     for r in readers:
         r.join(timeout=30)
     outputs = ["".join(t) for t in texts]
+    for out, text in zip(outs, outputs):
+        (tmp_path / f"{out.name}.log").write_text(text)
     for p, out, text in zip(procs, outs, outputs):
         assert p.wait(timeout=30) == 0, text[-3000:]
         _assert_complete(out)
@@ -154,9 +156,13 @@ def test_two_embedded_jobs_at_once_finish_quietly_on_loopback(tiny_playlists, tm
         assert text.count("Epoch 1/1 - train_loss:") == 1  # one line per epoch per run
     assert any(name == "gcs_server" for name, _, _ in sockets), sockets  # the scan saw Ray
     open_ = {s for s in sockets if s[1] not in ("127.0.0.1", "::ffff:127.0.0.1")}
-    assert not open_, f"listening beyond loopback: {sorted(open_)}"
+    # The one exception: torch.distributed's rendezvous store, which rank 0 opens on every
+    # interface (torch offers no bind address); one port per job, in a Train worker.
+    store = {s for s in open_ if s[0].startswith("ray::RayTrainWorker")}
+    assert open_ == store and len({port for _, _, port in store}) <= len(procs), \
+        f"listening beyond loopback: {sorted(open_)}"
     print(f"\ntwo concurrent embedded jobs: both exit 0; {len(sockets)} listening sockets, "
-          "all on 127.0.0.1")
+          f"all on 127.0.0.1 but {len({p for _, _, p in store})} torch rendezvous port(s)")
 
 
 # ---------------------------------------------------------------- several nodes, one lost

@@ -232,7 +232,9 @@ def run_torch_trainer(config: dict, workers: int, output: str | Path, max_failur
             name=name,
             storage_path=str(out),
             failure_config=FailureConfig(max_failures=max_failures),
-            logging_config=LoggingConfig(log_level="WARNING"),
+            # Train's own console lines: errors only. Its warnings (e.g. a resource request
+            # that timed out on a busy machine, with a traceback) stay in Ray's session logs.
+            logging_config=LoggingConfig(log_level="ERROR"),
             # the newest 3 (a resume needs the newest; each carries the best epoch's weights),
             # not the best 3 by validation plus the latest, which kept 4
             checkpoint_config=CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
