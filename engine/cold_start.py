@@ -131,12 +131,12 @@ def with_new_owner(ds: Dataset, split: Split, track_ids: np.ndarray, name: str
     return dataclasses.replace(ds, owners=owners), split2, owner
 
 
-def fit_state(state: dict, model: torch.nn.Module, where: str, grow: bool = False
+def fit_state(state: dict, model: torch.nn.Module, where: str, grow: int = 0
               ) -> dict[str, Tensor]:
-    """``state`` checked against ``model``'s tensors, as a state dict it loads strictly. With
-    ``grow``, a tensor whose first dimension is shorter (an ID table of a graph with fewer
-    nodes: the new playlist) gets zero rows. Anything else that differs is BadInput naming the
-    tensors: missing, unexpected, and shapes (saved vs. this model)."""
+    """``state`` checked against ``model``'s tensors, as a state dict it loads strictly. A
+    tensor whose first dimension is exactly ``grow`` shorter (the owner ID table of a graph with
+    ``grow`` new playlists) gets that many zero rows. Anything else that differs is BadInput
+    naming the tensors: missing, unexpected, and shapes (saved vs. this model)."""
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise BadInput(f"{where}: not a model state dict (a checkpoint of weights)")
     want = model.state_dict()
@@ -150,7 +150,7 @@ def fit_state(state: dict, model: torch.nn.Module, where: str, grow: bool = Fals
         if have.shape == target.shape:
             out[k] = have
         elif (grow and have.dim() == target.dim() >= 1 and have.shape[1:] == target.shape[1:]
-              and have.shape[0] < target.shape[0]):
+              and target.shape[0] - have.shape[0] == grow):
             pad = have.new_zeros((target.shape[0] - have.shape[0], *have.shape[1:]))
             out[k] = torch.cat([have, pad])
         else:

@@ -87,7 +87,7 @@ def load_run(run: Path) -> TrainConfig:
         raise BadInput(f"{run / 'metrics.json'}: not a finished run ({exc})") from None
 
 
-def load_weights(ckpt: Path, model: torch.nn.Module, grow: bool = False) -> None:
+def load_weights(ckpt: Path, model: torch.nn.Module, grow: int = 0) -> None:
     """``ckpt`` into ``model`` (see :func:`engine.cold_start.fit_state`); every way it can fail
     is one BadInput line."""
     if not ckpt.is_file():
@@ -166,7 +166,7 @@ def main(argv=None) -> int:
         owner = _owner_id(ds, args.playlist)
     graph = data.graph("train")
     model = make_model(cfg, graph)
-    load_weights(run / "best_model.pt", model, grow=entries is not None)
+    load_weights(run / "best_model.pt", model, grow=int(entries is not None))
     _show(args, run, cfg, data, graph, model, owner, note, candidates)
     return 0
 
