@@ -134,7 +134,8 @@ def test_new_playlist_of_a_training_playlists_tracks(tiny_run, run_data, tmp_pat
     warm = [p[0] for p in picks(run_job(capsys, "--run", str(tiny_run), "--playlist",
                                         str(owner), "--top", "10"))]
     overlap = len(set(cold) & set(warm)) / 10
-    # measured 0.8 on this fixture (zero ID row for the new playlist, same tracks and artists)
+    # 0.8-1.0 (mean 0.95) over 12 playlists of a 2-epoch run on this dataset (zero ID row for
+    # the new playlist, its tracks' edges and artists as the trained one's); the floor leaves room
     assert overlap >= 0.5, (overlap, cold, warm)
     own = set(pd.read_csv(path).iloc[:len(items)].agg(" - ".join, axis=1))
     assert not own & set(cold)  # its own tracks are never recommended back
