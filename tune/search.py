@@ -204,14 +204,15 @@ def _main(args, out: Path, resume: str, phase: dict, presses: dict) -> int:
     out.mkdir(parents=True, exist_ok=True)
     base = build_base(args, out)
 
+    from engine.training.ray_train import init_ray
+
+    # before any other Ray import: an embedded Ray binds to loopback only if it is started by
+    # the first import (engine.training.ray_train.init_ray); Ray's own lines: out/ray.log
+    ray = init_ray(address=args.address, log_dir=out)
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
-
-    from engine.training.ray_train import init_ray
-
-    ray = init_ray(address=args.address, log_dir=out)  # Ray's own lines: out/ray.log
     cpus = int(ray.cluster_resources().get("CPU", 1))
     concurrent = args.concurrent or max(1, cpus // args.workers_per_trial)
     if args.workers_per_trial == 1:
