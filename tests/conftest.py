@@ -65,11 +65,13 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
-def ray_session():
-    """One local Ray session for every test that needs Ray (ray.init costs 5-9 s here)."""
-    ray = pytest.importorskip("ray")
-    from engine.training.ray_train import init_ray
+def ray_session(tmp_path_factory):
+    """One local Ray session for every test that needs Ray (ray.init costs 5-9 s here). Ray's
+    own driver log lines go to a ray.log in a temporary folder; shutdown_ray also unsets the
+    RAY_ADDRESS that init_ray pinned, so later tests and subprocesses do not inherit it."""
+    pytest.importorskip("ray")
+    from engine.training.ray_train import init_ray, shutdown_ray
 
-    init_ray(num_cpus=2)
+    ray = init_ray(num_cpus=2, log_dir=tmp_path_factory.mktemp("ray_session"))
     yield ray
-    ray.shutdown()
+    shutdown_ray()

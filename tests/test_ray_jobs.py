@@ -8,7 +8,8 @@ import pytest
 
 from jobs import train_kaggle
 
-pytestmark = pytest.mark.usefixtures("ray_session")
+# a Ray run that hangs fails with its name well before the suite-wide bound
+pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.timeout(240)]
 COMMON = ["--mode", "mini", "--epochs", "2", "--batch-size", "32", "--embedding-dim", "16",
           "--heads", "2", "--no-progress"]
 
