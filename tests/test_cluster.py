@@ -73,6 +73,42 @@ def test_aws_cluster_file_names_shared_storage_and_boto3():
     assert 'cluster = ["boto3==' in pyproject
 
 
+def test_worker_nodes_are_grouped_per_attempt_and_rank(tmp_path):
+    from engine.training.ray_train import NODES_FILE, worker_nodes
+
+    rows = [{"rank": 1, "node_id": "b"}, {"rank": 0, "node_id": "a"},  # attempt 1
+            {"rank": 0, "node_id": "a"}, {"rank": 1, "node_id": "c"}]  # attempt 2
+    (tmp_path / NODES_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert worker_nodes(tmp_path, 2) == [[rows[1], rows[0]], [rows[2], rows[3]]]
+    assert worker_nodes(tmp_path / "none", 2) == []
+
+
+def test_ray_log_lines_go_to_the_run_folder(tmp_path, capsys):
+    import logging
+
+    from engine.training.ray_train import LOG_FILE, route_ray_logs
+
+    log = logging.getLogger("ray")
+    saved = (list(log.handlers), log.level, log.propagate)
+    try:
+        assert route_ray_logs(tmp_path) == tmp_path / LOG_FILE
+        logging.getLogger("ray.some.module").warning("token-auth notice")
+        logging.getLogger("ray.some.module").error("a real error")
+        for h in log.handlers:
+            h.flush()
+        assert "token-auth notice" in (tmp_path / LOG_FILE).read_text()
+        err = capsys.readouterr().err
+        assert "a real error" in err and "token-auth notice" not in err
+    finally:
+        for h in list(log.handlers):
+            log.removeHandler(h)
+            h.close()
+        for h in saved[0]:
+            log.addHandler(h)
+        log.setLevel(saved[1])
+        log.propagate = saved[2]
+
+
 # ---------------------------------------------------------------- job files as file paths
 
 @pytest.mark.timeout(120)

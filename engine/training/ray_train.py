@@ -89,7 +89,9 @@ def _resolve_address(address: str) -> str:
 
     if address != "auto":
         return address
-    ray.init(address="auto", configure_logging=False, log_to_driver=False)
+    # configure_logging=False would drop the handlers route_ray_logs set
+    ray.init(address="auto", log_to_driver=False, configure_logging=True,
+             logging_level=logging.INFO, logging_format=LOG_FORMAT)
     gcs = ray.get_runtime_context().gcs_address
     ray.shutdown()
     return gcs
