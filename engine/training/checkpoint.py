@@ -7,7 +7,8 @@ worker in tests/test_failures.py):
 
 * model weights, both optimisers (Adam and SparseAdam moments and step counts), the LR
   schedulers, the best epoch's weights, early-stopping counters and the history;
-* every random stream the loop draws from: torch's CPU generator (dropout, model
+* every random stream the loop draws from, for every rank (ranks draw different amounts, so one
+  rank's state would not resume another's): torch's CPU generator (dropout, model
   initialisation), CUDA's where present, numpy's global generator and Python's ``random``;
 * the sampler's position: a checkpoint is taken only between epochs, and each epoch's batches
   come from a generator seeded by (seed, epoch, rank) (``engine.graph.sampler.epoch_generator``),

@@ -96,6 +96,17 @@ def _all_mean(value: float, world_size: int) -> float:
     return float(t.item()) / world_size
 
 
+def _rng_states(world_size: int) -> list[dict]:
+    """Every rank's random streams, for rank 0's checkpoint: ranks draw different amounts
+    (dropout over subgraphs of different sizes), so one rank's state would not resume another's."""
+    mine = rng_state()
+    if world_size == 1:
+        return [mine]
+    states: list = [None] * world_size
+    dist.all_gather_object(states, mine)
+    return states
+
+
 def _call(hooks, event: str, **info) -> None:
     for hook in hooks:
         hook(event, **info)
@@ -175,7 +186,8 @@ def train_loop_per_worker(config: dict) -> dict | None:
             o.load_state_dict(s)
         for sch, s in zip(schedulers, state["schedulers"]):
             sch.load_state_dict(s)
-        set_rng_state(state["rng"])
+        rngs = state["rng"]  # one per rank; a dict in checkpoints from before that
+        set_rng_state(rngs[rank % len(rngs)] if isinstance(rngs, list) else rngs)
         start_epoch, best, stale = state["epoch"], state["best"], state["stale"]
         finished, history = state["finished"], state["history"]
         best_state, resumes = state["best_model"], state.get("resumes", [])
@@ -262,9 +274,10 @@ def train_loop_per_worker(config: dict) -> dict | None:
                    f"{triples_per_s:,.0f} triples/s")
         tb.epoch(epoch + 1, metrics)
         ckpt = None
+        rngs = _rng_states(world_size)  # a collective: every rank
         if chief:
             ckpt = {"model": model.state_dict(), "optimisers": [o.state_dict() for o in optimisers],
-                    "schedulers": [s.state_dict() for s in schedulers], "rng": rng_state(),
+                    "schedulers": [s.state_dict() for s in schedulers], "rng": rngs,
                     "epoch": epoch + 1, "best": best, "stale": stale, "finished": finished,
                     "history": history, "best_model": best_state, "resumes": resumes,
                     "config": cfg.to_dict()}
