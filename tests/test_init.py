@@ -53,5 +53,14 @@ def test_svd_init_sets_owner_and_item_tables(fit_graph, one_thread) -> None:
     other = (s * (1 - x)).sum(1) / (1 - x).sum(1)
     assert (own > other).float().mean() > 0.95
     # without item ID embeddings only the owner table is set
-    plain = make_model(TrainConfig(embedding_dim=8, heads=1), fit_graph)
+    plain = make_model(TrainConfig(embedding_dim=8, heads=1, id_init="normal"), fit_graph)
     assert svd_init_(plain, fit_graph) == ["playlist"]
+
+
+def test_the_default_run_gives_tracks_svd_started_id_tables(fit_graph, one_thread) -> None:
+    cfg = TrainConfig(embedding_dim=8, heads=1)
+    assert cfg.id_init == "svd"
+    model = make_model(cfg, fit_graph)
+    assert {"playlist", "track"} <= set(model.emb)
+    legacy = make_model(TrainConfig(embedding_dim=8, heads=1, id_init="normal"), fit_graph)
+    assert "track" not in legacy.emb  # tracks are their features and neighbours only

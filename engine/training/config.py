@@ -85,7 +85,7 @@ class TrainConfig:
     model_options: dict = field(default_factory=dict)  # extra keyword arguments of the model
     # how the owner and item ID embeddings start: "svd", a truncated SVD of the training
     # playlist x track matrix (engine.models.init; co-occurrence from step 0), or "normal"
-    id_init: Literal["normal", "svd"] = "normal"
+    id_init: Literal["normal", "svd"] = "svd"
     l2: NonNegFloat = 1e-5  # L2 penalty on the batch's score vectors (BPR regulariser)
     holdout: PosInt = 5
     val_ratio: Ratio = 0.15
