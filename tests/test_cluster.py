@@ -130,8 +130,9 @@ def test_job_file_runs_as_a_file_path_from_anywhere(job, tmp_path):
 
 # ---------------------------------------------------------------- two embedded jobs at once
 
-def _listeners(pid: int) -> set[tuple[str, str, int]]:
-    """(process, address, port) of every listening socket of ``pid`` and its descendants."""
+def _listeners(pid: int) -> set[tuple[int, str, str, int]]:
+    """(pid, process name, address, port) of every listening socket of ``pid`` and its
+    descendants."""
     import psutil
 
     found = set()
@@ -144,7 +145,7 @@ def _listeners(pid: int) -> set[tuple[str, str, int]]:
         try:
             for c in p.net_connections(kind="inet"):
                 if c.status == psutil.CONN_LISTEN:
-                    found.add((p.name(), c.laddr.ip, c.laddr.port))
+                    found.add((p.pid, p.name(), c.laddr.ip, c.laddr.port))
         except psutil.Error:
             pass
     return found
@@ -190,15 +191,19 @@ def test_two_embedded_jobs_at_once_finish_quietly_on_loopback(tiny_playlists, tm
             assert noise not in text, f"{noise!r} in the output of {out.name}:\n{text[-3000:]}"
         assert f"Ray's own log: {out / 'ray.log'}" in text and (out / "ray.log").exists()
         assert text.count("Epoch 1/1 - train_loss:") == 1  # one line per epoch per run
-    assert any(name == "gcs_server" for name, _, _ in sockets), sockets  # the scan saw Ray
-    open_ = {s for s in sockets if s[1] not in ("127.0.0.1", "::ffff:127.0.0.1")}
+    assert any(name == "gcs_server" for _, name, _, _ in sockets), sockets  # the scan saw Ray
+    open_ = {s for s in sockets if s[2] not in ("127.0.0.1", "::ffff:127.0.0.1")}
     # The one exception: torch.distributed's rendezvous store, which rank 0 opens on every
-    # interface (torch offers no bind address); one port per job, in a Train worker.
-    store = {s for s in open_ if s[0].startswith("ray::RayTrainWorker")}
-    assert open_ == store and len({port for _, _, port in store}) <= len(procs), \
-        f"listening beyond loopback: {sorted(open_)}"
-    print(f"\ntwo concurrent embedded jobs: both exit 0; {len(sockets)} listening sockets, "
-          f"all on 127.0.0.1 but {len({p for _, _, p in store})} torch rendezvous port(s)")
+    # interface (torch offers no bind address): one port per job, in a Train worker process
+    # (whose title changes with the task it runs).
+    train = {pid for pid, name, _, _ in sockets if name.startswith("ray::RayTrainWo")}
+    store = {s for s in open_ if s[0] in train}
+    ports = {port for _, _, _, port in store}
+    assert open_ == store and len(ports) <= len(procs), \
+        f"listening beyond loopback: {sorted(open_ - store)} {sorted(store)}"
+    print(f"\ntwo concurrent embedded jobs: both exit 0; "
+          f"{len({(ip, port) for _, _, ip, port in sockets})} listening sockets, all on "
+          f"127.0.0.1 but {len(ports)} torch rendezvous port(s)")
 
 
 # ---------------------------------------------------------------- several nodes, one lost
