@@ -42,8 +42,14 @@ def _assert_complete(out: Path) -> dict:
 # ---------------------------------------------------------------- cluster files (offline)
 
 @pytest.mark.parametrize("name", ["cluster.yaml", "cluster-local.yaml"])
-def test_cluster_file_passes_rays_schema_and_a_typo_fails(name):
+def test_cluster_file_passes_rays_schema_and_a_typo_fails(name, monkeypatch):
     jsonschema = pytest.importorskip("jsonschema")
+    import socket
+
+    def offline(self, address):
+        raise AssertionError(f"validating {name} tried to reach {address}")
+
+    monkeypatch.setattr(socket.socket, "connect", offline)
     # Ray's own launcher code (private API: tests only). prepare_config merges the provider's
     # defaults from files; it reaches no cloud (bootstrapping, which `ray up` does next, would).
     from ray.autoscaler._private.util import prepare_config, validate_config
