@@ -1,23 +1,28 @@
-"""Recommendation quality in quick mode on the real MPD slices: the GAT beside its baselines.
+"""Recommendation quality on the real MPD slices: PlaylistGAT beside six baselines, at several
+data sizes and seeds.
 
     .venv/bin/python benchmarks/bench_quality.py [--data ../shared/data/mpd/slices]
-        [--output runs/bench_quality] [--mode quick] [--seed 0] [--reuse] [--no-implicit]
+        [--sizes 500 1000 0] [--seeds 0 1 2] [--mode quick] [--variants defaults no_artist]
+        [--output runs/bench_quality] [--reuse] [--no-implicit]
 
-1. Runs ``python -m jobs.train_kaggle --data DATA --mode quick --workers 1 --output OUTPUT``
-   (a seeded sample of 1,000 playlists, 5 epochs, batches of 128 playlists, every other
-   hyper-parameter at its ``TrainConfig`` default); ``--reuse`` reads an existing
-   ``OUTPUT/metrics.json`` instead of training again. ``--seed S`` passes ``--seed S``: another
-   1,000-playlist sample, initialisation and batch order (baselines and ALS follow the sample).
-2. Reads ``metrics.json``: the model's test metrics and the popularity and item-kNN baselines of the
-   same run (same split, candidates, masking and tie-break).
-3. If ``implicit`` is importable (``pip install -e '.[bench]'``), fits ALS (64 factors) and BPR-MF
-   (64 factors) on the same prepared dataset and split (``RunData.load`` of the run's own
-   config, as the training loop makes it; fitted on every non-test edge, like the baselines) and scores
-   them with ``evaluate_scores`` over the same candidates and masks.
-4. For a model with a sparse score term (PlaylistGAT's artist affinity), scores the two parts of
-   the trained model's score on their own: the GAT dot product alone and the affinity alone.
-5. Prints one table (Recall@10/50, NDCG@10/50, R-precision, playlists, coverable) and the model's
-   ratio to the better of item-kNN and ALS.
+For every size N (playlists in the seeded sample; 0 = all 2,697) and seed S:
+
+1. ``python -m jobs.train_kaggle --data DATA --mode MODE --max-playlists N --seed S --workers 1``
+   per variant: ``defaults`` (every hyper-parameter at its default) and ``no_artist`` (the same
+   model trained without the artist-affinity term, ``model_options.affinity_types = []``).
+   ``--reuse`` reads a variant's existing ``metrics.json`` instead of training again.
+2. From the defaults run's ``metrics.json``: the model's test metrics beside popularity and
+   item-kNN (same split, candidates, masking and tie-break: the run computed them).
+3. The trained model's two score parts on their own (same checkpoint, same graph): the GAT dot
+   product alone and the artist affinity alone.
+4. On the same split: ALS and BPR-MF (``implicit``, 64 factors; skipped when not importable,
+   ``pip install -e '.[bench]'``), EASE (λ chosen on validation) and item-kNN + w·log(1 +
+   same-artist count) (w chosen on validation), see :mod:`engine.eval.strong`. Each baseline's
+   fit time is recorded beside the model's training time.
+
+Writes ``OUTPUT/n{N}_s{S}/rows.json`` per sample and prints, per size, the mean and spread
+(min–max) over seeds of Recall@10, NDCG@10, distinct artists and coverage@10, and the model's
+ratio to the best of the six baselines. docs/results.md quotes it.
 """
 from __future__ import annotations
 
@@ -37,101 +42,176 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engine.eval.evaluate import candidate_mask, embedding_score_fn, evaluate_scores
+from engine.eval.strong import strong_baselines
 from engine.models import infer, score_bias
 from engine.training.checkpoint import load_state
 from engine.training.config import TrainConfig, make_model
 from engine.training.run_data import RunData
 
-KEYS = ("recall@10", "recall@50", "ndcg@10", "ndcg@50", "r_precision", "playlists", "coverable")
+KEYS = ("recall@10", "ndcg@10", "recall@50", "r_precision", "distinct_artists@10", "coverage@10")
+BASELINES = ("popularity", "item-kNN", "ALS", "BPR-MF", "EASE", "item-kNN + artist")
+VARIANTS = {"defaults": {}, "no_artist": {"model_options": {"affinity_types": []}}}
 
 
-def train(data: str, mode: str, output: Path, seed: int) -> None:
+def train(data: str, mode: str, out: Path, size: int, seed: int, variant: str) -> None:
     cmd = [sys.executable, "-m", "jobs.train_kaggle", "--data", data, "--mode", mode,
-           "--workers", "1", "--output", str(output), "--no-progress", "--seed", str(seed)]
+           "--workers", "1", "--output", str(out), "--no-progress", "--seed", str(seed),
+           "--max-playlists", str(size)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if VARIANTS[variant]:
+        cfg = out.parent / f"{variant}.config.json"
+        cfg.write_text(json.dumps(VARIANTS[variant]))
+        cmd += ["--config", str(cfg)]
     print("$", " ".join(cmd), flush=True)
     t0 = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, check=True)
-    print(f"train_kaggle finished in {time.perf_counter() - t0:.0f} s", flush=True)
+    log = out.parent / f"{variant}.log"
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, check=False)
+    if proc.returncode != 0:
+        sys.exit(f"train_kaggle failed (exit {proc.returncode}); see {log}")
+    print(f"  trained in {time.perf_counter() - t0:.0f} s wall", flush=True)
 
 
-def implicit_rows(metrics: dict, threads: int) -> dict[str, dict]:
-    """ALS and BPR-MF from ``implicit`` on the run's split, scored like the baselines."""
+def implicit_rows(data: RunData, threads: int) -> dict[str, dict]:
+    """ALS and BPR-MF from ``implicit`` fitted on every non-test edge, scored like the others."""
     try:
-        import implicit  # noqa: F401
         from implicit.als import AlternatingLeastSquares
         from implicit.bpr import BayesianPersonalizedRanking
         from scipy.sparse import csr_matrix
     except ImportError:
         print("implicit not importable: ALS/BPR-MF skipped (pip install -e '.[bench]')")
         return {}
-    split = RunData.load(TrainConfig.from_dict(metrics["config"])).split  # the run's own split
-    edges = split.train  # every non-test edge, as for the baselines
-    cand = candidate_mask(edges, split.num_items)
-    e = edges.numpy()
+    split = data.split
+    e = split.train.numpy()
     key = np.unique(e[0].astype(np.int64) * split.num_items + e[1])
-    rows, cols = key // split.num_items, key % split.num_items
-    ui = csr_matrix((np.ones(len(key), np.float32), (rows, cols)),
+    ui = csr_matrix((np.ones(len(key), np.float32), (key // split.num_items,
+                                                     key % split.num_items)),
                     shape=(split.num_owners, split.num_items))
-    out = {}
     models = {
-        "ALS (implicit, 64 f.)": lambda: AlternatingLeastSquares(
+        "ALS": lambda: AlternatingLeastSquares(
             factors=64, regularization=0.05, iterations=15, random_state=0, num_threads=threads),
-        "BPR-MF (implicit, 64 f.)": lambda: BayesianPersonalizedRanking(
+        "BPR-MF": lambda: BayesianPersonalizedRanking(
             factors=64, learning_rate=0.05, regularization=0.01, iterations=100, random_state=0,
             num_threads=threads),
     }
+    out = {}
     for name, make in models.items():
         t0 = time.perf_counter()
         model = make()
         model.fit(ui, show_progress=False)
+        fit_s = time.perf_counter() - t0
         uf = torch.from_numpy(np.asarray(_numpy(model.user_factors), np.float32))
         itf = torch.from_numpy(np.asarray(_numpy(model.item_factors), np.float32))
-
-        def score(owner_ids: torch.Tensor, uf=uf, itf=itf) -> torch.Tensor:
-            return uf[owner_ids] @ itf.T
-        out[name] = evaluate_scores(score, edges, split.test, split.num_items,
-                                    candidates=cand)
-        print(f"{name}: fitted and evaluated in {time.perf_counter() - t0:.0f} s", flush=True)
+        out[name] = {"test": evaluate_scores(lambda ids, uf=uf, itf=itf: uf[ids] @ itf.T,
+                                             split.train, split.test, split.num_items,
+                                             candidates=candidate_mask(split.train,
+                                                                       split.num_items),
+                                             item_artist=split.item_artist),
+                     "fit_seconds": round(fit_s, 2)}
     return out
 
 
-def part_rows(metrics: dict, out: Path) -> dict[str, dict]:
-    """The trained model's two score parts on their own, on the test split (how much each
-    carries); empty for a model whose score is the dot product alone."""
-    cfg = TrainConfig.from_dict(metrics["config"])
-    data = RunData.load(cfg)
+def part_rows(cfg: TrainConfig, data: RunData, out: Path) -> dict[str, dict]:
+    """The trained model's two score parts on their own, on the test split; empty for a model
+    whose score is the dot product alone."""
     graph = data.graph("train")
     model = make_model(cfg, graph)
     model.load_state_dict(load_state(out / "best_model.pt"))
-    model.eval()
     with torch.no_grad():
         bias = score_bias(model, graph.full())
         if bias is None:
             return {}
         vecs = infer(model, graph)
-        dot = embedding_score_fn(vecs[graph.owner_type], vecs[graph.item_type])
         n = graph.num_nodes[graph.item_type]
-        parts = {"  its GAT dot product alone": dot,
-                 "  its artist affinity alone": lambda ids: bias.rows(ids, n)}
+        parts = {"GAT dot product alone": embedding_score_fn(vecs[graph.owner_type],
+                                                             vecs[graph.item_type]),
+                 "artist affinity alone": lambda ids: bias.rows(ids, n)}
         split = data.split
         cand = candidate_mask(split.train, split.num_items)
-        return {name: evaluate_scores(fn, split.train, split.test, split.num_items,
-                                      candidates=cand) for name, fn in parts.items()}
+        return {name: {"test": evaluate_scores(fn, split.train, split.test, split.num_items,
+                                               candidates=cand, item_artist=split.item_artist)}
+                for name, fn in parts.items()}
 
 
 def _numpy(x):
     return x.to_numpy() if hasattr(x, "to_numpy") else x
 
 
-def table(rows: dict[str, dict]) -> str:
-    head = "| model | " + " | ".join(KEYS) + " |"
-    lines = [head, "|" + " --- |" * (len(KEYS) + 1)]
-    for name, m in rows.items():
-        cells = []
-        for k in KEYS:
-            v = m[k]
-            cells.append(str(v) if k == "playlists" else f"{v:.4f}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+def sample_rows(args, size: int, seed: int) -> dict:
+    """Every row of one (size, seed) sample, trained or reused; written to rows.json."""
+    folder = Path(args.output) / f"n{size}_s{seed}"
+    runs = {}
+    for variant in args.variants:
+        out = folder / variant
+        if not (args.reuse and (out / "metrics.json").exists()):
+            shutil.rmtree(out, ignore_errors=True)  # the same folder would resume, not train
+            train(args.data, args.mode, out, size, seed, variant)
+        runs[variant] = json.loads((out / "metrics.json").read_text())
+    m = runs["defaults"]
+    cfg = TrainConfig.from_dict(m["config"])
+    data = RunData.load(cfg)  # the run's own split
+    rows = {"PlaylistGAT": {"test": m["test"], "train_seconds": m["train_seconds"]}}
+    rows.update({f"  its {k}": v for k, v in part_rows(cfg, data, folder / "defaults").items()})
+    if "no_artist" in runs:
+        rows["PlaylistGAT trained without the artist term"] = {
+            "test": runs["no_artist"]["test"], "train_seconds": runs["no_artist"]["train_seconds"]}
+    rows["popularity"] = {"test": m["baselines"]["popularity"]}
+    rows["item-kNN"] = {"test": m["baselines"]["item_knn"]}
+    if not args.no_implicit:
+        rows.update(implicit_rows(data, args.threads))
+    strong = strong_baselines(data.split, log=lambda s: print("  " + s, flush=True))
+    rows["EASE"] = {**strong["ease"], "param": f"lambda {strong['ease']['param']:g}"}
+    rows["item-kNN + artist"] = {**strong["item_knn_artist"],
+                                 "param": f"w {strong['item_knn_artist']['param']:g}"}
+    d = m["data"]
+    result = {"size": size, "seed": seed, "data": d, "mode": args.mode,
+              "epochs_run": m["epochs_run"], "rows": rows}
+    (folder / "rows.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(f"n={size} seed={seed}: {d['owners']:,} playlists, {d['items']:,} tracks, "
+          f"{d['test_owners']:,} test playlists; model Recall@10 {m['test']['recall@10']:.4f}, "
+          f"best baseline {best_baseline(rows)[1]:.4f}", flush=True)
+    return result
+
+
+def best_baseline(rows: dict, key: str = "recall@10") -> tuple[str, float]:
+    name = max((n for n in BASELINES if n in rows), key=lambda n: rows[n]["test"][key])
+    return name, rows[name]["test"][key]
+
+
+def spread(values: list[float], fmt: str = ".4f") -> str:
+    a = np.asarray(values, dtype=float)
+    if len(a) == 1:
+        return format(a[0], fmt)
+    return f"{a.mean():{fmt}} ({a.min():{fmt}}–{a.max():{fmt}})"
+
+
+def summary(results: list[dict]) -> str:
+    lines = []
+    for size in dict.fromkeys(r["size"] for r in results):
+        rs = [r for r in results if r["size"] == size]
+        d = rs[0]["data"]
+        lines += [f"\n### {d['owners']:,} playlists (size {size or 'all'}), seeds "
+                  f"{', '.join(str(r['seed']) for r in rs)}: mean (min–max)\n",
+                  "| model | " + " | ".join(KEYS) + " | fit / train s |",
+                  "|" + " --- |" * (len(KEYS) + 2)]
+        for name in rs[0]["rows"]:
+            got = [r["rows"][name] for r in rs if name in r["rows"]]
+            cells = [spread([g["test"][k] for g in got], ".2f" if "distinct" in k else ".4f")
+                     for k in KEYS]
+            secs = [g.get("train_seconds", g.get("fit_seconds")) for g in got]
+            cells.append(spread(secs, ".0f") if None not in secs else "")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        for key in ("recall@10", "ndcg@10"):
+            ratios = [r["rows"]["PlaylistGAT"]["test"][key] / best_baseline(r["rows"], key)[1]
+                      for r in rs]
+            names = sorted({best_baseline(r["rows"], key)[0] for r in rs})
+            lines.append(f"\nPlaylistGAT {key} / best baseline ({', '.join(names)}): "
+                         f"{spread(ratios, '.2f')} (goal >= 1.15)")
+        gat = [r["rows"]["  its GAT dot product alone"]["test"]["recall@10"]
+               / r["rows"]["item-kNN"]["test"]["recall@10"] for r in rs
+               if "  its GAT dot product alone" in r["rows"]]
+        if gat:
+            lines.append(f"its GAT dot product alone / item-kNN, Recall@10: {spread(gat, '.2f')}")
     return "\n".join(lines)
 
 
@@ -139,34 +219,21 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "mpd" / "slices"))
     p.add_argument("--output", default=str(ROOT / "runs" / "bench_quality"))
-    p.add_argument("--mode", default="quick")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--reuse", action="store_true", help="read OUTPUT/metrics.json, do not train")
+    p.add_argument("--mode", default="quick", help="training mode at every size (default quick)")
+    p.add_argument("--sizes", nargs="+", type=int, default=[500, 1000, 0],
+                   help="playlists per seeded sample (0 = all)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--variants", nargs="+", choices=sorted(VARIANTS),
+                   default=["defaults", "no_artist"])
+    p.add_argument("--reuse", action="store_true", help="read existing metrics.json, no training")
     p.add_argument("--no-implicit", action="store_true", help="skip ALS / BPR-MF")
     p.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1))
     args = p.parse_args(argv)
-
-    out = Path(args.output)
-    if not (args.reuse and (out / "metrics.json").exists()):
-        shutil.rmtree(out, ignore_errors=True)  # a rerun in the same folder would resume, not train
-        train(args.data, args.mode, out, args.seed)
-    metrics = json.loads((out / "metrics.json").read_text())
-    rows = {f"PlaylistGAT ({metrics['config']['model']})": metrics["test"],
-            **part_rows(metrics, out),
-            "popularity": metrics["baselines"]["popularity"],
-            "item-kNN (cosine)": metrics["baselines"]["item_knn"]}
-    if not args.no_implicit:
-        rows.update(implicit_rows(metrics, args.threads))
-    d = metrics["data"]
-    print(f"\ndata: {d['dataset']} ({d['owners']:,} playlists, {d['items']:,} tracks, "
-          f"{d['train_edges']:,} non-test edges, {d['test_owners']:,} test playlists x "
-          f"{metrics['config']['holdout']} held out); train_seconds {metrics['train_seconds']}, "
-          f"{metrics['epochs_run']} epoch(s), best val Recall@10 {metrics['best_val_recall@10']:.4f}")
-    print(table(rows))
-    ref = max(r["recall@10"] for n, r in rows.items() if n.startswith(("item-kNN", "ALS")))
-    model = metrics["test"]["recall@10"]
-    print(f"\nmodel Recall@10 / best of item-kNN and ALS = {model:.4f} / {ref:.4f} = "
-          f"{model / ref if ref else float('nan'):.2f} (goal >= 1.15)")
+    if "defaults" not in args.variants:
+        p.error("--variants must include defaults")
+    print(f"load {os.getloadavg()[0]:.1f} at start", flush=True)
+    results = [sample_rows(args, size, seed) for size in args.sizes for seed in args.seeds]
+    print(summary(results))
 
 
 if __name__ == "__main__":

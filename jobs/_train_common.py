@@ -276,10 +276,17 @@ def print_report(result: dict, out: Path) -> None:
           f"{data['test_items']} held-out items, {result['test']['coverable']:.1%} coverable "
           f"(candidates: items with a training edge; own training items masked)")
     cols = ["recall@10", "ndcg@10", "recall@50", "ndcg@50", "r_precision"]
-    print(f"{'':<14}" + "".join(f"{c:>12}" for c in cols))
+    extra = [c for c in ("distinct_artists@10", "coverage@10") if c in result["test"]]
+    heads = [c.replace("distinct_artists@10", "artists@10") for c in cols + extra]
+    print(f"{'':<14}" + "".join(f"{c:>12}" for c in heads))
     rows = [("model", result["test"])] + list(result["baselines"].items())
     for name, m in rows:
-        print(f"{name:<14}" + "".join(f"{m[c]:>12.4f}" for c in cols))
+        print(f"{name:<14}" + "".join(f"{m[c]:>12.4f}" for c in cols)
+              + "".join(f"{m.get(c, float('nan')):>12.{2 if 'artists' in c else 4}f}"
+                        for c in extra))
+    if extra:
+        print("artists@10: mean distinct artists in a top-10; coverage@10: share of candidate "
+              "tracks in any top-10")
     print(f"\nparams {result['params']:,}; train {result['train_seconds']:.1f} s over "
           f"{result['epochs_run']} epoch(s) on {result['workers']} worker(s); "
           f"best val_recall@10 {result['best_val_recall@10']:.4f}")
