@@ -5,13 +5,14 @@
 First one uninterrupted reference run, then ``--runs`` runs of the same job (same seed, same
 data, each in its own folder). In each, ``--kills`` times, a random worker (its pid from the
 run's ``worker_nodes.jsonl``) gets SIGKILL at a random moment: either a random time into a random
-epoch, or (one kill in three) the moment a new checkpoint folder appears, before Ray has
-registered it. Then it checks that every run
+epoch, or (``--checkpoint-share``, default one kill in three) the moment a new checkpoint
+folder appears, before Ray has registered it. Then it checks that every run
 
 * finished (exit 0, a metrics.json with every epoch in its history),
 * recorded one resume per kill that hit a live worker, each with its epochs lost,
 * kept at most ``KEEP_CHECKPOINTS`` checkpoint folders (no orphan left),
-* gave the reference run's test metrics (a resume continues the run exactly).
+* gave the reference run's per-epoch losses, validation metrics and test metrics, to the last
+  digit (a resume continues the run exactly).
 
 Prints one line per kill and per run and a summary; exit status 1 if any check failed.
 docs/distributed.md reports a run of it.
@@ -71,10 +72,10 @@ def job_command(args, out: Path) -> list[str]:
 
 
 def one_kill(proc, out: Path, rng: random.Random, epochs: int, epoch_s: float,
-             workers: int) -> dict | None:
+             workers: int, checkpoint_share: float) -> dict | None:
     """Wait for a random moment, SIGKILL a random live worker; what was done, or None when the
     run ended first."""
-    at_checkpoint = rng.random() < 1 / 3
+    at_checkpoint = rng.random() < checkpoint_share
     target = rng.randint(1, max(1, epochs - 1))  # kill during epoch target+1 (1-based)
     seen = {p.name for p in _checkpoints(out)}
     while proc.poll() is None:
@@ -119,6 +120,12 @@ def check(run: dict, reference: dict | None, epochs: int) -> list[str]:
     if reference is not None and m["test"] != reference["test"]:
         problems.append(f"test recall@10 {m['test']['recall@10']:.4f} vs uninterrupted "
                         f"{reference['test']['recall@10']:.4f}")
+    if reference is not None:
+        for a, b in zip(m["history"], reference["history"]):
+            if (a["train_loss"], a["val_recall@10"]) != (b["train_loss"], b["val_recall@10"]):
+                problems.append(f"epoch {a['epoch']} train_loss {a['train_loss']:.6f} vs "
+                                f"uninterrupted {b['train_loss']:.6f}")
+                break
     return problems
 
 
@@ -132,13 +139,21 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=None, help="as jobs.train_kaggle (default: generated)")
     ap.add_argument("--seed", type=int, default=0, help="training seed (same in every run)")
     ap.add_argument("--chaos-seed", type=int, default=0, help="seed of the kill moments")
+    ap.add_argument("--checkpoint-share", type=float, default=1 / 3,
+                    help="share of kills made as a new checkpoint folder appears")
     ap.add_argument("--no-reference", action="store_true", help="skip the uninterrupted run")
+    ap.add_argument("--reference-from", default=None,
+                    help="metrics.json of an earlier uninterrupted run of the same job to compare "
+                         "with, instead of running one")
     ap.add_argument("--output", default="runs/chaos")
     args = ap.parse_args(argv)
     root = Path(args.output)
     rng = random.Random(args.chaos_seed)
     reference, epoch_s = None, 10.0
-    if not args.no_reference:
+    if args.reference_from:
+        reference = _json(Path(args.reference_from))
+        epoch_s = max(h["epoch_seconds"] for h in reference["history"])
+    elif not args.no_reference:
         out = root / "reference"
         t0 = time.monotonic()
         rc = subprocess.run(job_command(args, out), cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -159,7 +174,8 @@ def main(argv=None) -> int:
                                 stderr=subprocess.STDOUT)
         kills = []
         for _ in range(args.kills):
-            k = one_kill(proc, out, rng, args.epochs, epoch_s, args.workers)
+            k = one_kill(proc, out, rng, args.epochs, epoch_s, args.workers,
+                         args.checkpoint_share)
             if k is None:
                 break
             kills.append(k)
