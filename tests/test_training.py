@@ -9,7 +9,8 @@ from engine.training.checkpoint import load_state
 from engine.training.config import TrainConfig
 from engine.training.loop import bpr_loss, train_loop_per_worker
 
-KEYS = {"recall@10", "ndcg@10", "recall@50", "ndcg@50", "r_precision", "playlists", "coverable"}
+KEYS = {"recall@10", "ndcg@10", "recall@50", "ndcg@50", "r_precision", "playlists", "coverable",
+        "distinct_artists@10", "coverage@10"}  # shared/PROTOCOL.md's metrics.json contract
 
 
 def _run(dataset, out, **kw):
