@@ -41,9 +41,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.eval.evaluate import candidate_mask, embedding_score_fn, evaluate_scores
+from engine.eval.evaluate import candidate_mask, evaluate_scores
 from engine.eval.strong import strong_baselines
-from engine.models import infer, score_bias
+from engine.models import part_score_fns
 from engine.training.checkpoint import load_state
 from engine.training.config import TrainConfig, make_model
 from engine.training.run_data import RunData
@@ -112,25 +112,20 @@ def implicit_rows(data: RunData, threads: int) -> dict[str, dict]:
 
 
 def part_rows(cfg: TrainConfig, data: RunData, out: Path) -> dict[str, dict]:
-    """The trained model's two score parts on their own, on the test split; empty for a model
-    whose score is the dot product alone."""
+    """The trained model's two score parts on their own (``engine.models.part_score_fns``), on
+    the test split; empty for a model whose score is the dot product alone."""
     graph = data.graph("train")
     model = make_model(cfg, graph)
     model.load_state_dict(load_state(out / "best_model.pt"))
-    with torch.no_grad():
-        bias = score_bias(model, graph.full())
-        if bias is None:
-            return {}
-        vecs = infer(model, graph)
-        n = graph.num_nodes[graph.item_type]
-        parts = {"GAT dot product alone": embedding_score_fn(vecs[graph.owner_type],
-                                                             vecs[graph.item_type]),
-                 "artist affinity alone": lambda ids: bias.rows(ids, n)}
-        split = data.split
-        cand = candidate_mask(split.train, split.num_items)
-        return {name: {"test": evaluate_scores(fn, split.train, split.test, split.num_items,
+    parts = part_score_fns(model, graph)
+    if "affinity" not in parts:
+        return {}
+    split = data.split
+    cand = candidate_mask(split.train, split.num_items)
+    names = {"gat": "GAT dot product alone", "affinity": "artist affinity alone"}
+    return {names[k]: {"test": evaluate_scores(fn, split.train, split.test, split.num_items,
                                                candidates=cand, item_artist=split.item_artist)}
-                for name, fn in parts.items()}
+            for k, fn in parts.items()}
 
 
 def _numpy(x):
@@ -190,8 +185,8 @@ def summary(results: list[dict]) -> str:
     for size in dict.fromkeys(r["size"] for r in results):
         rs = [r for r in results if r["size"] == size]
         d = rs[0]["data"]
-        lines += [f"\n### {d['owners']:,} playlists (size {size or 'all'}), seeds "
-                  f"{', '.join(str(r['seed']) for r in rs)}: mean (min–max)\n",
+        lines += [(f"\n### {d['owners']:,} playlists (size {size or 'all'}), seeds "
+                   f"{', '.join(str(r['seed']) for r in rs)}: mean (min–max)\n"),
                   "| model | " + " | ".join(KEYS) + " | fit / train s |",
                   "|" + " --- |" * (len(KEYS) + 2)]
         for name in rs[0]["rows"]:

@@ -64,3 +64,19 @@ def test_the_default_run_gives_tracks_svd_started_id_tables(fit_graph, one_threa
     assert {"playlist", "track"} <= set(model.emb)
     legacy = make_model(TrainConfig(embedding_dim=8, heads=1, id_init="normal"), fit_graph)
     assert "track" not in legacy.emb  # tracks are their features and neighbours only
+
+
+def test_score_parts_the_benchmark_ranks_add_up_to_the_model_score(fit_graph, one_thread) -> None:
+    from engine.models import part_score_fns, score_fn
+
+    model = make_model(TrainConfig(embedding_dim=8, heads=1), fit_graph)
+    svd_init_(model, fit_graph)
+    parts = part_score_fns(model, fit_graph)
+    assert set(parts) == {"gat", "affinity"}
+    ids = torch.arange(5)
+    total = score_fn(model, fit_graph)(ids)
+    torch.testing.assert_close(parts["gat"](ids) + parts["affinity"](ids), total)
+    assert parts["affinity"](ids).abs().sum() > 0 and parts["gat"](ids).abs().sum() > 0
+    off = make_model(TrainConfig(embedding_dim=8, heads=1,
+                                 model_options={"affinity_types": []}), fit_graph)
+    assert set(part_score_fns(off, fit_graph)) == {"gat"}

@@ -69,7 +69,7 @@ def test_artist_count_and_knn_artist_match_brute_force() -> None:
 
 def test_strong_baselines_choose_on_validation_and_report_test() -> None:
     owners, items = 40, 60
-    x, edges = matrix(3, owners, items, 0.2)
+    _, edges = matrix(3, owners, items, 0.2)
     # hold the last 2 items of each owner with >= 6 out for test, the 2 before for validation
     o, i = edges.numpy()
     test_m = np.zeros(len(o), bool)

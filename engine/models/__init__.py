@@ -35,8 +35,8 @@ MODELS: dict[str, type[nn.Module]] = {
 }
 
 __all__ = ["MODELS", "EnhancedGATRecommender", "GATRecommender", "PlaylistGAT", "build_model",
-           "count_parameters", "graph_meta", "infer", "rank_scores", "score", "score_bias",
-           "score_fn"]
+           "count_parameters", "graph_meta", "infer", "part_score_fns", "rank_scores", "score",
+           "score_bias", "score_fn"]
 
 
 def graph_meta(graph: GraphData) -> dict[str, Any]:
@@ -130,3 +130,18 @@ def score_fn(model: nn.Module, graph: GraphData) -> Callable[[Tensor], Tensor]:
     vecs = infer(model, graph)
     bias = score_bias(model, graph.full())  # counts and two weights: no train/eval difference
     return rank_scores(vecs, bias, graph.owner_type, graph.item_type)
+
+
+@torch.no_grad()
+def part_score_fns(model: nn.Module, graph: GraphData) -> dict[str, Callable[[Tensor], Tensor]]:
+    """The two parts of :func:`score_fn` as full-ranking scorers of their own: ``"gat"`` (the
+    dot product of the full-graph vectors) and, for a model with a :func:`score_bias`,
+    ``"affinity"`` (its sparse term alone); they add up to :func:`score_fn`. Benchmarks rank
+    each part on its own to show what it carries."""
+    vecs = infer(model, graph)
+    parts = {"gat": rank_scores(vecs, None, graph.owner_type, graph.item_type)}
+    bias = score_bias(model, graph.full())
+    if bias is not None:
+        n = graph.num_nodes[graph.item_type]
+        parts["affinity"] = torch.no_grad()(lambda ids: bias.rows(ids.long(), n))
+    return parts
