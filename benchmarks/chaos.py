@@ -148,6 +148,7 @@ def main(argv=None) -> int:
     ap.add_argument("--output", default="runs/chaos")
     args = ap.parse_args(argv)
     root = Path(args.output)
+    root.mkdir(parents=True, exist_ok=True)
     rng = random.Random(args.chaos_seed)
     reference, epoch_s = None, 10.0
     if args.reference_from:
