@@ -43,6 +43,11 @@ class Trial:
     curve: dict[str, list[float]]  # history key -> one value per epoch
     stopped_early: bool
     config: dict = field(default_factory=dict)
+    number: int | None = None  # tune.search's compact trial number, where its table has one
+
+    @property
+    def label(self) -> str:
+        return f"#{self.number} {self.name}" if self.number is not None else self.name
 
 
 @dataclass
@@ -123,7 +128,11 @@ def _read_search(path: Path) -> Search:
         row = next((r for r in rows if str(r.get("trial_id", "")) == folder.name
                     or folder.name in str(r.get("trial", ""))), {})
         stopped = bool(row["stopped_early"]) if "stopped_early" in row else epochs < max_epochs
-        trials.append(Trial(folder.name, curve, stopped, dict(row.get("config", {}))))
+        number = row.get("number")
+        trials.append(Trial(folder.name, curve, stopped, dict(row.get("config", {})),
+                            int(number) if isinstance(number, int) else None))
+    if all(t.number is not None for t in trials):
+        trials.sort(key=lambda t: t.number)  # in the order tune.search numbered them
     best = next((t.name for t in trials if t.name in str(d.get("trial", ""))), "")
     value = d.get("best_val_recall@10", d.get("val_recall@10", float("nan")))
     return Search(path, path.name or str(path), trials, best, dict(d["config"]),
@@ -203,7 +212,7 @@ def _search(search: Search):
         best = t.name == search.best_trial
         line, = ax.plot(range(1, len(ys) + 1), ys, lw=3 if best else 1.3,
                         ls="--" if t.stopped_early else "-",
-                        label=f"{t.name}{' (best)' if best else ''}"
+                        label=f"{t.label}{' (best)' if best else ''}"
                               f"{' stopped by ASHA' if t.stopped_early else ''}")
         if t.stopped_early and ys:
             ax.plot(len(ys), ys[-1], "x", ms=10, mew=2, color=line.get_color())
@@ -284,7 +293,7 @@ def write_report(sources: list[Run | Search], output: str | Path) -> list[Path]:
                           + "<h3>trials</h3>" + _table(
                               ["trial", "epochs", "best val Recall@10", "stopped by ASHA",
                                "configuration"],
-                              [[t.name, len(t.curve.get("val_recall@10", [])),
+                              [[t.label, len(t.curve.get("val_recall@10", [])),
                                 max(t.curve.get("val_recall@10", [math.nan])),
                                 "yes" if t.stopped_early else "no",
                                 ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
