@@ -87,13 +87,17 @@ def load_run(run: Path) -> TrainConfig:
         raise BadInput(f"{run / 'metrics.json'}: not a finished run ({exc})") from None
 
 
-def load_weights(ckpt: Path, model: torch.nn.Module, grow: int = 0) -> None:
-    """``ckpt`` into ``model`` (see :func:`engine.cold_start.fit_state`); every way it can fail
-    is one BadInput line."""
+def _checkpoint_file(ckpt: Path) -> None:
     if not ckpt.is_file():
         raise BadInput(f"{ckpt}: no such file (the run did not finish?)")
     if ckpt.stat().st_size == 0:
         raise BadInput(f"{ckpt}: empty file (0 bytes), not a checkpoint")
+
+
+def load_weights(ckpt: Path, model: torch.nn.Module, grow: int = 0) -> None:
+    """``ckpt`` into ``model`` (see :func:`engine.cold_start.fit_state`); every way it can fail
+    is one BadInput line."""
+    _checkpoint_file(ckpt)
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile,
@@ -133,6 +137,10 @@ def _parse(argv):
         raise BadInput("--name is the title of a --tracks playlist")
     if args.check and not args.playlist:
         raise BadInput("--check needs --playlist (a new playlist has no held-out tracks)")
+    if args.output and Path(args.output).suffix != ".parquet":
+        raise BadInput(f"{args.output}: --output must end in .parquet")
+    if args.output and not Path(args.output).parent.is_dir():
+        raise BadInput(f"{Path(args.output).parent}: no such folder for --output")
     return args
 
 
@@ -141,6 +149,7 @@ def main(argv=None) -> int:
     run = Path(args.run)
     cfg = load_run(run)
     entries = read_track_list(args.tracks) if args.tracks else None  # bad files fail early
+    _checkpoint_file(run / "best_model.pt")  # before the data is loaded and the graph built
     data = RunData.load(cfg)
     ds, split = data.ds, data.split
     if args.all:
@@ -262,10 +271,6 @@ def _export(args, run, cfg, data) -> int:
 
     ds, split = data.ds, data.split
     out = Path(args.output)
-    if out.suffix != ".parquet":
-        raise BadInput(f"{out}: --output must end in .parquet")
-    if not out.parent.is_dir():
-        raise BadInput(f"{out.parent}: no such folder for --output")
     t0 = time.perf_counter()
     graph = data.graph("train")
     model = make_model(cfg, graph)

@@ -177,6 +177,8 @@ def test_bad_inputs_are_exit_2_with_one_line(tiny_run, run_data, tmp_path, capsy
     assert "none of its 2 tracks is in the run's dataset" in bad(capsys, "--run", r, "--tracks",
                                                                   str(unknown))
     assert "--all needs --output" in bad(capsys, "--run", r, "--all")
+    assert "must end in .parquet" in bad(capsys, "--run", r, "--all", "--output",
+                                         str(tmp_path / "recs.csv"))
 
     copy = tmp_path / "run"
     shutil.copytree(tiny_run, copy, ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
