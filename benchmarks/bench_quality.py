@@ -143,7 +143,7 @@ def sample_rows(args, size: int, seed: int) -> dict:
             train(args.data, args.mode, out, size, seed, variant)
         runs[variant] = json.loads((out / "metrics.json").read_text())
     m = runs["defaults"]
-    cfg = TrainConfig.from_dict(m["config"])
+    cfg = TrainConfig.from_saved(m["config"])
     data = RunData.load(cfg)  # the run's own split
     rows = {"PlaylistGAT": {"test": m["test"], "train_seconds": m["train_seconds"]}}
     rows.update({f"  its {k}": v for k, v in part_rows(cfg, data, folder / "defaults").items()})

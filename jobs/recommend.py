@@ -82,7 +82,7 @@ def load_run(run: Path) -> TrainConfig:
     if not run.is_dir():
         raise BadInput(f"{run}: no such run folder")
     try:
-        return TrainConfig.from_dict(json.loads((run / "metrics.json").read_text())["config"])
+        return TrainConfig.from_saved(json.loads((run / "metrics.json").read_text())["config"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise BadInput(f"{run / 'metrics.json'}: not a finished run ({exc})") from None
 

@@ -80,3 +80,14 @@ def test_score_parts_the_benchmark_ranks_add_up_to_the_model_score(fit_graph, on
     off = make_model(TrainConfig(embedding_dim=8, heads=1,
                                  model_options={"affinity_types": []}), fit_graph)
     assert set(part_score_fns(off, fit_graph)) == {"gat"}
+
+
+def test_a_config_saved_before_id_init_means_the_random_start() -> None:
+    from engine.training.config import config_diff
+
+    old = TrainConfig().to_dict()
+    del old["id_init"]  # as runs saved before the option wrote it
+    assert TrainConfig.from_saved(old).id_init == "normal"  # what those runs trained with
+    assert TrainConfig.from_dict(old).id_init == "svd"  # a fresh partial config: the default
+    assert config_diff(old, TrainConfig().to_dict()) == {"id_init": ("normal", "svd")}
+    assert config_diff(old, TrainConfig(id_init="normal").to_dict()) == {}

@@ -50,6 +50,8 @@ Str = Annotated[str, _S]
 # what is trained (a run folder can be moved; threads and eval batches do not change results)
 RUNTIME_KEYS = frozenset({"output", "dataset", "progress", "num_threads", "eval_batch_size"})
 RETIRED_KEYS = frozenset({"fail_at_epoch"})  # in configs saved before it left the loop
+# keys added after runs were saved, with the value every run saved before them trained with
+LEGACY_VALUES = {"id_init": "normal"}
 
 
 @dataclass
@@ -116,6 +118,12 @@ class TrainConfig:
             raise BadInput(f"{where}: {errors}") from None
 
     @classmethod
+    def from_saved(cls, d: dict) -> TrainConfig:
+        """The config a finished run or checkpoint saved: keys it predates take the value it
+        was trained with (:data:`LEGACY_VALUES`), not today's default."""
+        return cls.from_dict(with_legacy_values(d))
+
+    @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         """A config saved by this or an earlier version (retired keys dropped), validated."""
         return cls.validate({k: v for k, v in d.items() if k not in RETIRED_KEYS})
@@ -144,9 +152,16 @@ def _describe(err: dict, labels: dict[str, str]) -> str:
     return f"{key}: {err['msg'].lower()} (got {err['input']!r})"
 
 
+def with_legacy_values(saved: dict) -> dict:
+    """``saved`` with the :data:`LEGACY_VALUES` of the keys it predates."""
+    return {**{k: v for k, v in LEGACY_VALUES.items() if k not in saved}, **saved}
+
+
 def config_diff(saved: dict, new: dict) -> dict[str, tuple]:
     """Keys whose value differs between a saved run's config and a new one, ``{key: (saved,
-    new)}``, leaving out :data:`RUNTIME_KEYS` and :data:`RETIRED_KEYS`."""
+    new)}``, leaving out :data:`RUNTIME_KEYS` and :data:`RETIRED_KEYS`; keys the saved config
+    predates count with their :data:`LEGACY_VALUES`."""
+    saved = with_legacy_values(saved)
     skip = RUNTIME_KEYS | RETIRED_KEYS
     keys = (set(saved) | set(new)) - skip
     return {k: (saved.get(k), new.get(k)) for k in sorted(keys) if saved.get(k) != new.get(k)}
