@@ -17,7 +17,7 @@ from jobs.interrupts import Interrupted, run_in_thread, stderr_to
 
 # What a run writes in its folder besides the reusable prepared dataset: --force-new removes it.
 RUN_STATE = ("metrics.json", "best_model.pt", "final_model.pt", "ray_train", "checkpoints",
-             "tensorboard", "progress.json", "worker_nodes.jsonl")
+             "tensorboard", "progress.json", "resumes.json", "worker_nodes.jsonl")
 # Tests only: loop hooks (engine.training.loop, ``hooks``) handed to every run; empty otherwise.
 LOOP_HOOKS: list[Callable] = []
 

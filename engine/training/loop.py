@@ -30,7 +30,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from engine.errors import BadInput
 from engine.eval.baselines import evaluate_with_baselines
@@ -58,6 +57,7 @@ from engine.training.sync import (
 from engine.training.tb import EpochWriter
 
 PROGRESS_FILE = "progress.json"
+RESUMES_FILE = "resumes.json"  # every resume of the run in this folder (metrics.json "resumes")
 
 
 def bpr_loss(vecs: dict, owner_type: str, item_type: str, batch, l2: float,
@@ -176,9 +176,12 @@ def train_loop_per_worker(config: dict) -> dict | None:
     history, resumes = [], []
     state, orphans = _resume_state(ctx, out, cfg)
     progress = out / PROGRESS_FILE
+    # every resume is also logged in the run folder: a checkpoint that never got written (or
+    # was cut short) takes the resumes it carried with it
+    logged = json.loads((out / RESUMES_FILE).read_text()) if (out / RESUMES_FILE).exists() else []
     if state is None and progress.exists():  # an earlier attempt died before its first checkpoint
         lost = json.loads(progress.read_text())["epoch_started"]
-        resumes.append({"from_epoch": 0, "epochs_lost": lost})
+        resumes = [*logged, {"from_epoch": 0, "epochs_lost": lost}]
         _log(rank, f"restarted from scratch; epochs lost to the interruption: {lost}")
     if state is not None:
         model.load_state_dict(state["model"])
@@ -191,6 +194,8 @@ def train_loop_per_worker(config: dict) -> dict | None:
         start_epoch, best, stale = state["epoch"], state["best"], state["stale"]
         finished, history = state["finished"], state["history"]
         best_state, resumes = state["best_model"], state.get("resumes", [])
+        if len(logged) > len(resumes):
+            resumes = logged
         if not finished:
             lost = 0
             if progress.exists():
@@ -200,6 +205,9 @@ def train_loop_per_worker(config: dict) -> dict | None:
                        f"epochs lost to the interruption: {lost}")
         else:
             _log(rank, f"run already finished at epoch {start_epoch}; not retraining")
+
+    if chief and resumes != logged:
+        (out / RESUMES_FILE).write_text(json.dumps(resumes))
 
     # 5. epochs
     train_owners = torch.nonzero(graph.csr[graph.interaction].degree() > 0).flatten()
@@ -227,8 +235,8 @@ def train_loop_per_worker(config: dict) -> dict | None:
                              steps=steps, pos_per_owner=cfg.pos_per_owner,
                              neg_pool=cfg.neg_pool, neg_popularity=cfg.neg_popularity,
                              owner_rows=row_links)
-        bar = tqdm(batches, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not (chief and cfg.progress), leave=False)
+        bar = ctx.progress(batches, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                           enabled=chief and cfg.progress)
         for batch in bar:
             vecs = model(batch.sub)
             loss = bpr_loss(vecs, owner_t, item_t, batch, cfg.l2, score_bias(model, batch.sub))
