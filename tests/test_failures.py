@@ -285,3 +285,14 @@ def test_ctrl_c_in_prepare_and_train_synthetic_says_what_was_kept(tmp_path, monk
     assert lines[0].startswith(f"interrupted before the first checkpoint: nothing to resume in "
                                f"{run}; start again with: python -m jobs.train_synthetic")
     assert "--force-new" not in lines[0]  # resuming must not start over
+
+
+def test_restarts_before_any_checkpoint_are_each_recorded(tiny_playlists, tmp_path):
+    """Two attempts that die before their first checkpoint (killed mid-copy, say): the run that
+    finishes records both restarts, though no checkpoint carried the first."""
+    out = tmp_path / "run"
+    for _ in range(2):
+        with pytest.raises(KeyboardInterrupt):
+            _run(tiny_playlists, out, epochs=1, hooks=[faults.StopAt(0)])
+    result = _run(tiny_playlists, out, epochs=1)
+    assert result["resumes"] == [{"from_epoch": 0, "epochs_lost": 1}] * 2
