@@ -14,6 +14,35 @@ from engine.training.checkpoint import STATE_FILE, load_state, save_state
 from engine.training.sync import world
 
 
+class _RayBar:
+    """Rank 0's progress bar inside a Ray process. Ray forwards a worker's output to the driver
+    line by line, so a plain tqdm bar would print a line per refresh; Ray's ``tqdm_ray`` sends
+    its state instead (at most once a second) and the driver draws one bar in place."""
+
+    def __init__(self, iterable, total: int, desc: str):
+        from ray.experimental.tqdm_ray import tqdm
+
+        self._it, self._desc = iterable, desc
+        self._bar = tqdm(desc=desc, total=total)
+
+    def __iter__(self):
+        try:
+            for item in self._it:
+                yield item
+                self._bar.update(1)
+        finally:
+            self._bar.close()
+
+    def set_postfix(self, **values) -> None:
+        self._bar.set_description(" ".join([self._desc, *(f"{k}={v}" for k, v in values.items())]))
+
+
+def _local_bar(iterable, total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, disable=not enabled, leave=False)
+
+
 class LocalContext:
     """Single process, or a torch.distributed group started by the caller. Checkpoints go to
     ``<output>/checkpoints/epoch_NNNN/state.pt``; the newest ``keep`` are kept."""
@@ -25,6 +54,10 @@ class LocalContext:
 
     def _epochs(self) -> list[Path]:
         return sorted(self.dir.glob("epoch_*/" + STATE_FILE))
+
+    def progress(self, iterable, total: int, desc: str, enabled: bool):
+        """The epoch's progress bar (an iterable with ``set_postfix``)."""
+        return _local_bar(iterable, total, desc, enabled)
 
     def latest_checkpoint(self) -> dict | None:
         files = self._epochs()
@@ -43,6 +76,10 @@ class _RayContextBase:
 
     def _module(self):  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def progress(self, iterable, total: int, desc: str, enabled: bool):
+        return _RayBar(iterable, total, desc) if enabled else _local_bar(iterable, total, desc,
+                                                                          False)
 
     def latest_checkpoint(self) -> dict | None:
         ckpt = self._module().get_checkpoint()

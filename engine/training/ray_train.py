@@ -123,7 +123,10 @@ def init_ray(address: str | None = None, dashboard: bool = True, num_cpus: float
     route_ray_logs(log_dir)
     env = dict(QUIET_ENV)
     if address:
-        gcs = _resolve_address(address)
+        try:
+            gcs = _resolve_address(address)
+        except ConnectionError as exc:  # auto: none running, or several and no RAY_ADDRESS
+            raise BadInput(f"--address {address}: {str(exc).splitlines()[0]}") from None
     else:
         env.update(EMBEDDED_ENV)
         gcs = f"127.0.0.1:{_free_port()}"
