@@ -87,6 +87,7 @@ ROWS: dict[str, tuple[str, dict]] = {
 for _label, _over in ROWS.values():
     _over.setdefault("neg_popularity", 0.0)
     _over.setdefault("owner_rows", False)
+    _over.setdefault("id_init", "normal")
     if _over.get("model", "playlist") == "playlist":
         _over["model_options"] = {"affinity_types": [], **_over.get("model_options", {})}
 
@@ -97,8 +98,8 @@ def _row(label: str, tau: float = 0.0, init: float = 2.0, affinity: bool = True,
     that this round introduced spelled out."""
     opts = {"affinity_types": ["artist"] if affinity else [], "affinity_init": init,
             "affinity_tau": tau, **(options or {})}
-    return label, {"neg_popularity": 0.5, "owner_rows": owner_rows, **over,
-                   "model_options": opts}
+    return label, {"neg_popularity": 0.5, "owner_rows": owner_rows, "id_init": "normal",
+                   **over, "model_options": opts}
 
 
 ROWS.update({
@@ -122,6 +123,14 @@ ROWS.update({
     "artist_recency_tau1": _row("same, tau 1", tau=1.0),
     "artist_recency_sampled_rows": _row("same, owner rows sampled (fanout 10)", tau=10.0,
                                         owner_rows=False),
+})
+ALL_TYPES = {"id_embeddings": ALL_IDS}
+ROWS.update({  # the SVD round: tau 2 as in the defaults row above
+    "track_ids_normal": _row("track ID tables, random start", tau=2.0, options=ALL_TYPES),
+    "track_ids_svd": _row("track ID tables, SVD start (**defaults**)", tau=2.0, id_init="svd",
+                          options=ALL_TYPES),
+    "track_ids_svd_no_artist": _row("same, trained without the artist term", tau=2.0,
+                                    id_init="svd", affinity=False, options=ALL_TYPES),
 })
 
 

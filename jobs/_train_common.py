@@ -13,7 +13,7 @@ from engine.data.canonical import file_fingerprint, is_prepared, load_dataset, s
 from engine.data.subset import subset_owners
 from engine.errors import BadInput
 from engine.training.config import TrainConfig, config_diff, describe_diff
-from jobs.interrupts import Interrupted, run_in_thread, stderr_to
+from jobs.interrupts import Interrupted, resume_command, run_in_thread, sigint_guard, stderr_to
 
 # What a run writes in its folder besides the reusable prepared dataset: --force-new removes it.
 RUN_STATE = ("metrics.json", "best_model.pt", "final_model.pt", "ray_train", "checkpoints",
@@ -295,6 +295,18 @@ def print_report(result: dict, out: Path) -> None:
               f"{r['epochs_lost']} epoch(s) lost")
     print(f"metrics: {out / 'metrics.json'}\nTensorBoard: tensorboard --logdir {out} "
           f"--host 127.0.0.1")
+
+
+def run_training_job(job: str, args, argv, body) -> int:
+    """``body(args, out)`` for ``python -m jobs.<job>``, with ``out`` the run folder: a Ctrl-C
+    ends it with the one line of :func:`interrupted` (what was saved, the resume command)."""
+    out = Path(args.output or default_output(job))
+    resume = resume_command(f"jobs.{job}", argv, drop=("--force-new",))
+    with sigint_guard():
+        try:
+            return body(args, out)
+        except KeyboardInterrupt:
+            raise interrupted(out, resume) from None
 
 
 def interrupted(out: Path, resume: str) -> Interrupted:

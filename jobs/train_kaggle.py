@@ -19,16 +19,14 @@ from jobs._train_common import (
     check_options,
     check_output,
     check_split,
-    default_output,
-    interrupted,
     launch,
     merge_config,
     previous_run,
     print_report,
     read_config_file,
     run_dataset,
+    run_training_job,
 )
-from jobs.interrupts import resume_command, sigint_guard
 
 GENERATED_ROWS = 120_000  # ~2,400 playlists: enough for every mode up to quick
 
@@ -67,14 +65,7 @@ def generated_kaggle_csv(seed: int) -> Path:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    out = Path(args.output or default_output("train_kaggle"))
-    resume = resume_command("jobs.train_kaggle", argv, drop=("--force-new",))
-    with sigint_guard():
-        try:
-            return _main(args, out)
-        except KeyboardInterrupt:
-            raise interrupted(out, resume) from None
+    return run_training_job("train_kaggle", parse_args(argv), argv, _main)
 
 
 def _main(args, out: Path) -> int:

@@ -19,17 +19,15 @@ from jobs._train_common import (
     check_options,
     check_output,
     check_split,
-    default_output,
-    interrupted,
     launch,
     merge_config,
     previous_run,
     print_report,
     read_config_file,
     run_dataset,
+    run_training_job,
     session_source,
 )
-from jobs.interrupts import resume_command, sigint_guard
 
 
 def parse_args(argv):
@@ -51,14 +49,7 @@ def parse_args(argv):
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    out = Path(args.output or default_output("train_synthetic"))
-    resume = resume_command("jobs.train_synthetic", argv, drop=("--force-new",))
-    with sigint_guard():
-        try:
-            return _main(args, out)
-        except KeyboardInterrupt:
-            raise interrupted(out, resume) from None
+    return run_training_job("train_synthetic", parse_args(argv), argv, _main)
 
 
 def _main(args, out: Path) -> int:
