@@ -297,6 +297,18 @@ def print_report(result: dict, out: Path) -> None:
           f"--host 127.0.0.1")
 
 
+def report_finished(cfg: dict, out: Path, force_new: bool) -> bool:
+    """True, after printing its report from ``metrics.json``, when ``out`` holds a finished run
+    with these settings (:func:`previous_run`): answered before Ray starts."""
+    done = previous_run(cfg, out, force_new)
+    if done is None:
+        return False
+    print(f"run already finished at epoch {done['epochs_run']} ({out / 'metrics.json'}); "
+          "not retraining")
+    print_report(done, out)
+    return True
+
+
 def run_training_job(job: str, args, argv, body) -> int:
     """``body(args, out)`` for ``python -m jobs.<job>``, with ``out`` the run folder: a Ctrl-C
     ends it with the one line of :func:`interrupted` (what was saved, the resume command)."""

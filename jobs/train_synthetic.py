@@ -21,9 +21,9 @@ from jobs._train_common import (
     check_split,
     launch,
     merge_config,
-    previous_run,
     print_report,
     read_config_file,
+    report_finished,
     run_dataset,
     run_training_job,
     session_source,
@@ -66,11 +66,7 @@ def _main(args, out: Path) -> int:
     cfg["output"] = str(out.resolve())
     seed = int(cfg["seed"])
     check_output(out)
-    done = previous_run(cfg, out, args.force_new)
-    if done is not None:  # answered from metrics.json, before Ray starts
-        print(f"run already finished at epoch {done['epochs_run']} ({out / 'metrics.json'}); "
-              "not retraining")
-        print_report(done, out)
+    if report_finished(cfg, out, args.force_new):
         return 0
 
     source = session_source(args.data, args.users, args.days, seed)
