@@ -152,16 +152,17 @@ def previous_run(cfg: dict, out: Path, force_new: bool) -> dict | None:
     return done
 
 
-def check_output(out: Path) -> None:
-    """Fail as bad input (exit 2) before reading any data when the run folder cannot be made;
-    the folder itself is created only once the data has been read and checked."""
-    parent = out
+def check_output(out: Path, verb: str = "create", start: Path | None = None) -> None:
+    """Fail as bad input (exit 2) before reading any data when the run folder cannot be made:
+    the nearest existing folder from ``start`` (default ``out``) up must be writable. The folder
+    itself is created only once the data has been read and checked."""
+    parent = out if start is None else start
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise BadInput(f"{out}: cannot create output folder ({parent} is not a folder)")
+        raise BadInput(f"{out}: cannot {verb} output folder ({parent} is not a folder)")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise BadInput(f"{out}: cannot create output folder ({parent} is not writable)")
+        raise BadInput(f"{out}: cannot {verb} output folder ({parent} is not writable)")
 
 
 def check_split(ds, cfg: dict, where: Path) -> None:

@@ -10,7 +10,6 @@ output folder is checked *before* parsing, so a typo does not cost a full read o
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ from engine.data.canonical import Dataset, is_prepared, save_dataset
 from engine.data.load import FORMATS, load_any
 from engine.errors import BadInput
 from jobs._cli import ArgumentParser, run_cli
+from jobs._train_common import check_output as check_writable
 from jobs.interrupts import Interrupted, resume_command, sigint_guard
 
 
@@ -37,13 +37,7 @@ def check_output(out: Path) -> None:
         raise BadInput(
             f"{out}: output exists and is not a prepared dataset; choose another --output"
         )
-    parent = out.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise BadInput(f"{out}: cannot write output folder ({parent} is not a folder)")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise BadInput(f"{out}: cannot write output folder ({parent} is not writable)")
+    check_writable(out, "write", start=out.parent)  # the dataset is renamed into place there
 
 
 def summary(ds: Dataset, out: Path, seconds: float) -> str:
