@@ -18,7 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.data.canonical import save_dataset
-from engine.data.synthetic import generate_sessions, write_kaggle_csv
+from engine.data.kaggle_writer import write_kaggle_csv
+from engine.data.sessions import generate_sessions
 
 
 def _peak_mib() -> float:

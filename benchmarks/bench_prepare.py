@@ -9,7 +9,7 @@ comes from ``os.wait4`` on that very child, so one measurement cannot leak into 
 two commands alternate ``--repeat`` times and the best time of each is compared, because the
 machines this runs on are shared and a single pair of runs is noisy.
 
-The input comes from ``engine.data.synthetic.write_kaggle_csv`` when that exists, else from the
+The input comes from ``engine.data.kaggle_writer.write_kaggle_csv`` when that exists, else from the
 local generator below (same shape as the real file: ~15k users, Zipf track popularity, playlists
 of realistic length, the original quoted header).
 """
@@ -100,12 +100,12 @@ def _title(i: int) -> str:
 
 def generate(path: Path, rows: int, seed: int) -> str:
     try:
-        from engine.data.synthetic import write_kaggle_csv  # written in parallel by another task
+        from engine.data.kaggle_writer import write_kaggle_csv
     except ImportError:
         write_local_kaggle_csv(path, rows, seed)
         return "benchmarks/bench_prepare.py:write_local_kaggle_csv"
     write_kaggle_csv(path, rows, seed)
-    return "engine.data.synthetic.write_kaggle_csv"
+    return "engine.data.kaggle_writer.write_kaggle_csv"
 
 
 def measure(cmd: list[str]) -> tuple[float, float, str, float]:

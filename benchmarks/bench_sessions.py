@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engine.data.canonical import is_prepared, save_dataset
-from engine.data.synthetic import generate_sessions
+from engine.data.sessions import generate_sessions
 from engine.training.config import TrainConfig
 from engine.training.loop import train_loop_per_worker
 

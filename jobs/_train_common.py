@@ -230,7 +230,7 @@ def session_source(data: str | None, users: int, days: int, seed: int) -> Path:
         return source
     source = Path("data/generated") / f"sessions.seed{seed}.{users}u.{days}d"
     if not is_prepared(source):
-        from engine.data.synthetic import generate_sessions
+        from engine.data.sessions import generate_sessions
 
         print(f"generating {users:,} users x {days} days of sessions -> {source}")
         save_dataset(generate_sessions(num_users=users, days=days, seed=seed), source)

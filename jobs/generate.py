@@ -18,7 +18,8 @@ import numpy as np
 from tqdm import tqdm
 
 from engine.data.canonical import save_dataset
-from engine.data.synthetic import generate_sessions, write_kaggle_csv
+from engine.data.kaggle_writer import write_kaggle_csv
+from engine.data.sessions import generate_sessions
 from jobs._cli import ArgumentParser, run_cli
 
 

@@ -54,7 +54,7 @@ def parse_args(argv):
 
 def generated_kaggle_csv(seed: int) -> Path:
     """The seeded Kaggle-format CSV used when no --data is given (made once, then reused)."""
-    from engine.data.synthetic import write_kaggle_csv
+    from engine.data.kaggle_writer import write_kaggle_csv
 
     path = Path("data/generated") / f"spotify_dataset.seed{seed}.{GENERATED_ROWS}.csv"
     if not path.exists():

@@ -20,8 +20,8 @@ def tiny_playlists(tmp_path_factory) -> Path:
     """A prepared playlist dataset of ~120 generated playlists (Kaggle format, seeded)."""
     from engine.data.canonical import save_dataset
     from engine.data.kaggle import read_kaggle_csv
+    from engine.data.kaggle_writer import write_kaggle_csv
     from engine.data.subset import subset_owners
-    from engine.data.synthetic import write_kaggle_csv
 
     root = tmp_path_factory.mktemp("tiny")
     csv = root / "spotify_dataset.csv"
@@ -33,7 +33,7 @@ def tiny_playlists(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_sessions(tmp_path_factory) -> Path:
     from engine.data.canonical import save_dataset
-    from engine.data.synthetic import generate_sessions
+    from engine.data.sessions import generate_sessions
 
     root = tmp_path_factory.mktemp("sessions")
     ds = generate_sessions(num_users=80, days=5, num_songs=400, num_artists=60, seed=1)

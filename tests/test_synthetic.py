@@ -12,14 +12,9 @@ import pandas as pd
 import pytest
 
 from engine.data.canonical import load_dataset
-from engine.data.synthetic import (
-    GENRES,
-    KAGGLE_HEADER,
-    USER_TYPES,
-    GroupedSampler,
-    generate_sessions,
-    write_kaggle_csv,
-)
+from engine.data.catalogue import GENRES, GroupedSampler
+from engine.data.kaggle_writer import KAGGLE_HEADER, write_kaggle_csv
+from engine.data.sessions import USER_TYPES, generate_sessions
 from jobs._cli import run_cli
 from jobs.generate import main as generate_main
 
