@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.graph.sampler import ROW, BPRBatches
+from engine.graph.ops import ROW
+from engine.graph.sampler import BPRBatches
 from engine.graph.split import rank_within_owner
 from engine.graph.types import CSR, GraphData, Subgraph, rev
 from engine.models import PlaylistGAT, build_model, graph_meta, infer, score, score_bias, score_fn

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from engine.graph.ops import ROW, row_positions, segment_arange
 from engine.graph.types import CSR, EdgeType, GraphData, Subgraph, rev
 
 Fanouts = list[int] | dict[EdgeType, list[int]]
@@ -44,21 +45,6 @@ class SampledSubgraph(Subgraph):
 
 
 # --------------------------------------------------------------------------- vectorised helpers
-
-def segment_arange(counts: Tensor) -> Tensor:
-    """``cat([arange(c) for c in counts])`` without the loop."""
-    total = int(counts.sum())
-    starts = torch.cumsum(counts, 0) - counts
-    return torch.arange(total, device=counts.device) - torch.repeat_interleave(
-        starts, counts, output_size=total)
-
-
-def row_positions(indptr: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
-    """Every entry of the CSR rows ``rows``: (index into ``rows``, CSR position), row by row."""
-    cnt = indptr[rows + 1] - indptr[rows]
-    which = torch.repeat_interleave(torch.arange(rows.numel(), device=rows.device), cnt)
-    return which, indptr[rows][which] + segment_arange(cnt)
-
 
 def _row_lookup(indptr: Tensor, indices: Tensor, rows: Tensor, values: Tensor
                 ) -> tuple[Tensor, Tensor]:
@@ -264,13 +250,6 @@ def _sample_pyg_lib(g: GraphData, n_id: dict[str, Tensor], table: dict[EdgeType,
     n_nodes = {t: list(n_nodes.get(t, [n_id[t].numel()])) for t in g.node_types}
     n_edges = {et: list(n_edges.get(et, [])) for et in ets}
     return n_id, edges, n_nodes, n_edges
-
-
-#: Relation of the edges :func:`add_owner_rows` adds to a batch subgraph: owner aggregates read
-#: them (``engine.models.affinity``); message-passing layers, which use ``"to"`` edges, never do.
-#: Target edges are *not* dropped from them: an aggregate leaves out the scored pair's own edge
-#: itself, so a positive's counts hold every other track of its row, as at test time.
-ROW = "row"
 
 
 def add_owner_rows(g: GraphData, sub: SampledSubgraph, owners: Tensor, link_types: list[str]

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from engine.graph.sampler import ROW, row_positions, segment_arange
+from engine.graph.ops import ROW, row_positions, segment_arange
 from engine.graph.types import Subgraph
 
 # Owners per dense [b, K] block in ``score_rows`` is chosen so that b * K stays below this.

@@ -1,0 +1,32 @@
+"""Graph operations shared by the sampler and the models: a leaf module (imports only torch).
+
+``segment_arange`` and ``row_positions`` expand CSR rows into flat positions without a Python loop
+over rows; ``ROW`` names the relation of the whole-row edges that the sampler adds to a batch
+subgraph and that owner aggregates (``engine.models.affinity``) read.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+#: Relation of the edges :func:`engine.graph.sampler.add_owner_rows` adds to a batch subgraph:
+#: owner aggregates read them (``engine.models.affinity``); message-passing layers, which use
+#: ``"to"`` edges, never do. Target edges are *not* dropped from them: an aggregate leaves out the
+#: scored pair's own edge itself, so a positive's counts hold every other track of its row, as at
+#: test time.
+ROW = "row"
+
+
+def segment_arange(counts: Tensor) -> Tensor:
+    """``cat([arange(c) for c in counts])`` without the loop."""
+    total = int(counts.sum())
+    starts = torch.cumsum(counts, 0) - counts
+    return torch.arange(total, device=counts.device) - torch.repeat_interleave(
+        starts, counts, output_size=total)
+
+
+def row_positions(indptr: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+    """Every entry of the CSR rows ``rows``: (index into ``rows``, CSR position), row by row."""
+    cnt = indptr[rows + 1] - indptr[rows]
+    which = torch.repeat_interleave(torch.arange(rows.numel(), device=rows.device), cnt)
+    return which, indptr[rows][which] + segment_arange(cnt)
