@@ -18,63 +18,12 @@ LightGCN. Node features and edge weights are not used; see :mod:`.playlist_gat` 
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.nn import GATConv
 
 from engine.graph.types import EdgeType, Subgraph
-
-Attention = dict[EdgeType, tuple[Tensor, Tensor]]
-
-
-def edge_key(edge_type: EdgeType) -> str:
-    """``ModuleDict`` key of an edge type (the same ``src__rel__dst`` spelling as PyG's
-    ``to_hetero``)."""
-    return "__".join(edge_type)
-
-
-def node_ids(sub: Subgraph, node_type: str, device: torch.device) -> Tensor:
-    """Global ids of the local nodes of ``node_type`` (empty if the subgraph lacks the type)."""
-    n_id = sub.n_id.get(node_type)
-    if n_id is None:
-        return torch.empty(0, dtype=torch.long, device=device)
-    return n_id.to(device=device, dtype=torch.long)
-
-
-def local_edges(sub: Subgraph, edge_type: EdgeType, device: torch.device) -> Tensor:
-    """Local ``[2, E]`` edges of ``edge_type``; row 0 indexes src nodes, row 1 dst nodes. A missing
-    edge type is empty, so its conv still runs and its parameters still join the autograd graph."""
-    ei = sub.edge_index.get(edge_type)
-    if ei is None:
-        return torch.empty(2, 0, dtype=torch.long, device=device)
-    return ei.to(device=device, dtype=torch.long)
-
-
-def local_edge_attr(sub: Subgraph, edge_type: EdgeType, dim: int | None, num_edges: int,
-                    device: torch.device) -> Tensor | None:
-    """Edge features for a conv built with ``edge_dim=dim`` (``None`` if it has none)."""
-    if dim is None:
-        return None
-    ea = sub.edge_attr.get(edge_type)
-    if ea is None:
-        if num_edges:
-            raise ValueError(f"edge type {edge_type} needs edge_attr of width {dim}")
-        return torch.zeros(0, dim, device=device)
-    return ea.to(device=device, dtype=torch.float).view(-1, dim)
-
-
-def run_gat(conv: GATConv, edge_type: EdgeType, x_src: Tensor, x_dst: Tensor, sub: Subgraph,
-            attention: Attention | None = None) -> Tensor:
-    """``conv((x_src, x_dst), edges)`` over the local edges of ``edge_type`` (with their edge
-    features when the conv has ``edge_dim``); records detached ``(edge_index, alpha)`` into
-    ``attention`` when given. The output has one row per dst node."""
-    ei = local_edges(sub, edge_type, x_src.device)
-    ea = local_edge_attr(sub, edge_type, conv.edge_dim, ei.size(1), x_src.device)
-    y, (ei_used, alpha) = conv((x_src, x_dst), ei, edge_attr=ea, return_attention_weights=True)
-    if attention is not None:
-        attention[edge_type] = (ei_used.detach(), alpha.detach())
-    return y
+from engine.models.layers import Attention, edge_key, node_ids, run_gat
 
 
 class GATRecommender(nn.Module):

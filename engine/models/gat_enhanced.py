@@ -1,9 +1,10 @@
 r"""The genre-aware GAT recommender: a collaborative hetero-GAT stack plus a genre-affinity path.
 
 **Collaborative part.** Owners, items and artists get ID embeddings
-:math:`\mathbf{h}^{(0)}_v`. ``num_layers`` (default two) heterogeneous GAT layers (:class:`HeteroGAT`: one
-:class:`~torch_geometric.nn.conv.GATConv` per edge type, summed per destination type, edge
-features via ``edge_dim``) run over the edge types that do not touch genres:
+:math:`\mathbf{h}^{(0)}_v`. ``num_layers`` (default two) heterogeneous GAT layers
+(:class:`~.layers.HeteroGAT`: one :class:`~torch_geometric.nn.conv.GATConv` per edge type, summed
+per destination type, edge features via ``edge_dim``) run over the edge types that do not touch
+genres:
 
 .. math::
     \mathbf{h}^{(l+1)}_v = \mathbf{h}^{(l)}_v + \sigma_l\Big(\sum_{r = (\cdot, \cdot, t(v))}
@@ -12,13 +13,13 @@ features via ``edge_dim``) run over the edge types that do not touch genres:
 :math:`\sigma_l = \mathrm{ELU}` between layers and the identity after the last, and
 :math:`\mathbf{c}_v = \mathbf{h}^{(L)}_v` for owners and items. The last layer only has the edge
 types into owners and items, each earlier layer only those whose destinations a later layer reads
-(:func:`plan_layers`), so every parameter reaches the score (DDP needs no
+(:func:`~.layers.plan_layers`), so every parameter reaches the score (DDP needs no
 ``find_unused_parameters``).
 
 **Genre part.** A separate genre embedding table is attention-pooled into genre-affinity vectors
 :math:`\mathbf{g}_i` for items (over item-genre edges, or genre -> artist -> item) and
 :math:`\mathbf{g}_o` for owners (over owner-genre edges, or else over the genre vectors of the
-owner's items); see :class:`GenreAffinity`.
+owner's items); see :class:`~.layers.GenreAffinity`.
 
 **Score.** With ``genre_weight`` :math:`w \in [0, 1]` the model returns
 :math:`[\sqrt{1-w}\,\mathbf{c}_v \,\|\, \sqrt{w}\,\mathbf{g}_v]` for owners and items, so that
@@ -37,134 +38,16 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.nn import GATConv
 
 from engine.graph.types import EdgeType, Subgraph
-from engine.models.gat_basic import Attention, edge_key, node_ids, run_gat
-
-
-def plan_layers(edge_types: list[EdgeType], targets: set[str],
-                num_layers: int) -> list[list[EdgeType]]:
-    """Edge types per layer such that every conv's output reaches ``targets`` after the last
-    layer: the last layer has the edge types into ``targets``; each earlier layer those into
-    ``targets`` or into a source type of a later layer. Keeps the order of ``edge_types``."""
-    plan: list[list[EdgeType]] = []
-    need = set(targets)
-    for _ in range(num_layers):
-        layer = [et for et in edge_types if et[2] in need]
-        plan.append(layer)
-        need |= {et[0] for et in layer}
-    return plan[::-1]
-
-
-def input_types(plan: list[list[EdgeType]], targets: list[str]) -> list[str]:
-    """Node types whose input states a layer plan reads, in first-seen order."""
-    seen = dict.fromkeys(targets)
-    for layer in plan:
-        for src, _, dst in layer:
-            seen.setdefault(src)
-            seen.setdefault(dst)
-    return list(seen)
-
-
-class HeteroGAT(nn.Module):
-    r"""One heterogeneous GAT layer, ``HeteroConv({r: GATConv}, aggr="sum")`` in effect:
-
-    .. math::
-        \mathbf{m}_v = \sum_{r = (s, \cdot, t(v))} \mathrm{GAT}_r\big((\mathbf{h}_s,
-        \mathbf{h}_{t(v)}), \mathcal{E}_r\big)_v
-
-    with bipartite ``GATConv((dim, dim), dim, heads, concat=False, add_self_loops=False,
-    edge_dim=edge_attr_dims.get(r))``. Unlike ``HeteroConv`` an edge type missing from the subgraph
-    runs on zero edges (its parameters stay in the autograd graph), and attention weights can be
-    recorded. Returns messages only for destination types; the caller adds the residual.
-    """
-
-    def __init__(self, edge_types: list[EdgeType], dim: int, heads: int, dropout: float,
-                 edge_attr_dims: dict[EdgeType, int]):
-        super().__init__()
-        self.edge_types = list(edge_types)
-        self.convs = nn.ModuleDict({
-            edge_key(et): GATConv((dim, dim), dim, heads=heads, concat=False, dropout=dropout,
-                                  add_self_loops=False, edge_dim=edge_attr_dims.get(et))
-            for et in self.edge_types
-        })
-
-    def forward(self, h: dict[str, Tensor], sub: Subgraph,
-                attention: Attention | None = None) -> dict[str, Tensor]:
-        out: dict[str, Tensor] = {}
-        for et in self.edge_types:
-            src, _, dst = et
-            y = run_gat(self.convs[edge_key(et)], et, h[src], h[dst], sub, attention)
-            out[dst] = out[dst] + y if dst in out else y
-        return out
-
-
-class GenreAffinity(nn.Module):
-    r"""Genre-affinity vectors of items and owners by attention pooling of genre vectors.
-
-    .. math::
-        \mathbf{g}_i = \mathrm{GAT}_{\mathrm{genre} \to i}(\mathbf{z}) \quad\text{or}\quad
-        \mathbf{g}_i = \mathrm{GAT}_{\mathrm{artist} \to i}\big(
-        \mathrm{GAT}_{\mathrm{genre} \to \mathrm{artist}}(\mathbf{z})\big),
-        \qquad
-        \mathbf{g}_o = \mathrm{GAT}_{\mathrm{genre} \to o}(\mathbf{z}) \quad\text{or}\quad
-        \mathbf{g}_o = \mathrm{GAT}_{i \to o}(\mathbf{g})
-
-    where :math:`\mathbf{z}` are genre vectors and each GAT attends with the destination node's
-    ``query`` state (its collaborative input state), so which of its genres count is learnt per
-    node. The first route that the edge types allow is used (:meth:`routes`).
-    """
-
-    def __init__(self, owner_type: str, item_type: str, edge_types: list[EdgeType], dim: int,
-                 heads: int, dropout: float, edge_attr_dims: dict[EdgeType, int],
-                 genre_type: str = "genre", artist_type: str = "artist"):
-        super().__init__()
-        found = self.routes(owner_type, item_type, edge_types, genre_type, artist_type)
-        if found is None:
-            raise ValueError(f"no genre -> {item_type} route in edge types {edge_types}")
-        self.item_route, self.owner_edge = found
-        self.owner_type, self.item_type = owner_type, item_type
-        self.convs = nn.ModuleDict({
-            edge_key(et): GATConv((dim, dim), dim, heads=heads, concat=False, dropout=dropout,
-                                  add_self_loops=False, edge_dim=edge_attr_dims.get(et))
-            for et in [*self.item_route, self.owner_edge]
-        })
-
-    @staticmethod
-    def routes(owner_type: str, item_type: str, edge_types: list[EdgeType],
-               genre_type: str = "genre", artist_type: str = "artist",
-               ) -> tuple[list[EdgeType], EdgeType] | None:
-        """``(item route, owner edge)`` or ``None`` when items cannot reach genres."""
-        ets = set(edge_types)
-        g2i, g2a = (genre_type, "to", item_type), (genre_type, "to", artist_type)
-        a2i = (artist_type, "to", item_type)
-        g2o, i2o = (genre_type, "to", owner_type), (item_type, "to", owner_type)
-        if g2i in ets:
-            item_route = [g2i]
-        elif g2a in ets and a2i in ets:
-            item_route = [g2a, a2i]
-        else:
-            return None
-        if g2o in ets:
-            return item_route, g2o
-        return (item_route, i2o) if i2o in ets else None
-
-    def query_types(self) -> list[str]:
-        """Node types whose states :meth:`forward` needs in ``query``."""
-        return [et[2] for et in [*self.item_route, self.owner_edge]]
-
-    def forward(self, genre_x: Tensor, query: dict[str, Tensor], sub: Subgraph,
-                attention: Attention | None = None) -> tuple[Tensor, Tensor]:
-        """``(g_owner [n_owner, dim], g_item [n_item, dim])`` for the local nodes of ``sub``."""
-        z = genre_x
-        for et in self.item_route:
-            z = run_gat(self.convs[edge_key(et)], et, z, query[et[2]], sub, attention)
-        g_item = z
-        src = genre_x if self.owner_edge[0] != self.item_type else g_item
-        g_owner = run_gat(self.convs[edge_key(self.owner_edge)], self.owner_edge, src,
-                          query[self.owner_type], sub, attention)
-        return g_owner, g_item
+from engine.models.layers import (
+    Attention,
+    GenreAffinity,
+    HeteroGAT,
+    input_types,
+    node_ids,
+    plan_layers,
+)
 
 
 class EnhancedGATRecommender(nn.Module):

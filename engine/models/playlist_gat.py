@@ -10,34 +10,34 @@ an ID embedding (types in ``id_embeddings``) plus a linear projection of its fea
 every type has an ID embedding *except the item type when it has features*: a track is its
 features (standardised log-degree, audio features when joined) plus what its artist and playlists
 send it. That makes the model inductive (a new track is represented by its features and
-neighbours) and, on playlist data, it generalises much better: most tracks of a playlist
-collection are seen once or twice, and a free vector per track overfits those few edges, while
-the artist and playlist vectors are shared by many tracks (docs/results.md measures both).
+neighbours) and it generalises better: most tracks of a playlist collection are seen once or
+twice, and a free vector per track overfits those few edges, while the artist and playlist vectors
+are shared by many tracks (measured in docs/results.md, "Where PlaylistGAT's defaults come from").
 Feature projections start at the scale of the ID embeddings (``init_std``) so neither swamps the
 other. A training run may instead give tracks ID embeddings too and start the playlist and track
 tables from a truncated SVD of the training matrix (``id_init = "svd"``, :mod:`.init`): then the
 track table starts from co-occurrence rather than noise, and a track without training edges starts
 at zero and is still its features plus its neighbours.
 
-**Layers.** ``num_layers`` heterogeneous GAT layers (:class:`~.gat_enhanced.HeteroGAT`: one
+**Layers.** ``num_layers`` heterogeneous GAT layers (:class:`~.layers.HeteroGAT`: one
 ``GATConv(heads, concat=False, add_self_loops=False)`` per edge type, summed per destination):
 
 .. math::
     \mathbf{h}^{(l+1)}_v = \mathrm{Norm}_{t(v)}\Big(\mathbf{h}^{(l)}_v
     + \mathrm{Dropout}\big(\sigma_l(\mathbf{m}^{(l)}_v)\big)\Big),
 
-with, by default, no norm and no activation (the layers are linear, as in LightGCN, which trained
-better on playlist data than LayerNorm + ELU); ``layer_norm=True`` makes the norm a per-type
-LayerNorm and ``activation=True`` makes :math:`\sigma_l` ELU except in the last layer.
+with, by default, no norm and no activation (the layers are linear, as in LightGCN; the
+comparison with LayerNorm + ELU is in docs/results.md); ``layer_norm=True`` makes the norm a
+per-type LayerNorm and ``activation=True`` makes :math:`\sigma_l` ELU except in the last layer.
 The last layer only has edge
 types into the owner and item types, each earlier layer only those whose destination a later layer
-reads (:func:`~.gat_enhanced.plan_layers`), so every parameter reaches the score. A track without
+reads (:func:`~.layers.plan_layers`), so every parameter reaches the score. A track without
 playlist edges is still reached through track <- artist and track <- genre edges.
 
 **Output.** LightGCN-style layer combination of the owner and item states,
 :math:`\mathbf{c}_v = \frac{1}{L+1}\sum_{l=0}^{L} \mathbf{h}^{(l)}_v`. With ``genre_weight``
 :math:`w > 0` and a genre route, genre-affinity vectors :math:`\mathbf{g}_v`
-(:class:`~.gat_enhanced.GenreAffinity`, pooling the genres' input states
+(:class:`~.layers.GenreAffinity`, pooling the genres' input states
 :math:`\mathbf{h}^{(0)}`) are appended as :math:`[\sqrt{1-w}\,\mathbf{c}_v \,\|\,
 \sqrt{w}\,\mathbf{g}_v]`, so the score is :math:`(1-w)\langle\mathbf{c}_o, \mathbf{c}_i\rangle +
 w\langle\mathbf{g}_o, \mathbf{g}_i\rangle`. The default :math:`w = 0` builds no genre path at all
@@ -68,8 +68,17 @@ from torch import Tensor, nn
 
 from engine.graph.types import EdgeType, Subgraph
 from engine.models.affinity import ScoreBias, link_affinity
-from engine.models.gat_basic import Attention, edge_key, local_edges, node_ids, run_gat
-from engine.models.gat_enhanced import GenreAffinity, HeteroGAT, input_types, plan_layers
+from engine.models.layers import (
+    Attention,
+    GenreAffinity,
+    HeteroGAT,
+    edge_key,
+    input_types,
+    local_edges,
+    node_ids,
+    plan_layers,
+    run_gat,
+)
 
 
 class PlaylistGAT(nn.Module):
@@ -89,7 +98,7 @@ class PlaylistGAT(nn.Module):
         id_embeddings: node types with ID embeddings; ``None`` means every type it reads except
             the item type when that type has features (see the module docstring).
         feature_types: node types whose features ``x`` are read; ``None`` means the item type
-            only (owner and artist count features made validation worse on playlist data).
+            only (why: docs/results.md, "Where PlaylistGAT's defaults come from").
         skip_types: node types whose edges the message-passing layers ignore (e.g.
             ``["genre"]``); the genre path of ``genre_weight > 0`` still reads genre edges.
         genre_type, artist_type: names of those node types.

@@ -1,0 +1,193 @@
+r"""GAT building blocks shared by the recommenders (:mod:`.gat_basic`, :mod:`.gat_enhanced`,
+:mod:`.playlist_gat`).
+
+* :func:`run_gat` runs one bipartite :class:`~torch_geometric.nn.conv.GATConv` over the local
+  edges of one edge type of a :class:`~engine.graph.types.Subgraph` (with edge features when the
+  conv has ``edge_dim``) and can record its attention weights;
+* :class:`HeteroGAT` is one heterogeneous layer: a conv per edge type, summed per destination;
+* :func:`plan_layers` chooses the edge types of each layer so that every conv reaches the score;
+* :class:`GenreAffinity` attention-pools genre vectors into genre-affinity vectors of items and
+  owners.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.nn import GATConv
+
+from engine.graph.types import EdgeType, Subgraph
+
+Attention = dict[EdgeType, tuple[Tensor, Tensor]]
+
+
+def edge_key(edge_type: EdgeType) -> str:
+    """``ModuleDict`` key of an edge type (the same ``src__rel__dst`` spelling as PyG's
+    ``to_hetero``)."""
+    return "__".join(edge_type)
+
+
+def node_ids(sub: Subgraph, node_type: str, device: torch.device) -> Tensor:
+    """Global ids of the local nodes of ``node_type`` (empty if the subgraph lacks the type)."""
+    n_id = sub.n_id.get(node_type)
+    if n_id is None:
+        return torch.empty(0, dtype=torch.long, device=device)
+    return n_id.to(device=device, dtype=torch.long)
+
+
+def local_edges(sub: Subgraph, edge_type: EdgeType, device: torch.device) -> Tensor:
+    """Local ``[2, E]`` edges of ``edge_type``; row 0 indexes src nodes, row 1 dst nodes. A missing
+    edge type is empty, so its conv still runs and its parameters still join the autograd graph."""
+    ei = sub.edge_index.get(edge_type)
+    if ei is None:
+        return torch.empty(2, 0, dtype=torch.long, device=device)
+    return ei.to(device=device, dtype=torch.long)
+
+
+def local_edge_attr(sub: Subgraph, edge_type: EdgeType, dim: int | None, num_edges: int,
+                    device: torch.device) -> Tensor | None:
+    """Edge features for a conv built with ``edge_dim=dim`` (``None`` if it has none)."""
+    if dim is None:
+        return None
+    ea = sub.edge_attr.get(edge_type)
+    if ea is None:
+        if num_edges:
+            raise ValueError(f"edge type {edge_type} needs edge_attr of width {dim}")
+        return torch.zeros(0, dim, device=device)
+    return ea.to(device=device, dtype=torch.float).view(-1, dim)
+
+
+def run_gat(conv: GATConv, edge_type: EdgeType, x_src: Tensor, x_dst: Tensor, sub: Subgraph,
+            attention: Attention | None = None) -> Tensor:
+    """``conv((x_src, x_dst), edges)`` over the local edges of ``edge_type`` (with their edge
+    features when the conv has ``edge_dim``); records detached ``(edge_index, alpha)`` into
+    ``attention`` when given. The output has one row per dst node."""
+    ei = local_edges(sub, edge_type, x_src.device)
+    ea = local_edge_attr(sub, edge_type, conv.edge_dim, ei.size(1), x_src.device)
+    y, (ei_used, alpha) = conv((x_src, x_dst), ei, edge_attr=ea, return_attention_weights=True)
+    if attention is not None:
+        attention[edge_type] = (ei_used.detach(), alpha.detach())
+    return y
+
+
+def plan_layers(edge_types: list[EdgeType], targets: set[str],
+                num_layers: int) -> list[list[EdgeType]]:
+    """Edge types per layer such that every conv's output reaches ``targets`` after the last
+    layer: the last layer has the edge types into ``targets``; each earlier layer those into
+    ``targets`` or into a source type of a later layer. Keeps the order of ``edge_types``."""
+    plan: list[list[EdgeType]] = []
+    need = set(targets)
+    for _ in range(num_layers):
+        layer = [et for et in edge_types if et[2] in need]
+        plan.append(layer)
+        need |= {et[0] for et in layer}
+    return plan[::-1]
+
+
+def input_types(plan: list[list[EdgeType]], targets: list[str]) -> list[str]:
+    """Node types whose input states a layer plan reads, in first-seen order."""
+    seen = dict.fromkeys(targets)
+    for layer in plan:
+        for src, _, dst in layer:
+            seen.setdefault(src)
+            seen.setdefault(dst)
+    return list(seen)
+
+
+class HeteroGAT(nn.Module):
+    r"""One heterogeneous GAT layer, ``HeteroConv({r: GATConv}, aggr="sum")`` in effect:
+
+    .. math::
+        \mathbf{m}_v = \sum_{r = (s, \cdot, t(v))} \mathrm{GAT}_r\big((\mathbf{h}_s,
+        \mathbf{h}_{t(v)}), \mathcal{E}_r\big)_v
+
+    with bipartite ``GATConv((dim, dim), dim, heads, concat=False, add_self_loops=False,
+    edge_dim=edge_attr_dims.get(r))``. Unlike ``HeteroConv`` an edge type missing from the subgraph
+    runs on zero edges (its parameters stay in the autograd graph), and attention weights can be
+    recorded. Returns messages only for destination types; the caller adds the residual.
+    """
+
+    def __init__(self, edge_types: list[EdgeType], dim: int, heads: int, dropout: float,
+                 edge_attr_dims: dict[EdgeType, int]):
+        super().__init__()
+        self.edge_types = list(edge_types)
+        self.convs = nn.ModuleDict({
+            edge_key(et): GATConv((dim, dim), dim, heads=heads, concat=False, dropout=dropout,
+                                  add_self_loops=False, edge_dim=edge_attr_dims.get(et))
+            for et in self.edge_types
+        })
+
+    def forward(self, h: dict[str, Tensor], sub: Subgraph,
+                attention: Attention | None = None) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        for et in self.edge_types:
+            src, _, dst = et
+            y = run_gat(self.convs[edge_key(et)], et, h[src], h[dst], sub, attention)
+            out[dst] = out[dst] + y if dst in out else y
+        return out
+
+
+class GenreAffinity(nn.Module):
+    r"""Genre-affinity vectors of items and owners by attention pooling of genre vectors.
+
+    .. math::
+        \mathbf{g}_i = \mathrm{GAT}_{\mathrm{genre} \to i}(\mathbf{z}) \quad\text{or}\quad
+        \mathbf{g}_i = \mathrm{GAT}_{\mathrm{artist} \to i}\big(
+        \mathrm{GAT}_{\mathrm{genre} \to \mathrm{artist}}(\mathbf{z})\big),
+        \qquad
+        \mathbf{g}_o = \mathrm{GAT}_{\mathrm{genre} \to o}(\mathbf{z}) \quad\text{or}\quad
+        \mathbf{g}_o = \mathrm{GAT}_{i \to o}(\mathbf{g})
+
+    where :math:`\mathbf{z}` are genre vectors and each GAT attends with the destination node's
+    ``query`` state (its collaborative input state), so which of its genres count is learnt per
+    node. The first route that the edge types allow is used (:meth:`routes`).
+    """
+
+    def __init__(self, owner_type: str, item_type: str, edge_types: list[EdgeType], dim: int,
+                 heads: int, dropout: float, edge_attr_dims: dict[EdgeType, int],
+                 genre_type: str = "genre", artist_type: str = "artist"):
+        super().__init__()
+        found = self.routes(owner_type, item_type, edge_types, genre_type, artist_type)
+        if found is None:
+            raise ValueError(f"no genre -> {item_type} route in edge types {edge_types}")
+        self.item_route, self.owner_edge = found
+        self.owner_type, self.item_type = owner_type, item_type
+        self.convs = nn.ModuleDict({
+            edge_key(et): GATConv((dim, dim), dim, heads=heads, concat=False, dropout=dropout,
+                                  add_self_loops=False, edge_dim=edge_attr_dims.get(et))
+            for et in [*self.item_route, self.owner_edge]
+        })
+
+    @staticmethod
+    def routes(owner_type: str, item_type: str, edge_types: list[EdgeType],
+               genre_type: str = "genre", artist_type: str = "artist",
+               ) -> tuple[list[EdgeType], EdgeType] | None:
+        """``(item route, owner edge)`` or ``None`` when items cannot reach genres."""
+        ets = set(edge_types)
+        g2i, g2a = (genre_type, "to", item_type), (genre_type, "to", artist_type)
+        a2i = (artist_type, "to", item_type)
+        g2o, i2o = (genre_type, "to", owner_type), (item_type, "to", owner_type)
+        if g2i in ets:
+            item_route = [g2i]
+        elif g2a in ets and a2i in ets:
+            item_route = [g2a, a2i]
+        else:
+            return None
+        if g2o in ets:
+            return item_route, g2o
+        return (item_route, i2o) if i2o in ets else None
+
+    def query_types(self) -> list[str]:
+        """Node types whose states :meth:`forward` needs in ``query``."""
+        return [et[2] for et in [*self.item_route, self.owner_edge]]
+
+    def forward(self, genre_x: Tensor, query: dict[str, Tensor], sub: Subgraph,
+                attention: Attention | None = None) -> tuple[Tensor, Tensor]:
+        """``(g_owner [n_owner, dim], g_item [n_item, dim])`` for the local nodes of ``sub``."""
+        z = genre_x
+        for et in self.item_route:
+            z = run_gat(self.convs[edge_key(et)], et, z, query[et[2]], sub, attention)
+        g_item = z
+        src = genre_x if self.owner_edge[0] != self.item_type else g_item
+        g_owner = run_gat(self.convs[edge_key(self.owner_edge)], self.owner_edge, src,
+                          query[self.owner_type], sub, attention)
+        return g_owner, g_item
