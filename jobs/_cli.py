@@ -1,18 +1,52 @@
-"""Shared CLI plumbing: bad input ends with exit status 2 and one line on stderr, no traceback."""
+"""Shared CLI plumbing: bad input ends with exit status 2 and one line on stderr, no traceback;
+``--help`` shows every option's default.
+
+Job modules import only light modules at the top (no torch, Ray, PyG, pandas or pyarrow), so that
+``--help`` and a bad option answer at once; the heavy imports happen after parsing.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from engine.errors import BadInput
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: ...)`` to an option's help, except for a switch (``store_true``), an
+    option without a default value (``None``: its help says what happens without it) and help that
+    already names its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.nargs == 0 or action.default in (None, "") or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports a bad option as one line and exit status 2 (argparse's own code)."""
+    """argparse that reports a bad option as one line and exit status 2 (argparse's own code),
+    and shows defaults in ``--help`` (:class:`HelpFormatter`; sub-parsers inherit both)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def show_defaults(parser: argparse.ArgumentParser, defaults: Mapping[str, object]) -> None:
+    """Append ``(default: VALUE)`` to the help of each option whose ``dest`` is a key of
+    ``defaults``. For options that parse to ``None`` when not given because their value comes from
+    elsewhere (the training config, the ``--mode`` table): help then shows the value a run uses,
+    read from where it is defined. Help that already names its default is left as it is."""
+    for action in parser._actions:
+        if action.dest in defaults and "default" not in (action.help or ""):
+            value = defaults[action.dest]
+            action.help = f"{action.help} (default: {value})" if action.help else \
+                f"default: {value}"
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:

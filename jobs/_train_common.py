@@ -9,8 +9,6 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.data.canonical import file_fingerprint, is_prepared, load_dataset, save_dataset
-from engine.data.subset import subset_owners
 from engine.errors import BadInput
 from engine.training.config import TrainConfig, config_diff, describe_diff
 from jobs.interrupts import Interrupted, resume_command, run_in_thread, sigint_guard, stderr_to
@@ -39,22 +37,27 @@ def add_common_args(p) -> None:
     p.add_argument("--address", default=None,
                    help="Ray cluster to join ('auto' or HOST:PORT); default: start Ray locally")
     p.add_argument("--config", default=None, help="JSON of hyper-parameters, e.g. the "
-                   "best_config.json written by tune.search; explicit flags override it")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--lr", type=float)
+                   "best_config.json written by tune.search; explicit flags override it "
+                   "(default: none)")
+    p.add_argument("--epochs", type=int, help="training epochs, each one pass over the "
+                   "training edges")
+    p.add_argument("--lr", type=float, help="Adam learning rate (start value)")
     p.add_argument("--batch-size", type=int,
                    help="owners (playlists/users) per step; each gives --pos-per-owner positive "
                         "tracks, so a step trains batch_size x pos_per_owner BPR triples, each "
                         "with --num-neg negatives")
-    p.add_argument("--pos-per-owner", type=int)
-    p.add_argument("--num-neg", type=int)
-    p.add_argument("--heads", type=int)
-    p.add_argument("--embedding-dim", type=int)
-    p.add_argument("--dropout", type=float)
-    p.add_argument("--l2", type=float)
-    p.add_argument("--genre-weight", type=float)
-    p.add_argument("--patience", type=int)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--pos-per-owner", type=int, help="positive items drawn per owner in a step")
+    p.add_argument("--num-neg", type=int, help="sampled negatives per positive")
+    p.add_argument("--heads", type=int, help="attention heads per GAT conv")
+    p.add_argument("--embedding-dim", type=int, help="width D of the node vectors")
+    p.add_argument("--dropout", type=float, help="attention and message dropout")
+    p.add_argument("--l2", type=float, help="L2 penalty on the batch's score vectors")
+    p.add_argument("--genre-weight", type=float, help="share w in [0, 1] of the genre-affinity "
+                   "score: (1 - w) collaborative + w genre")
+    p.add_argument("--patience", type=int, help="epochs without a validation Recall@10 gain "
+                   "before early stopping (0 = never)")
+    p.add_argument("--seed", type=int,
+                   help="seed of generated data, the split, the sample and the training")
     p.add_argument("--threads", type=int, help="torch threads per worker (default: the CPUs "
                    "Ray sees divided among the workers)")
     p.add_argument("--max-failures", type=int, default=2,
@@ -66,7 +69,8 @@ def add_common_args(p) -> None:
                    default="PACK", help="where Ray puts the workers: PACK fills a node first, "
                    "SPREAD uses different nodes where it can (metrics.json worker_nodes says where "
                    "each ran)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (default: "
+                   "show them)")
     p.add_argument("--force-new", action="store_true",
                    help="the output folder holds a run with other settings: remove its "
                         "checkpoints, models, metrics and events and train a new run there "
@@ -191,6 +195,9 @@ def run_dataset(load_raw, source: Path, out: Path, max_owners: int | None, seed:
     with a run in it refuses another source (BadInput: --force-new). ``check(ds)`` runs on the
     dataset before it is saved (or on the reused one), so bad data never creates the folder.
     """
+    from engine.data.canonical import file_fingerprint, is_prepared, load_dataset, save_dataset
+    from engine.data.subset import subset_owners
+
     target = out / "dataset"
     fingerprint = ({"prepared": str(source.resolve())} if is_prepared(source)
                    else file_fingerprint(source) if source.is_file()
@@ -219,7 +226,7 @@ def run_dataset(load_raw, source: Path, out: Path, max_owners: int | None, seed:
 def session_source(data: str | None, users: int, days: int, seed: int) -> Path:
     """The prepared session dataset to train on: ``data`` (checked), or one generated once under
     ``data/generated/`` for (users, days, seed) and reused afterwards."""
-    from engine.data.canonical import is_prepared
+    from engine.data.canonical import is_prepared, load_dataset, save_dataset
 
     if data:
         source = Path(data)

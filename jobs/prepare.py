@@ -13,26 +13,44 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from engine.data.canonical import Dataset, is_prepared, save_dataset
-from engine.data.load import FORMATS, load_any
 from engine.errors import BadInput
 from jobs._cli import ArgumentParser, run_cli
 from jobs._train_common import check_output as check_writable
 from jobs.interrupts import Interrupted, resume_command, sigint_guard
 
+if TYPE_CHECKING:  # pandas and pyarrow load after parsing
+    from engine.data.canonical import Dataset
+
+# engine.data.load.FORMATS (a test checks they agree): written out so --help loads no pandas
+FORMATS = ("prepared", "kaggle", "mpd", "mpd_csv")
+
 
 def parse_args(argv: Sequence[str] | None):
     ap = ArgumentParser(prog="python -m jobs.prepare", description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True, help="Kaggle CSV, MPD slice folder/file, MPD CSV")
-    ap.add_argument("--output", required=True, help="folder to write the prepared dataset to")
-    ap.add_argument("--format", choices=FORMATS, help="input format (detected when omitted)")
-    ap.add_argument("--features", help="tracks_features.csv to join audio features from")
+    ap.add_argument("--data", required=True,
+                    help="Kaggle CSV, MPD slice folder/file, MPD CSV (required)")
+    ap.add_argument("--output", required=True,
+                    help="folder to write the prepared dataset to (required)")
+    ap.add_argument("--format", choices=FORMATS,
+                    help="input format (default: detected from the input)")
+    ap.add_argument("--features",
+                    help="tracks_features.csv to join audio features from (default: none)")
     return ap.parse_args(argv)
+
+
+def load_any(*args, **kwargs) -> Dataset:
+    """:func:`engine.data.load.load_any`, imported on the first call (after parsing)."""
+    from engine.data.load import load_any as load
+
+    return load(*args, **kwargs)
 
 
 def check_output(out: Path) -> None:
     """Refuse an output that save_dataset would refuse, before spending time on the input."""
+    from engine.data.canonical import is_prepared
+
     if out.exists() and not is_prepared(out) and (not out.is_dir() or any(out.iterdir())):
         raise BadInput(
             f"{out}: output exists and is not a prepared dataset; choose another --output"
@@ -64,6 +82,8 @@ def summary(ds: Dataset, out: Path, seconds: float) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    from engine.data.canonical import save_dataset
+
     out = Path(args.output)
     check_output(out)
     start = time.perf_counter()

@@ -23,27 +23,14 @@ import textwrap
 import time
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-
-from engine.cold_start import fit_state, match_tracks, read_track_list, usable_title, with_new_owner
 from engine.errors import BadInput
-from engine.eval.evaluate import Ranker, candidate_mask
-from engine.explain import (
-    attention_into,
-    explain,
-    genre_split,
-    limit_per_group,
-    ranked_rows,
-    score_parts,
-    vectors_with_attention,
-)
-from engine.graph.build import genre_vocabulary
-from engine.models import rank_scores, score_bias, score_fn
 from engine.training.config import TrainConfig, make_model
-from engine.training.run_data import RunData
 from jobs._cli import ArgumentParser, run_cli
+
+if TYPE_CHECKING:  # torch, numpy and the engine's torch modules load after parsing
+    import torch
 
 KEY_HEAD = "key: score = {parts}, in the model's score units (only differences between picks matter)"
 KEY_LINES = {  # printed for the parts and marks a list has
@@ -97,6 +84,10 @@ def _checkpoint_file(ckpt: Path) -> None:
 def load_weights(ckpt: Path, model: torch.nn.Module, grow: int = 0) -> None:
     """``ckpt`` into ``model`` (see :func:`engine.cold_start.fit_state`); every way it can fail
     is one BadInput line."""
+    import torch
+
+    from engine.cold_start import fit_state
+
     _checkpoint_file(ckpt)
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
@@ -109,19 +100,24 @@ def load_weights(ckpt: Path, model: torch.nn.Module, grow: int = 0) -> None:
 
 def _parse(argv):
     p = ArgumentParser(prog="python -m jobs.recommend", description=__doc__.split("\n")[0])
-    p.add_argument("--run", required=True, help="a finished run folder (has metrics.json)")
+    p.add_argument("--run", required=True,
+                   help="a finished run folder (has metrics.json; required)")
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--playlist", help="owner id or key")
-    which.add_argument("--tracks", help="file of artist,track pairs or Spotify track URIs")
+    which.add_argument("--playlist", help="owner id or key (one of --playlist, --tracks, --all "
+                       "is required)")
+    which.add_argument("--tracks", help="file of artist,track pairs or Spotify track URIs "
+                       "(a new playlist; one of --playlist, --tracks, --all is required)")
     which.add_argument("--all", action="store_true", help="every owner's top K (--output)")
-    p.add_argument("--name", default="", help="--tracks: the new playlist's title (genres)")
-    p.add_argument("--top", type=int, default=10, help="how many picks (default 10)")
+    p.add_argument("--name", default="", help="--tracks: the new playlist's title, read for "
+                   "genres (default: untitled)")
+    p.add_argument("--top", type=int, default=10, help="how many picks")
     p.add_argument("--check", action="store_true",
                    help="--playlist: mark picks that are its held-out test tracks")
     p.add_argument("--max-per-artist", type=int, default=None,
-                   help="re-rank so that no artist has more than N picks")
-    p.add_argument("--output", help="--all: the parquet file to write")
-    p.add_argument("--no-progress", action="store_true")
+                   help="re-rank so that no artist has more than N picks (default: no limit)")
+    p.add_argument("--output", help="--all: the parquet file to write (required with --all)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="--all: no progress bar (default: a bar on stderr)")
     args = p.parse_args(argv)
     if args.top < 1:
         raise BadInput(f"--top must be at least 1 (got {args.top})")
@@ -146,6 +142,10 @@ def _parse(argv):
 
 def main(argv=None) -> int:
     args = _parse(argv)
+    from engine.cold_start import match_tracks, read_track_list, usable_title, with_new_owner
+    from engine.eval.evaluate import candidate_mask
+    from engine.training.run_data import RunData
+
     run = Path(args.run)
     cfg = load_run(run)
     entries = read_track_list(args.tracks) if args.tracks else None  # bad files fail early
@@ -181,6 +181,22 @@ def main(argv=None) -> int:
 
 
 def _show(args, run, cfg, data, graph, model, owner: int, note: str, candidates) -> None:
+    import numpy as np
+    import torch
+
+    from engine.eval.evaluate import Ranker
+    from engine.explain import (
+        attention_into,
+        explain,
+        genre_split,
+        limit_per_group,
+        ranked_rows,
+        score_parts,
+        vectors_with_attention,
+    )
+    from engine.graph.build import genre_vocabulary
+    from engine.models import rank_scores, score_bias
+
     ds, split = data.ds, data.split
     vecs, attention = vectors_with_attention(model, graph)
     with torch.no_grad():
@@ -265,9 +281,15 @@ def _say_diversity(ranked, items, args, label, item_artist, artists) -> None:
 
 
 def _export(args, run, cfg, data) -> int:
+    import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
+    import torch
     from tqdm import tqdm
+
+    from engine.eval.evaluate import Ranker, candidate_mask
+    from engine.explain import ranked_rows
+    from engine.models import score_fn
 
     ds, split = data.ds, data.split
     out = Path(args.output)

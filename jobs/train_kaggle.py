@@ -13,8 +13,9 @@ from pathlib import Path
 
 from engine.errors import BadInput
 from engine.training.config import MODES, TrainConfig
-from jobs._cli import ArgumentParser, run_cli
+from jobs._cli import ArgumentParser, run_cli, show_defaults
 from jobs._train_common import (
+    FLAG_FIELDS,
     add_common_args,
     check_options,
     check_output,
@@ -34,21 +35,29 @@ GENERATED_ROWS = 120_000  # ~2,400 playlists: enough for every mode up to quick
 def parse_args(argv):
     p = ArgumentParser(prog="python -m jobs.train_kaggle", description=__doc__.split("\n")[0])
     p.add_argument("--data", default=None, help="spotify_dataset.csv, a folder of MPD "
-                   "mpd.slice.*.json files, one slice, or a prepared dataset folder")
+                   "mpd.slice.*.json files, one slice, or a prepared dataset folder (default: "
+                   f"a seeded {GENERATED_ROWS:,}-row Kaggle-format CSV under data/generated/)")
     p.add_argument("--format", choices=["kaggle", "mpd", "mpd_csv", "prepared"], default=None,
-                   help="override the detected input kind")
-    p.add_argument("--features", default=None, help="optional tracks_features.csv to join")
+                   help="override the detected input kind (default: detected)")
+    p.add_argument("--features", default=None, help="optional tracks_features.csv to join "
+                   "(default: none)")
     p.add_argument("--genres", default=None, help="optional CSV artist_name,genres (replaces "
-                   "genres derived from playlist titles)")
+                   "genres derived from playlist titles; default: none)")
     p.add_argument("--mode", choices=sorted(MODES), default="quick",
-                   help="mini 500 playlists/3 epochs/batch 256; quick 1,000/5/128; "
-                        "balanced 5,000/8/96; full 50,000/20/64")
-    p.add_argument("--model", choices=["playlist", "enhanced", "basic"], default=None)
+                   help="; ".join(f"{m} {v['max_playlists']:,} playlists, {v['epochs']} epochs, "
+                                  f"batch {v['batch_size']}" for m, v in MODES.items()))
+    p.add_argument("--model", choices=["playlist", "enhanced", "basic"], default=None,
+                   help="the recommender; see the README's Models table")
     p.add_argument("--max-playlists", type=int, default=None,
                    help="seeded random sample of this many playlists (0 = all)")
     p.add_argument("--holdout-size", type=int, default=None,
-                   help="test tracks held out per playlist (default 5)")
+                   help="test tracks held out per playlist")
     add_common_args(p)
+    base = TrainConfig(model="playlist").to_dict()  # as _main's, before the mode's values
+    per_mode = lambda key: "per --mode: " + ", ".join(f"{m} {v[key]:,}" for m, v in MODES.items())
+    show_defaults(p, {**{flag: base[key] for flag, key in FLAG_FIELDS.items()},
+                      "epochs": per_mode("epochs"), "batch_size": per_mode("batch_size"),
+                      "max_playlists": per_mode("max_playlists"), "holdout_size": base["holdout"]})
     return p.parse_args(argv)
 
 

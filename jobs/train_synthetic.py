@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.data.canonical import load_dataset
 from engine.training.config import TrainConfig
-from jobs._cli import ArgumentParser, run_cli
+from jobs._cli import ArgumentParser, run_cli, show_defaults
 from jobs._train_common import (
+    FLAG_FIELDS,
     add_common_args,
     check_options,
     check_output,
@@ -29,6 +29,10 @@ from jobs._train_common import (
     session_source,
 )
 
+# This job's TrainConfig values where they differ from TrainConfig's own defaults.
+BASE = {"model": "enhanced", "epochs": 10, "batch_size": 128, "embedding_dim": 32, "heads": 4,
+        "genre_weight": 0.3}
+
 
 def parse_args(argv):
     p = ArgumentParser(prog="python -m jobs.train_synthetic", description=__doc__.split("\n")[0])
@@ -37,14 +41,26 @@ def parse_args(argv):
     p.add_argument("--users", type=int, default=1000, help="generated users (no --data)")
     p.add_argument("--days", type=int, default=30, help="generated days (no --data)")
     p.add_argument("--advanced", action="store_true",
-                   help="early stopping and LR scheduling on the validation split")
-    p.add_argument("--model", choices=["basic", "enhanced", "playlist"], default=None)
-    p.add_argument("--min-lr", type=float)
-    p.add_argument("--lr-factor", type=float)
-    p.add_argument("--lr-patience", type=int)
-    p.add_argument("--val-ratio", type=float, default=None)
-    p.add_argument("--test-ratio", type=float, default=None)
+                   help="early stopping and LR scheduling on the validation split (default: the "
+                        "simple trainer, a fixed learning rate and every epoch run)")
+    p.add_argument("--model", choices=["basic", "enhanced", "playlist"], default=None,
+                   help="the recommender; see the README's Models table")
+    p.add_argument("--min-lr", type=float, help="--advanced: lowest learning rate of the "
+                   "ReduceLROnPlateau schedule")
+    p.add_argument("--lr-factor", type=float, help="--advanced: learning-rate factor on a "
+                   "plateau")
+    p.add_argument("--lr-patience", type=int, help="--advanced: epochs without a validation "
+                   "gain before the learning rate drops")
+    p.add_argument("--val-ratio", type=float, default=None,
+                   help="share of users in the validation split")
+    p.add_argument("--test-ratio", type=float, default=None,
+                   help="share of users in the test split")
     add_common_args(p)
+    base = TrainConfig(**BASE).to_dict()
+    show_defaults(p, {**{flag: base[key] for flag, key in FLAG_FIELDS.items()},
+                      "patience": f"{base['patience']} with --advanced; the simple trainer never "
+                                  "stops early",
+                      "val_ratio": base["val_ratio"], "test_ratio": base["test_ratio"]})
     return p.parse_args(argv)
 
 
@@ -53,8 +69,9 @@ def main(argv=None) -> int:
 
 
 def _main(args, out: Path) -> int:
-    base = TrainConfig(model="enhanced", epochs=10, batch_size=128, embedding_dim=32, heads=4,
-                       genre_weight=0.3).to_dict()
+    from engine.data.canonical import load_dataset
+
+    base = TrainConfig(**BASE).to_dict()
     cfg = merge_config(base, read_config_file(args.config), args)
     cfg["fixed_lr"] = not args.advanced
     if not args.advanced:

@@ -31,31 +31,47 @@ from tune.space import load_space, to_train_config, to_tune
 
 METRIC = "val_recall@10"
 EXPERIMENT = "search"
+MODEL = {"kaggle": "playlist", "synthetic": "enhanced"}  # --model's default per --pipeline
 
 
 def parse_args(argv):
     p = ArgumentParser(prog="python -m tune.search", description=__doc__.split("\n")[0])
-    p.add_argument("--pipeline", choices=["kaggle", "synthetic"], default="kaggle")
-    p.add_argument("--data", default=None, help="as jobs.train_kaggle / jobs.train_synthetic")
-    p.add_argument("--format", default=None, choices=["kaggle", "mpd", "mpd_csv", "prepared"])
+    p.add_argument("--pipeline", choices=["kaggle", "synthetic"], default="kaggle",
+                   help="playlists as jobs.train_kaggle, or listening sessions as "
+                        "jobs.train_synthetic")
+    p.add_argument("--data", default=None, help="as jobs.train_kaggle / jobs.train_synthetic "
+                   "(default: their generated dataset)")
+    p.add_argument("--format", default=None, choices=["kaggle", "mpd", "mpd_csv", "prepared"],
+                   help="--pipeline kaggle: override the detected input kind (default: detected)")
     p.add_argument("--mode", choices=sorted(MODES), default="mini",
-                   help="data size and batch size of the kaggle pipeline's modes")
-    p.add_argument("--model", default=None, choices=["playlist", "enhanced", "basic"])
-    p.add_argument("--trials", type=int, default=12)
-    p.add_argument("--max-epochs", type=int, default=6)
+                   help="data size and batch size of the kaggle pipeline's modes: " + "; ".join(
+                       f"{m} {v['max_playlists']:,} playlists, batch {v['batch_size']}"
+                       for m, v in MODES.items()))
+    p.add_argument("--model", default=None, choices=["playlist", "enhanced", "basic"],
+                   help="the recommender (default: " + ", ".join(
+                       f"{model} for --pipeline {pipe}" for pipe, model in MODEL.items()) + ")")
+    p.add_argument("--trials", type=int, default=12, help="configurations to sample and train")
+    p.add_argument("--max-epochs", type=int, default=6,
+                   help="epochs of a trial that ASHA does not stop")
     p.add_argument("--grace-period", type=int, default=1, help="ASHA: epochs before a trial "
                    "can be stopped")
     p.add_argument("--reduction-factor", type=float, default=3, help="ASHA: keep 1/factor "
                    "of trials at each rung")
-    p.add_argument("--workers-per-trial", type=int, default=1)
+    p.add_argument("--workers-per-trial", type=int, default=1, help="Ray Train workers per "
+                   "trial (1: the trial runs the loop itself)")
     p.add_argument("--concurrent", type=int, default=None,
                    help="trials at once (default: CPUs / workers per trial)")
-    p.add_argument("--space", default=None, help="YAML/JSON search space replacing the default")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", default="runs/tune")
+    p.add_argument("--space", default=None, help="YAML/JSON search space (default: "
+                   "tune/space.py's DEFAULT_SPACE)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the data sample, the TPE sampler and the trials")
+    p.add_argument("--output", default="runs/tune", help="search folder: the Tune experiment, "
+                   "each trial's events and best_config.json")
     p.add_argument("--resume", action="store_true", help="continue an interrupted search")
-    p.add_argument("--address", default=None)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join ('auto' or HOST:PORT); default: start Ray locally")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no Tune progress table (default: print it)")
     return p.parse_args(argv)
 
 
@@ -100,7 +116,8 @@ def build_base(args, out: Path) -> dict:
     seed = args.seed
     if args.pipeline == "kaggle":
         mode = MODES[args.mode]
-        base = TrainConfig(model=args.model or "playlist", batch_size=mode["batch_size"]).to_dict()
+        base = TrainConfig(model=args.model or MODEL["kaggle"],
+                           batch_size=mode["batch_size"]).to_dict()
         if args.data:
             source = Path(args.data)
             if not source.exists():
@@ -119,7 +136,8 @@ def build_base(args, out: Path) -> dict:
     else:
         from engine.data.canonical import load_dataset
 
-        base = TrainConfig(model=args.model or "enhanced", embedding_dim=32, heads=4).to_dict()
+        base = TrainConfig(model=args.model or MODEL["synthetic"], embedding_dim=32,
+                           heads=4).to_dict()
         source = session_source(args.data, 1000, 30, seed)
         dataset = run_dataset(lambda: load_dataset(source), source, out, None, seed)
     base.update(dataset=str(dataset.resolve()), epochs=args.max_epochs, seed=seed,

@@ -15,14 +15,16 @@ with the same error report.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import ConfigDict, Field, Strict, TypeAdapter, ValidationError
-from torch import nn
 
 from engine.errors import BadInput
-from engine.graph.types import GraphData
-from engine.models import build_model
+
+if TYPE_CHECKING:  # torch and the models load when a model is made, so --help stays fast
+    from torch import nn
+
+    from engine.graph.types import GraphData
 
 MODES: dict[str, dict] = {
     # playlists kept, epochs, owners per batch (as in the seed project)
@@ -202,6 +204,8 @@ def model_options(cfg: TrainConfig, graph: GraphData) -> dict:
 def make_model(cfg: TrainConfig, graph: GraphData) -> nn.Module:
     """``build_model(cfg.model, graph, **model_options(cfg, graph))``, for training and for
     loading a finished run's weights (the same arguments both times)."""
+    from engine.models import build_model
+
     return build_model(cfg.model, graph, **model_options(cfg, graph))
 
 
