@@ -14,8 +14,9 @@ from engine.training.config import TrainConfig, config_diff, describe_diff
 from jobs.interrupts import Interrupted, resume_command, run_in_thread, sigint_guard, stderr_to
 
 # What a run writes in its folder besides the reusable prepared dataset: --force-new removes it.
+GRAPH_STORE = "graph_store"
 RUN_STATE = ("metrics.json", "best_model.pt", "final_model.pt", "ray_train", "checkpoints",
-             "tensorboard", "progress.json", "resumes.json", "worker_nodes.jsonl")
+             "tensorboard", "progress.json", "resumes.json", "worker_nodes.jsonl", GRAPH_STORE)
 # Tests only: loop hooks (engine.training.loop, ``hooks``) handed to every run; empty otherwise.
 LOOP_HOOKS: list[Callable] = []
 
@@ -120,7 +121,8 @@ def check_options(cfg: dict, workers: int) -> None:
 
 
 def has_run(out: Path) -> bool:
-    return any((out / name).exists() for name in RUN_STATE if name != "progress.json")
+    return any((out / name).exists() for name in RUN_STATE
+               if name not in ("progress.json", GRAPH_STORE))
 
 
 def previous_run(cfg: dict, out: Path, force_new: bool) -> dict | None:
@@ -244,12 +246,38 @@ def session_source(data: str | None, users: int, days: int, seed: int) -> Path:
     return source
 
 
+def build_graph_store(cfg: dict) -> Path:
+    """The run's split and graphs, built once here for every worker to map (one copy per node;
+    :meth:`engine.training.run_data.RunData.save_store`), in ``<output>/graph_store``."""
+    from engine.training.run_data import RunData
+
+    store = Path(cfg["output"]) / GRAPH_STORE
+    print("split and graphs: built once, mapped by every worker", flush=True)
+    RunData.save_store(TrainConfig.from_dict(cfg), store)
+    return store
+
+
+def check_memory(cfg: dict, workers: int, local: bool) -> None:
+    """Print the run's memory estimate (engine.training.memory); on this machine (no
+    ``--address``) a run that cannot fit is bad input, before Ray starts. On a cluster each node
+    holds its own share, which Ray's scheduler sees, so the estimate is only printed."""
+    from engine.training.memory import check_fits
+
+    try:
+        est = check_fits(TrainConfig.from_dict(cfg), workers, None if local else 1 << 62)
+    except ValueError as exc:
+        raise BadInput(f"{cfg['output']}: {exc}") from None
+    print(f"memory estimate: {est.describe()}", flush=True)
+
+
 def launch(cfg: dict, workers: int, address: str | None, max_failures: int,
            dashboard: bool, placement: str = "PACK") -> dict:
     """Start (or join) Ray and run the loop on ``workers`` Ray Train workers. Ray's own log lines
     go to ``<output>/ray.log``."""
     from engine.training.ray_train import LOG_FILE, init_ray, run_torch_trainer, shutdown_ray
 
+    cfg = dict(cfg, graph_store=str(build_graph_store(cfg)))
+    check_memory(cfg, workers, local=address is None)
     print(f"Ray's own log: {Path(cfg['output']) / LOG_FILE}", flush=True)
     init_ray(address=address, dashboard=dashboard, log_dir=cfg["output"])
     if LOOP_HOOKS:

@@ -256,6 +256,31 @@ def test_batching_invariance() -> None:
         assert a["playlists"] == len(h)
 
 
+def test_memory_bound_chunks_give_the_unchunked_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A score matrix is capped at SCORE_BYTES: at 60 items and 4 · 60 · 3 bytes the batches
+    hold 3 owners whatever batch_size says, with exactly the metrics of one batch, and the
+    progress wrapper sees every chunk."""
+    from engine.eval import evaluate as ev
+
+    x, train = random_graph(4, owners=40, items=60, p=0.2)
+    h = HeldOut.from_pairs(*(a.numpy() for a in x.logical_not().nonzero()[::7].T))
+    fn = item_knn_score_fn(train, 40, 60)
+    whole = evaluate_scores(fn, train, h, 60, batch_size=1000)
+    monkeypatch.setattr(ev, "SCORE_BYTES", 4 * 60 * 3)
+    assert ev.owners_per_batch(1000, 60) == 3 and ev.owners_per_batch(2, 60) == 2
+    seen = []
+
+    def wrap(it, total, desc):
+        seen.append((total, desc))
+        return it
+
+    chunked = evaluate_scores(fn, train, h, 60, batch_size=1000, progress=wrap, desc="val")
+    assert chunked.keys() == whole.keys()
+    for k in whole:  # the same per-owner values, summed in another order
+        assert chunked[k] == pytest.approx(whole[k], abs=1e-12)
+    assert seen == [(math.ceil(len(h) / 3), "val")]
+
+
 def test_evaluate_with_baselines_contract() -> None:
     x, train = random_graph(3, owners=20, items=30, p=0.3)
     held_pairs = x.nonzero()[::5]

@@ -190,3 +190,30 @@ def test_rerun_of_a_finished_run_answers_from_metrics_json_without_ray(tmp_path)
     assert time.monotonic() - t0 < 60
     assert "not retraining" in proc.stdout and "popularity" in proc.stdout
     assert not (out / "ray.log").exists(), "Ray was started"
+
+
+def test_a_run_that_cannot_fit_in_memory_is_exit_2_before_ray(tmp_path, tiny_playlists, capsys,
+                                                                 monkeypatch):
+    """The memory estimate (engine.training.memory) is checked before Ray starts: a machine with
+    too little memory ends the job with one line naming the estimate and what to change."""
+    from engine.training import memory
+    from jobs import train_kaggle
+    from jobs._cli import run_cli
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 200 << 20)  # 200 MB left
+    monkeypatch.setattr(memory, "WORKER_BASE", 64 << 20)  # one worker fits, three do not
+    monkeypatch.setattr(memory, "DRIVER_BYTES", 0)
+    monkeypatch.setattr(memory, "INFER_STATES", 0)
+    monkeypatch.setattr(memory, "SCORE_BYTES", 0)
+    out = tmp_path / "o"
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(train_kaggle.main, ["--data", str(tiny_playlists), "--workers", "3",
+                                    "--output", str(out), "--mode", "mini"])
+    err = capsys.readouterr().err
+    _one_line_exit_2(subprocess.CompletedProcess([], exit_.value.code, "", err), str(out),
+                     "with 3 worker(s)", "0.2 GB available", "use --workers")
+    assert not (out / "ray.log").exists() and not (out / "ray_train").exists()  # Ray never ran
+    est = memory.check_fits(memory.TrainConfig.from_dict(
+        {**memory.TrainConfig(dataset=str(out / "dataset")).to_dict(),
+         "graph_store": str(out / "graph_store")}), 1, available=200 << 20)
+    assert est.total <= 200 << 20

@@ -25,8 +25,15 @@ def _tags(logdir):
     return tags
 
 
-def test_two_workers_write_metrics_checkpoints_and_events(tiny_playlists, tmp_path, capsys):
+def test_two_workers_write_metrics_checkpoints_and_events(tiny_playlists, tmp_path, capsys,
+                                                         monkeypatch):
+    import probes  # tests/probes.py: what each worker maps, recorded through a loop hook
+
+    from jobs import _train_common
+
     out = tmp_path / "run"
+    probes.for_ray()
+    monkeypatch.setattr(_train_common, "LOOP_HOOKS", [probes.SharedMemoryProbe()])
     with pytest.raises(SystemExit) as exit_:
         from jobs._cli import run_cli
 
@@ -48,6 +55,17 @@ def test_two_workers_write_metrics_checkpoints_and_events(tiny_playlists, tmp_pa
     assert "_hparams_/session_end_info" in acc.PluginTagToContent("hparams")
     printed = capsys.readouterr().out
     assert "Epoch 2/2 - train_loss:" in printed and "item_knn" in printed
+
+    # one copy per node: both ranks map the same graph store files (identical data, not copies
+    # of their own) and the same shared ID tables (engine.training.shared)
+    ranks = [json.loads((out / f"probe-rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["data"] == ranks[1]["data"]
+    store = [sorted(f for f in r["data_maps"] if f.startswith(str(out / "graph_store")))
+             for r in ranks]
+    assert store[0] and store[0] == store[1]
+    tables = [sorted(f for f in r["table_maps"] if "gatrec-" in f) for r in ranks]
+    assert tables[0] and tables[0] == tables[1]
+    assert all(f.endswith("(deleted)") for f in tables[0])  # unlinked once mapped: no leftovers
 
     # rerunning a finished run resumes from its last checkpoint and does not retrain
     train_kaggle.main(["--data", str(tiny_playlists), "--workers", "2", "--output", str(out),

@@ -60,7 +60,7 @@ class _StopAt:
     def __init__(self, epoch: int):
         self.epoch = epoch
 
-    def __call__(self, event, epoch, **info):
+    def __call__(self, event, epoch=None, **info):
         if event == "epoch_start" and epoch == self.epoch:
             raise KeyboardInterrupt
 
@@ -81,6 +81,32 @@ def test_early_stopping_stops_when_validation_stalls(tiny_playlists, tmp_path):
     # lr so small that val Recall@10 cannot improve after the first epoch
     result = _run(tiny_playlists, tmp_path / "run", epochs=6, lr=1e-9, patience=1, min_lr=1e-9)
     assert result["epochs_run"] < 6
+
+
+def test_full_mode_stops_early_and_prints_its_eta(tiny_playlists, tmp_path, capsys):
+    """Full mode's settings on the path full mode takes (the graph store every worker maps):
+    early stopping ends the run, and every epoch line says how long it took and what is left."""
+    from engine.training.config import MODES
+    from engine.training.run_data import RunData
+
+    cfg = TrainConfig(dataset=str(tiny_playlists), max_val_owners=100)  # _run's data settings
+    store = RunData.save_store(cfg, tmp_path / "store")
+    result = _run(tiny_playlists, tmp_path / "run", epochs=MODES["full"]["epochs"], lr=1e-9,
+                  patience=1, min_lr=1e-9, batch_size=MODES["full"]["batch_size"],
+                  graph_store=str(store))
+    assert result["epochs_run"] == 2  # the first epoch sets the best, the second stalls
+    out = capsys.readouterr().out
+    assert "early stopping: no val_recall@10 gain for 1 epoch(s)" in out
+    assert "ms/step incl. validation), ~" in out and "left at most" in out
+
+
+def test_eta_line():
+    from engine.training.loop import eta_line
+
+    history = [{"epoch": 1, "epoch_seconds": 90.0, "epoch_wall_seconds": 100.0},
+               {"epoch": 2, "epoch_seconds": 300.0}]  # a resumed run: saved before wall times
+    assert eta_line(history, 50, 20) == "300 s (6000 ms/step incl. validation), ~1.0 h left at most"
+    assert eta_line(history[:1], 50, 1).endswith("last epoch")
 
 
 def test_session_pipeline_enhanced_model(tiny_sessions, tmp_path):

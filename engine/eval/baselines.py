@@ -18,7 +18,13 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from engine.eval.evaluate import ScoreFn, candidate_mask, evaluate_scores, gather_rows
+from engine.eval.evaluate import (
+    Progress,
+    ScoreFn,
+    candidate_mask,
+    evaluate_scores,
+    gather_rows,
+)
 from engine.graph.split import HeldOut, Split
 
 # The dense [b' × P] middle factor X_b Xnᵀ is built for sub-batches with b'·P ≤ this.
@@ -84,7 +90,7 @@ def item_knn_score_fn(train_edges: Tensor, num_owners: int, num_items: int) -> S
 def evaluate_with_baselines(model_score_fn: ScoreFn | None, split: Split,
                             stage_edges: Tensor | None = None, heldout: HeldOut | None = None,
                             ks: Sequence[int] = (10, 50), batch_size: int = 1024,
-                            progress: bool = False, key: str = "test") -> dict:
+                            progress: Progress = False, key: str = "test") -> dict:
     """Model (if given), popularity and item-kNN on the same owners, candidates, masking and call.
 
     ``stage_edges`` defaults to ``split.train`` (all non-test edges), ``heldout`` to
@@ -95,15 +101,16 @@ def evaluate_with_baselines(model_score_fn: ScoreFn | None, split: Split,
     held = split.test if heldout is None else heldout
     cand = candidate_mask(edges, split.num_items)
 
-    def run(fn: ScoreFn) -> dict:
+    def run(fn: ScoreFn, name: str) -> dict:
         return evaluate_scores(fn, edges, held, split.num_items, ks=ks, batch_size=batch_size,
-                               candidates=cand, progress=progress, item_artist=split.item_artist)
+                               candidates=cand, progress=progress, item_artist=split.item_artist,
+                               desc=f"{key} {name}")
 
     out: dict = {}
     if model_score_fn is not None:
-        out[key] = run(model_score_fn)
+        out[key] = run(model_score_fn, "model")
     out["baselines"] = {
-        "popularity": run(popularity_score_fn(edges, split.num_items)),
-        "item_knn": run(item_knn_score_fn(edges, split.num_owners, split.num_items)),
+        "popularity": run(popularity_score_fn(edges, split.num_items), "popularity"),
+        "item_knn": run(item_knn_score_fn(edges, split.num_owners, split.num_items), "item-kNN"),
     }
     return out

@@ -28,6 +28,18 @@ from engine.eval.metrics import MetricAccumulator
 from engine.graph.split import HeldOut
 
 ScoreFn = Callable[[Tensor], Tensor]
+# Bytes of one [batch × num_items] float32 score matrix. A batch holds about three (the scores,
+# their tie-break-ordered copy, the scorer's temporaries), so with 1.18 M candidate tracks a
+# batch is ~56 owners and the evaluation's extra memory stays under 1 GB at any catalogue size.
+SCORE_BYTES = 1 << 28
+# progress: False, True (a line per batch on stderr) or wrap(iterable, total, desc) -> iterable
+Progress = bool | Callable
+
+
+def owners_per_batch(batch_size: int, num_items: int) -> int:
+    """``batch_size`` capped so that one score matrix stays within :data:`SCORE_BYTES`. Batching
+    never changes a metric (each owner is ranked on its own), only memory and speed."""
+    return max(1, min(batch_size, SCORE_BYTES // (4 * max(num_items, 1))))
 
 
 def candidate_mask(train_edges: Tensor, num_items: int) -> Tensor:
@@ -122,14 +134,17 @@ class Ranker:
 @torch.no_grad()
 def evaluate_scores(score_fn: ScoreFn, train_edges: Tensor, heldout: HeldOut, num_items: int,
                     ks: Sequence[int] = (10, 50), batch_size: int = 1024,
-                    candidates: Tensor | None = None, progress: bool = False, seed: int = 0,
-                    item_artist: Tensor | None = None) -> dict[str, float | int]:
+                    candidates: Tensor | None = None, progress: Progress = False, seed: int = 0,
+                    item_artist: Tensor | None = None, desc: str = "evaluate"
+                    ) -> dict[str, float | int]:
     """Rank all candidates for every owner of ``heldout`` and report the protocol metrics.
 
     ``score_fn(owner_ids: LongTensor[b]) -> FloatTensor[b, num_items]`` (higher = better; may
     live on any device; it is not modified). ``candidates``: bool mask [num_items] or item ids;
     default = items with an edge in ``train_edges``. Owners' own ``train_edges`` items are
-    masked. ``seed`` fixes the tie-break order (see the module docstring). Returns
+    masked. ``seed`` fixes the tie-break order (see the module docstring). Owners go in batches
+    of at most ``batch_size`` (:func:`owners_per_batch` lowers it for large catalogues);
+    ``progress`` shows them (:data:`Progress`, ``desc`` names the bar). Returns
     ``{"recall@k", "ndcg@k" (k in ks), "r_precision", "playlists", "coverable", "coverage@10"}``
     and, given ``item_artist`` (artist id per item), ``"distinct_artists@10"``.
     """
@@ -140,7 +155,11 @@ def evaluate_scores(score_fn: ScoreFn, train_edges: Tensor, heldout: HeldOut, nu
     sizes = heldout.indptr[1:] - heldout.indptr[:-1]
     acc = MetricAccumulator(ks, item_group=item_artist)
     n = len(heldout)
-    for lo in range(0, n, batch_size):
+    batch_size = owners_per_batch(batch_size, num_items)
+    starts = range(0, n, batch_size)
+    if callable(progress):
+        starts = progress(starts, len(starts), desc)
+    for lo in starts:
         hi = min(lo + batch_size, n)
         owners = heldout.owners[lo:hi].long()
         rel_indptr = heldout.indptr[lo:hi + 1] - heldout.indptr[lo]
@@ -149,8 +168,8 @@ def evaluate_scores(score_fn: ScoreFn, train_edges: Tensor, heldout: HeldOut, nu
         need = max(max(ks), int(sizes[lo:hi].max()))
         top_idx, valid = ranker.topk(score_fn(owners), owners, need)
         acc.add(top_idx, rel_indptr, rel_items, valid=valid, candidate=cand)
-        if progress:
-            print(f"evaluate: {hi}/{n} owners", file=sys.stderr, flush=True)
+        if progress is True:
+            print(f"{desc}: {hi}/{n} owners", file=sys.stderr, flush=True)
     return acc.result()
 
 

@@ -77,6 +77,7 @@ class LinkAffinity:
     num_links: int  # K
     tau: float
     _b_mat: Tensor | None = field(default=None, repr=False)
+    _slots: list | None = field(default=None, repr=False)
 
     def pairs(self, owner_idx: Tensor, item_idx: Tensor, slot: Tensor | None = None
               ) -> tuple[Tensor, Tensor]:
@@ -143,6 +144,21 @@ class LinkAffinity:
                     (n_items, self.num_links)).coalesce().to_sparse_csr()
         return self._b_mat
 
+    def _item_slots(self) -> list[tuple[Tensor, Tensor]]:
+        """:math:`B` by slot: for k = 0, 1, ... (up to the most attributes an item has) each
+        item's k-th attribute (in :meth:`_item_matrix` order) and its weight, 0 where it has
+        fewer. Built once per instance."""
+        if self._slots is None:
+            b_mat = self._item_matrix()
+            crow, col, val = b_mat.crow_indices(), b_mat.col_indices(), b_mat.values()
+            deg, start = crow[1:] - crow[:-1], crow[:-1]
+            self._slots = []
+            for k in range(int(deg.max()) if deg.numel() else 0):
+                has = deg > k
+                at = torch.where(has, start + k, 0)
+                self._slots.append((torch.where(has, col[at], 0), torch.where(has, val[at], 0.0)))
+        return self._slots
+
     def score_rows(self, owner_ids: Tensor, num_items: int, beta: Tensor, gamma: Tensor
                    ) -> Tensor:
         r"""[b, num_items]: :math:`\beta \cdot` plain + :math:`\gamma \cdot` recent (slot -1) for
@@ -151,7 +167,7 @@ class LinkAffinity:
         (ranking masks them anyway)."""
         values = beta * torch.log1p(self.n_sum) + gamma * torch.log1p(self.m_sum)
         n_items = self.indptr.numel() - 1
-        b_mat = self._item_matrix()
+        slots = self._item_slots()
         owner_of_key = self.keys // self.num_links
         step = max(1, _BLOCK_FLOATS // max(self.num_links, 1))
         parts = []
@@ -163,10 +179,15 @@ class LinkAffinity:
             pos = lo_k[row] + segment_arange(cnt)
             dense = values.new_zeros(ids.numel(), self.num_links)
             dense[row, self.keys[pos] % self.num_links] = values[pos]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                parts.append((b_mat @ dense.T).T)  # [b, N]
-        out = torch.cat(parts) if parts else values.new_zeros(0, n_items)
+            # [b, N] = dense B^T as column gathers, one per attribute slot of the items: row-major
+            # output, no transposed copy (the sparse product's [N, b] result cost 10x this)
+            out = values.new_zeros(ids.numel(), n_items) if not slots else None
+            for link, weight in slots:  # a loop over slots (an item's attributes), not items
+                term = dense[:, link].mul_(weight)
+                out = term if out is None else out.add_(term)
+            parts.append(out)
+        out = (parts[0] if len(parts) == 1 else torch.cat(parts)) if parts \
+            else values.new_zeros(0, n_items)
         return out[:, :num_items]
 
 

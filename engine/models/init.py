@@ -53,14 +53,20 @@ def svd_factors(graph: GraphData, dim: int, seed: int = 0) -> tuple[Tensor, Tens
     return u, v
 
 
+def svd_types(model: nn.Module, graph: GraphData) -> list[str]:
+    """The node types :func:`svd_init_` sets: the owner and item types with ID embeddings."""
+    emb = getattr(model, "emb", None)
+    return [t for t in (graph.owner_type, graph.item_type) if emb is not None and t in emb]
+
+
 @torch.no_grad()
 def svd_init_(model: nn.Module, graph: GraphData, seed: int = 0) -> list[str]:
     """Set the owner and item ID embeddings of ``model`` (those it has, in ``model.emb``) from
     :func:`svd_factors`, each at the scale of its random start. Returns the node types it set."""
-    emb = getattr(model, "emb", None)
-    types = [t for t in (graph.owner_type, graph.item_type) if emb is not None and t in emb]
+    types = svd_types(model, graph)
     if not types:
         return []
+    emb = model.emb
     u, v = svd_factors(graph, emb[types[0]].embedding_dim, seed)
     factors = {graph.owner_type: u, graph.item_type: v}
     for t in types:

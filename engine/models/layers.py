@@ -18,6 +18,9 @@ from torch_geometric.nn import GATConv
 from engine.graph.types import EdgeType, Subgraph
 
 Attention = dict[EdgeType, tuple[Tensor, Tensor]]
+# Without autograd (full-graph inference), an edge type with more edges runs by destination groups
+# of this many edges (gat_by_destination); training steps and small graphs never reach it.
+CHUNK_EDGES = 1 << 20
 
 
 def edge_key(edge_type: EdgeType) -> str:
@@ -63,10 +66,36 @@ def run_gat(conv: GATConv, edge_type: EdgeType, x_src: Tensor, x_dst: Tensor, su
     ``attention`` when given. The output has one row per dst node."""
     ei = local_edges(sub, edge_type, x_src.device)
     ea = local_edge_attr(sub, edge_type, conv.edge_dim, ei.size(1), x_src.device)
+    if attention is None and not torch.is_grad_enabled() and ei.size(1) > CHUNK_EDGES:
+        return gat_by_destination(conv, x_src, x_dst, ei, ea)  # full-graph inference
     y, (ei_used, alpha) = conv((x_src, x_dst), ei, edge_attr=ea, return_attention_weights=True)
     if attention is not None:
         attention[edge_type] = (ei_used.detach(), alpha.detach())
     return y
+
+
+def gat_by_destination(conv: GATConv, x_src: Tensor, x_dst: Tensor, ei: Tensor,
+                       ea: Tensor | None, chunk: int | None = None) -> Tensor:
+    """``conv((x_src, x_dst), ei)`` in groups of about ``chunk`` edges (default
+    :data:`CHUNK_EDGES`), each group all the in-edges of a range of destinations and projecting
+    only the sources it reads. GAT's softmax normalises over a destination's in-edges, so the rows
+    are those of one call, while the per-edge messages ([E, heads, D]) never exist all at once:
+    a full-graph forward at the Kaggle file's size needs a few hundred MB here, not gigabytes."""
+    chunk = chunk or CHUNK_EDGES
+    n_dst = x_dst.size(0)
+    order = torch.argsort(ei[1], stable=True)
+    ends = torch.bincount(ei[1], minlength=n_dst).cumsum(0)  # in-edges of dst < v+1
+    out, lo = [], 0
+    while lo < n_dst:  # a loop over groups (E / chunk of them), not over edges
+        first = int(ends[lo - 1]) if lo else 0
+        hi = int(torch.searchsorted(ends, first + chunk, right=True))
+        hi = min(max(hi, lo + 1), n_dst)
+        sel = order[first:int(ends[hi - 1])]
+        src, inverse = torch.unique(ei[0, sel], return_inverse=True)
+        out.append(conv((x_src[src], x_dst[lo:hi]), torch.stack([inverse, ei[1, sel] - lo]),
+                        edge_attr=None if ea is None else ea[sel], size=(src.numel(), hi - lo)))
+        lo = hi
+    return torch.cat(out) if out else conv((x_src, x_dst), ei, edge_attr=ea)
 
 
 def plan_layers(edge_types: list[EdgeType], targets: set[str],

@@ -50,7 +50,8 @@ Str = Annotated[str, _S]
 
 # keys of a saved config that may differ on resume: where files go and how fast it runs, not
 # what is trained (a run folder can be moved; threads and eval batches do not change results)
-RUNTIME_KEYS = frozenset({"output", "dataset", "progress", "num_threads", "eval_batch_size"})
+RUNTIME_KEYS = frozenset({"output", "dataset", "graph_store", "progress", "num_threads",
+                          "eval_batch_size"})
 RETIRED_KEYS = frozenset({"fail_at_epoch"})  # in configs saved before it left the loop
 # keys added after runs were saved, with the value every run saved before them trained with
 LEGACY_VALUES = {"id_init": "normal"}
@@ -61,6 +62,9 @@ class TrainConfig:
     __pydantic_config__ = ConfigDict(extra="forbid")  # an unknown key is an error, by name
 
     dataset: Str = ""  # prepared dataset folder (shared storage), see engine.data.canonical
+    # the split and graphs of ``dataset`` built once and mapped by every worker of a node
+    # (engine.training.run_data, RunData.save_store); "" = each worker builds its own
+    graph_store: Str = ""
     genres_csv: Str = ""  # optional artist_name,genres CSV replacing title-derived genres
     output: Str = "runs/run"  # metrics.json, checkpoints, TensorBoard events land here
     model: Literal["basic", "enhanced", "playlist"] = "playlist"

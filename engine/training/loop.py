@@ -2,10 +2,12 @@
 
 One function, :func:`train_loop_per_worker`, read top to bottom:
 
-1. load the prepared dataset (shared storage) and make the protocol split;
+1. load the prepared dataset (shared storage) and make the protocol split, or map both from the
+   run's graph store (one copy per node, :mod:`.run_data`);
 2. build the message-passing graph from *fit* edges (training minus validation);
 3. build the model, split its parameters into sparse ID embeddings and dense weights;
-4. resume from the latest checkpoint if the context has one;
+4. resume from the latest checkpoint if the context has one; with several workers, move the ID
+   tables and their optimiser moments to memory shared by each node's workers (:mod:`.shared`);
 5. per epoch: this rank's shard of owners in batches (every rank runs the same number of steps),
    a sampled subgraph per batch, BPR loss, gradient sync across ranks, optimiser steps; then
    rank 0 validates on full-graph embeddings and broadcasts the result, so every rank takes the
@@ -37,7 +39,7 @@ from engine.eval.evaluate import evaluate_scores
 from engine.graph.sampler import BPRBatches, owner_shard, steps_per_epoch
 from engine.models import count_parameters, score_bias, score_fn
 from engine.models.affinity import ScoreBias
-from engine.models.init import svd_init_
+from engine.models.init import svd_init_, svd_types
 from engine.training.checkpoint import rng_state, save_state, set_rng_state, unregistered
 from engine.training.config import (
     TrainConfig,
@@ -48,6 +50,7 @@ from engine.training.config import (
 )
 from engine.training.context import make_context
 from engine.training.run_data import RunData
+from engine.training.shared import NodeShared
 from engine.training.sync import (
     broadcast_floats,
     broadcast_parameters,
@@ -81,6 +84,18 @@ def bpr_loss(vecs: dict, owner_type: str, item_type: str, batch, l2: float,
         reg = u.pow(2).sum(-1).mean() + pos.pow(2).sum(-1).mean() + neg.pow(2).sum(-1).mean()
         loss = loss + l2 * reg
     return loss
+
+
+def eta_line(history: list[dict], steps: int, epochs: int) -> str:
+    """The epoch's time and what is left: ``"812 s (501 ms/step incl. validation), ~2.3 h left
+    at most"`` -- at most, since early stopping may end the run sooner. Epoch time counts
+    validation (the whole wall time of the epoch, ``epoch_wall_seconds``)."""
+    walls = [h.get("epoch_wall_seconds", h["epoch_seconds"]) for h in history]  # older runs
+    wall, mean = walls[-1], sum(walls) / len(walls)
+    left = (epochs - history[-1]["epoch"]) * mean
+    when = f"{left / 3600:.1f} h" if left >= 3600 else f"{left / 60:.0f} min"
+    return (f"{wall:.0f} s ({1000 * wall / max(steps, 1):.0f} ms/step incl. validation), "
+            + (f"~{when} left at most" if left > 0 else "last epoch"))
 
 
 def _log(rank: int, msg: str) -> None:
@@ -131,8 +146,9 @@ def _resume_state(ctx, out: Path, cfg: TrainConfig) -> tuple[dict | None, list[P
 def train_loop_per_worker(config: dict) -> dict | None:
     """Train, validate, checkpoint and test one run (see the module docstring). ``config`` holds
     TrainConfig fields plus ``context`` ("local", "ray_train", "ray_tune") and, for tests only,
-    ``hooks``: callables ``hook(event, **info)`` called at "epoch_start" (epoch, rank,
-    world_size, output) and "checkpoint" (after each report); production runs pass none."""
+    ``hooks``: callables ``hook(event, **info)`` called at "data" (rank, data, graph, output:
+    the loaded :class:`RunData` and fit graph), "epoch_start" (epoch, rank, world_size, output)
+    and "checkpoint" (after each report); production runs pass none."""
     config = dict(config)
     hooks = config.pop("hooks", None) or ()
     ctx = make_context(config.pop("context", "local"), config.get("output", "runs/run"))
@@ -150,14 +166,15 @@ def train_loop_per_worker(config: dict) -> dict | None:
 
     # 1-2. data, split, graph of fit edges
     data = RunData.load(cfg)
-    ds, split = data.ds, data.split
+    split = data.split
     graph = data.graph("fit")
+    _call(hooks, "data", rank=rank, data=data, graph=graph, output=out)
     owner_t, item_t = graph.owner_type, graph.item_type
 
     # 3. model and optimisers
     model = make_model(cfg, graph)
     if cfg.id_init == "svd":  # ID tables start from the fit matrix's SVD (engine.models.init)
-        started = svd_init_(model, graph, cfg.seed)
+        started = svd_init_(model, graph, cfg.seed) if chief else svd_types(model, graph)
         broadcast_parameters([model.emb[t].weight for t in started])
     dense, sparse = split_parameters(model, cfg.sparse_embeddings)
     opt_dense = torch.optim.Adam(dense, lr=cfg.lr)
@@ -172,7 +189,8 @@ def train_loop_per_worker(config: dict) -> dict | None:
 
     # 4. resume
     start_epoch, best, stale, finished = 0, -1.0, 0, False
-    best_state = copy.deepcopy(model.state_dict())
+    # the best epoch's weights: only rank 0 tests and checkpoints, so only it keeps a copy
+    best_state = copy.deepcopy(model.state_dict()) if chief else None
     history, resumes = [], []
     state, orphans = _resume_state(ctx, out, cfg)
     progress = out / PROGRESS_FILE
@@ -193,7 +211,7 @@ def train_loop_per_worker(config: dict) -> dict | None:
         set_rng_state(rngs[rank % len(rngs)] if isinstance(rngs, list) else rngs)
         start_epoch, best, stale = state["epoch"], state["best"], state["stale"]
         finished, history = state["finished"], state["history"]
-        best_state, resumes = state["best_model"], state.get("resumes", [])
+        best_state, resumes = state["best_model"] if chief else None, state.get("resumes", [])
         if len(logged) > len(resumes):
             resumes = logged
         if not finished:
@@ -208,6 +226,9 @@ def train_loop_per_worker(config: dict) -> dict | None:
 
     if chief and resumes != logged:
         (out / RESUMES_FILE).write_text(json.dumps(resumes))
+    resumed, state = state is not None, None  # its tensors are in the model and optimisers now
+    # several workers: one copy of the ID tables and their moments per node (engine.training.shared)
+    node = NodeShared(sparse, opt_sparse, out / "shared") if world_size > 1 and sparse else None
 
     # 5. epochs
     train_owners = torch.nonzero(graph.csr[graph.interaction].degree() > 0).flatten()
@@ -217,7 +238,7 @@ def train_loop_per_worker(config: dict) -> dict | None:
         len(train_owners), world_size, cfg.batch_size, fit_edges, cfg.pos_per_owner)
     row_links = owner_row_links(cfg, model)
     tb = EpochWriter(out / "tensorboard", enabled=chief,
-                     purge_step=start_epoch + 1 if state is not None else None,
+                     purge_step=start_epoch + 1 if resumed else None,
                      hparams=cfg.hparams())
     t_train = time.perf_counter()
     epoch = start_epoch
@@ -244,8 +265,11 @@ def train_loop_per_worker(config: dict) -> dict | None:
                 o.zero_grad(set_to_none=True)
             loss.backward()
             sync_gradients(dense, sparse)
-            for o in optimisers:
-                o.step()
+            opt_dense.step()
+            if node is not None:
+                node.step()  # the sparse tables: once per node
+            elif opt_sparse is not None:
+                opt_sparse.step()
             total_loss += loss.item() * batch.num_triples
             triples += batch.num_triples
             bar.set_postfix(loss=f"{loss.item():.4f}")
@@ -264,7 +288,8 @@ def train_loop_per_worker(config: dict) -> dict | None:
         improved = val_recall > best
         if improved:
             best, stale = val_recall, 0
-            best_state = copy.deepcopy(model.state_dict())  # a real copy, not a view
+            if chief:
+                best_state = copy.deepcopy(model.state_dict())  # a real copy, not a view
         else:
             stale += 1
         if not cfg.fixed_lr:
@@ -275,11 +300,12 @@ def train_loop_per_worker(config: dict) -> dict | None:
         finished = stop or epoch + 1 == cfg.epochs
         metrics = {"epoch": epoch + 1, "train_loss": train_loss, "val_recall@10": val_recall,
                    "val_ndcg@10": val_ndcg, "lr": lr, "triples_per_s": triples_per_s,
-                   "epoch_seconds": seconds, "best_val_recall@10": best}
+                   "epoch_seconds": seconds, "best_val_recall@10": best,
+                   "epoch_wall_seconds": time.perf_counter() - t0}
         history.append(metrics)
         _log(rank, f"Epoch {epoch + 1}/{cfg.epochs} - train_loss: {train_loss:.4f}, "
                    f"val_recall@10: {val_recall:.4f}, val_ndcg@10: {val_ndcg:.4f}, lr: {lr:g}, "
-                   f"{triples_per_s:,.0f} triples/s")
+                   f"{triples_per_s:,.0f} triples/s; {eta_line(history, steps, cfg.epochs)}")
         tb.epoch(epoch + 1, metrics)
         ckpt = None
         rngs = _rng_states(world_size)  # a collective: every rank
@@ -325,7 +351,7 @@ def train_loop_per_worker(config: dict) -> dict | None:
         "epochs_run": len(history),
         "history": history,
         "resumes": resumes,
-        "data": {"dataset": str(cfg.dataset), "kind": ds.kind, **split.summary()},
+        "data": {"dataset": str(cfg.dataset), "kind": data.kind, **split.summary()},
         "config": cfg.to_dict(),
         "workers": world_size,
     }

@@ -1,0 +1,220 @@
+"""Full mode at Kaggle scale (issue #15): step time, memory with 1 and 4 workers, evaluation.
+
+    python -m jobs.generate kaggle --rows 12900000 --seed 0 --output data/kaggle12.9M.csv
+    python -m jobs.prepare ... (or a full-mode run's <output>/dataset)
+    python benchmarks/bench_full.py --dataset RUN/dataset --out runs/bench_full
+
+``--dataset`` is the prepared 50,000-playlist dataset full mode trains on (a full-mode run writes
+it to ``<output>/dataset``). In one run:
+
+1. **step**: a training step's phases (sample, forward, loss, backward, optimiser; one thread, no
+   Ray) at full size and on a 1,000-playlist subset of the same dataset (quick mode's size) at
+   the same batch shape, and their ratio;
+2. **memory**: ``jobs.train_kaggle --mode full`` with 1 and with 4 workers for ``--steps`` steps
+   and the first validation; the peak total RSS and PSS (RSS counts a page shared by several
+   processes once per process, PSS divides it among them) of every process of the run, sampled
+   twice a second; the run is stopped once epoch 1 has been validated;
+3. **eval**: the full-size test evaluation (model, popularity, item-kNN) on ``--eval-owners``
+   test playlists: its time and peak extra memory, and the time projected to every test playlist;
+4. the projected epoch time with 4 workers (the measured time per step and validation, times the
+   steps of a full epoch) and of a complete run (at most ``epochs`` of them; early stopping may
+   end it sooner). Every projection is labelled as one.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def step_profile(dataset: str, steps: int, batch_size: int) -> dict:
+    """Mean ms per phase of ``steps`` training steps (after two warm-up steps), one thread."""
+    import torch
+
+    from engine.graph.sampler import BPRBatches, owner_shard
+    from engine.models import score_bias
+    from engine.models.init import svd_init_
+    from engine.training.config import TrainConfig, make_model, owner_row_links
+    from engine.training.loop import bpr_loss
+    from engine.training.run_data import RunData
+    from engine.training.sync import split_parameters
+
+    torch.set_num_threads(1)
+    cfg = TrainConfig(dataset=dataset, batch_size=batch_size)
+    graph = RunData.load(cfg).graph("fit")
+    model = make_model(cfg, graph)
+    svd_init_(model, graph, cfg.seed)
+    dense, sparse = split_parameters(model, True)
+    opts = [torch.optim.Adam(dense, lr=cfg.lr), torch.optim.SparseAdam(sparse, lr=cfg.lr)]
+    owners = torch.nonzero(graph.csr[graph.interaction].degree() > 0).flatten()
+    batches = iter(BPRBatches(
+        graph, owner_shard(owners, 0, 1, cfg.seed), batch_size=cfg.batch_size,
+        num_neg=cfg.num_neg, fanouts=cfg.fanouts, seed=cfg.seed, steps=steps + 2,
+        pos_per_owner=cfg.pos_per_owner, neg_pool=cfg.neg_pool,
+        neg_popularity=cfg.neg_popularity, owner_rows=owner_row_links(cfg, model)))
+    phases = dict.fromkeys(("sample", "forward", "loss", "backward", "optimiser"), 0.0)
+    nodes = 0
+    for s in range(steps + 2):
+        t = [time.perf_counter()]
+        b = next(batches)
+        t.append(time.perf_counter())
+        vecs = model(b.sub)
+        t.append(time.perf_counter())
+        loss = bpr_loss(vecs, graph.owner_type, graph.item_type, b, cfg.l2,
+                        score_bias(model, b.sub))
+        t.append(time.perf_counter())
+        for o in opts:
+            o.zero_grad(set_to_none=True)
+        loss.backward()
+        t.append(time.perf_counter())
+        for o in opts:
+            o.step()
+        t.append(time.perf_counter())
+        if s >= 2:
+            for k, name in enumerate(phases):
+                phases[name] += t[k + 1] - t[k]
+            nodes += sum(int(v.numel()) for v in b.sub.n_id.values())
+    out = {name: 1000 * v / steps for name, v in phases.items()}
+    out["total"] = sum(out.values())
+    out["subgraph_nodes"] = nodes / steps
+    out["graph"] = {t: int(n) for t, n in graph.num_nodes.items()}
+    return out
+
+
+def _tree_memory(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) in bytes summed over ``pid`` and its descendants (Ray's processes included)."""
+    import psutil
+
+    try:
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0, 0
+    rss = pss = 0
+    for p in procs:
+        try:
+            info = p.memory_full_info()
+            rss, pss = rss + info.rss, pss + info.pss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return rss, pss
+
+
+def memory_run(dataset: str, workers: int, steps: int, out: Path) -> dict:
+    """Run full mode for ``steps`` steps and its first validation; peak memory of the run."""
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = out / "config.json"
+    cfg.write_text(json.dumps({"steps_per_epoch": steps}))
+    cmd = [sys.executable, "-m", "jobs.train_kaggle", "--data", dataset, "--mode", "full",
+           "--workers", str(workers), "--epochs", "1", "--config", str(cfg), "--no-progress",
+           "--output", str(out / f"run_w{workers}"), "--force-new"]
+    log = (out / f"run_w{workers}.log").open("w")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
+    peak = {"rss": 0, "pss": 0}
+    lines: list[str] = []
+
+    def sample():
+        while proc.poll() is None:
+            rss, pss = _tree_memory(proc.pid)
+            peak["rss"], peak["pss"] = max(peak["rss"], rss), max(peak["pss"], pss)
+            time.sleep(0.5)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    for line in proc.stdout:
+        lines.append(line)
+        log.write(line)
+        log.flush()
+        if line.startswith("Epoch 1/1"):  # validated: the test evaluation is part 3's
+            proc.send_signal(2)  # Ctrl-C: the job's own clean stop
+            break
+    proc.wait(timeout=300)
+    sampler.join(timeout=5)
+    epoch = next(ln for ln in lines if ln.startswith("Epoch 1/1"))
+    estimate = next((ln for ln in lines if ln.startswith("memory estimate")), "")
+    return {"workers": workers, "steps": steps, "peak_rss_gb": peak["rss"] / 2**30,
+            "peak_pss_gb": peak["pss"] / 2**30, "wall_s": time.perf_counter() - t0,
+            "epoch_line": epoch.strip(), "estimate": estimate.strip()}
+
+
+def eval_run(dataset: str, owners: int) -> dict:
+    """The test evaluation (model + popularity + item-kNN) on ``owners`` test playlists."""
+    import torch
+
+    from engine.eval.baselines import evaluate_with_baselines
+    from engine.graph.split import HeldOut
+    from engine.models import score_fn
+    from engine.training.config import TrainConfig, make_model
+    from engine.training.run_data import RunData
+
+    torch.set_num_threads(2)
+    cfg = TrainConfig(dataset=dataset, id_init="normal")
+    data = RunData.load(cfg)
+    graph = data.graph("train")
+    model = make_model(cfg, graph)
+    test = data.split.test
+    k = min(owners, len(test))
+    sample = HeldOut(test.owners[:k], test.indptr[:k + 1], test.items[:int(test.indptr[k])])
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    fn = score_fn(model, graph)
+    t_infer = time.perf_counter() - t0
+    report = evaluate_with_baselines(fn, data.split, heldout=sample)
+    seconds = time.perf_counter() - t0
+    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
+    per_owner = (seconds - t_infer) / k
+    return {"owners": k, "test_owners": len(test), "seconds": seconds, "infer_s": t_infer,
+            "peak_extra_gb": peak / 2**30,
+            "projected_all_s": t_infer + per_owner * len(test),
+            "recall@10": {"model": report["test"]["recall@10"],
+                          **{n: m["recall@10"] for n, m in report["baselines"].items()}}}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", required=True, help="prepared full-mode dataset folder")
+    ap.add_argument("--out", default="runs/bench_full", help="output folder")
+    ap.add_argument("--steps", type=int, default=40, help="steps per measured phase or run")
+    ap.add_argument("--eval-owners", type=int, default=2000, help="test playlists evaluated")
+    ap.add_argument("--parts", nargs="+", default=["step", "memory", "eval"],
+                    choices=["step", "memory", "eval"], help="which parts to run")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results_file = out / "results.json"
+    res = json.loads(results_file.read_text()) if results_file.exists() else {}
+    from engine.data.canonical import load_dataset, save_dataset
+    from engine.data.subset import subset_owners
+    from engine.training.config import MODES
+
+    batch = MODES["full"]["batch_size"]
+    if "step" in args.parts:
+        small = out / "quick_size_dataset"
+        if not small.exists():
+            save_dataset(subset_owners(load_dataset(args.dataset), 1000, 0), small)
+        full = step_profile(args.dataset, args.steps, batch)
+        quick = step_profile(str(small), args.steps, batch)
+        res["step"] = {"full": full, "quick_size": quick, "ratio": full["total"] / quick["total"],
+                       "batch_size": batch}
+        print(json.dumps(res["step"], indent=1), flush=True)
+    if "memory" in args.parts:
+        res["memory"] = [memory_run(args.dataset, w, args.steps, out) for w in (1, 4)]
+        print(json.dumps(res["memory"], indent=1), flush=True)
+    if "eval" in args.parts:
+        res["eval"] = eval_run(args.dataset, args.eval_owners)
+        print(json.dumps(res["eval"], indent=1), flush=True)
+    results_file.write_text(json.dumps(res, indent=1) + "\n")
+    print(f"results: {results_file}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

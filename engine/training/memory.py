@@ -1,0 +1,124 @@
+"""How much memory a run will take, estimated before Ray starts, so a configuration that cannot fit
+ends at once (exit 2) instead of swapping or being killed an hour in.
+
+From the run's graph store (its files are the read-only data every worker maps) and the model's
+shape (built on PyTorch's ``meta`` device: shapes, no memory), per node:
+
+* shared, once per node: the graph store, and with several workers the ID tables with their two
+  SparseAdam moments (:mod:`.shared`); with one worker those are the worker's own;
+* per worker: :data:`WORKER_BASE` (Python, PyTorch, the Ray worker), the dense weights with their
+  gradient and two Adam moments, and a training step's activations, :data:`STEP_BYTES_PER_NODE`
+  per node of the sampled subgraph for :func:`subgraph_nodes` nodes;
+* rank 0 on top: validation and test. A full-graph forward keeps about
+  :data:`INFER_STATES` vectors of width D per node (its per-edge messages run in groups,
+  :func:`engine.models.layers.gat_by_destination`), a copy of the best weights, and the evaluation
+  batches (:data:`engine.eval.evaluate.SCORE_BYTES`, three at a time);
+* the driver and Ray's own processes: :data:`DRIVER_BYTES`.
+
+The constants were measured on the 12.9 M-row Kaggle-format file (docs/benchmarks.md, "Full mode
+at Kaggle scale"); the estimate is meant to be within a few tens of percent, which is what a
+go / no-go check needs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from engine.eval.evaluate import SCORE_BYTES
+from engine.graph.types import GraphData
+from engine.training.config import TrainConfig, make_model
+
+GB = 1 << 30
+WORKER_BASE = int(0.45 * GB)
+DRIVER_BYTES = int(1.2 * GB)
+STEP_BYTES_PER_NODE = 6 * 1024
+INFER_STATES = 10
+
+
+@dataclass
+class Estimate:
+    workers: int
+    shared: int  # bytes once per node
+    per_worker: int
+    chief_extra: int  # rank 0 on top of per_worker
+    driver: int
+
+    @property
+    def total(self) -> int:
+        """All workers on one node, plus the driver and Ray."""
+        return self.shared + self.workers * self.per_worker + self.chief_extra + self.driver
+
+    def describe(self) -> str:
+        return (f"about {self.total / GB:.1f} GB with {self.workers} worker(s): "
+                f"{self.per_worker / GB:.2f} GB per worker, {self.shared / GB:.2f} GB shared, "
+                f"{self.chief_extra / GB:.2f} GB more on rank 0 for validation and test, "
+                f"{self.driver / GB:.1f} GB driver and Ray")
+
+
+def subgraph_nodes(cfg: TrainConfig, num_nodes: int) -> int:
+    """Nodes of one step's sampled subgraph, at most: the seeds (owners, positives, negatives)
+    times the fanout products, capped by the graph."""
+    owners = cfg.batch_size
+    items = cfg.batch_size * cfg.pos_per_owner * (1 + cfg.num_neg)
+    if cfg.neg_pool:
+        items = min(items, cfg.batch_size * cfg.pos_per_owner * (1 + cfg.num_neg // 2)
+                    + cfg.neg_pool)
+    seeds, reach = owners + items, 1
+    for k in cfg.fanouts:
+        reach += math.prod(cfg.fanouts[:cfg.fanouts.index(k) + 1]) if k > 0 else 0
+    return min(seeds * reach, num_nodes)
+
+
+def store_bytes(folder: str | Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).iterdir() if p.is_file())
+
+
+def estimate(cfg: TrainConfig, graph: GraphData, workers: int, shared_data: int) -> Estimate:
+    """The :class:`Estimate` for ``workers`` workers on one node training ``cfg`` on ``graph``
+    (the fit graph), with ``shared_data`` bytes of graph store."""
+    with torch.device("meta"):
+        model = make_model(cfg, graph)
+    tables = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
+    params = sum(p.numel() for p in model.parameters())
+    dense = params - tables if cfg.sparse_embeddings else params
+    table_state = 4 * tables * 3  # weights and two moments
+    n = sum(graph.num_nodes.values())
+    per_worker = (WORKER_BASE + 4 * dense * 4
+                  + STEP_BYTES_PER_NODE * subgraph_nodes(cfg, n))
+    shared = shared_data
+    if workers > 1:
+        shared += table_state
+    else:
+        per_worker += table_state
+    chief = 4 * params + 4 * cfg.embedding_dim * n * INFER_STATES + 3 * SCORE_BYTES
+    return Estimate(workers, shared, per_worker, chief, DRIVER_BYTES)
+
+
+def available_bytes() -> int:
+    """Memory this machine can still give (what the kernel reports as available)."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def check_fits(cfg: TrainConfig, workers: int, available: int | None = None) -> Estimate:
+    """The estimate for ``cfg`` (its ``graph_store`` already built) on one node; ValueError with
+    one line when it exceeds ``available`` bytes (default: :func:`available_bytes`), naming the
+    number of workers that would fit."""
+    from engine.training.run_data import RunData
+
+    graph = RunData.open_store(cfg).graph("fit")
+    shared = store_bytes(cfg.graph_store)
+    est = estimate(cfg, graph, workers, shared)
+    available = available_bytes() if available is None else available
+    if est.total <= available:
+        return est
+    fits = [w for w in range(workers - 1, 0, -1) if estimate(cfg, graph, w, shared).total
+            <= available]
+    hint = (f"use --workers {fits[0]}" if fits else "use a smaller --max-playlists") + \
+        " or a machine with more memory"
+    raise ValueError(f"this run needs {est.describe()}; this machine has "
+                     f"{available / GB:.1f} GB available: {hint}")

@@ -1,0 +1,52 @@
+"""Loop hooks that record what a worker holds (tests only; see ``engine.training.loop``,
+``hooks``): each rank writes ``probe-rank<R>.json`` to the run folder. A Ray worker cannot import
+this folder, so tests register the module to be pickled by value (:func:`for_ray`)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+
+def _mapped_files() -> list[str]:
+    """Files this process maps (``/proc/self/maps``), unlinked ones included."""
+    names = set()
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        parts = line.split(maxsplit=5)
+        if len(parts) == 6 and parts[5].startswith("/"):
+            names.add(parts[5])
+    return sorted(names)
+
+
+def _digest(tensors) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class SharedMemoryProbe:
+    """At "data": a digest of the split and fit graph and the files mapped; at the first
+    "checkpoint": a digest of the ID tables and the files mapped then."""
+
+    def __call__(self, event, rank=0, output=None, data=None, graph=None, epoch=None, **info):
+        path = Path(output) / f"probe-rank{rank}.json"
+        record = json.loads(path.read_text()) if path.exists() else {}
+        if event == "data":
+            csr = graph.csr[graph.interaction]
+            record["data"] = _digest([data.split.fit, data.split.train, csr.indptr, csr.indices,
+                                      *graph.x.values()])
+            record["data_maps"] = _mapped_files()
+        elif event == "checkpoint" and epoch == 1:
+            record["table_maps"] = _mapped_files()
+        else:
+            return
+        path.write_text(json.dumps(record))
+
+
+def for_ray():
+    import sys
+
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -1,0 +1,128 @@
+"""One copy per node: the graph store (engine.graph.store, RunData.save_store) and the node-shared
+ID tables (engine.training.shared)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.graph.store import load_tree, read_meta, save_tree
+from engine.training.config import TrainConfig
+from engine.training.run_data import RunData
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _same(a, b) -> None:
+    """Recursive equality of dataclasses, dicts, lists and tensors (dtype and values)."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            _same(a[k], b[k])
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b)
+        for x, y in zip(a, b):
+            _same(x, y)
+    elif hasattr(a, "__dataclass_fields__"):
+        assert type(a) is type(b)
+        _same(vars(a), vars(b))
+    else:
+        assert a == b
+
+
+def _mapped(tensor: torch.Tensor) -> str | None:
+    """The file a tensor's memory is mapped from (``/proc/self/maps``), or None."""
+    ptr = tensor.untyped_storage().data_ptr()
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        parts = line.split(maxsplit=5)
+        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+        if lo <= ptr < hi:
+            return parts[5] if len(parts) == 6 else None
+    return None
+
+
+def test_graph_store_maps_the_same_split_and_graphs(tiny_playlists, tmp_path):
+    cfg = TrainConfig(dataset=str(tiny_playlists), recency=True)
+    built = RunData.load(cfg)
+    store = RunData.save_store(cfg, tmp_path / "store")
+    mapped = RunData.load(TrainConfig.from_dict({**cfg.to_dict(), "graph_store": str(store)}))
+    assert mapped.ds is None and mapped.kind == built.kind == "playlist"
+    _same(mapped.split, built.split)
+    for stage in ("fit", "train"):
+        _same(mapped.graph(stage), built.graph(stage))
+    # the tensors are the store's files, read in place, not private copies
+    csr = mapped.graph("fit").csr[mapped.graph("fit").interaction]
+    assert _mapped(csr.indices).startswith(str(store))
+    # a second save with the same settings keeps the store; other settings are refused on open
+    before = (store / "tree.json").stat().st_mtime_ns
+    RunData.save_store(cfg, store)
+    assert (store / "tree.json").stat().st_mtime_ns == before
+    other = TrainConfig.from_dict({**cfg.to_dict(), "holdout": 3, "graph_store": str(store)})
+    with pytest.raises(ValueError, match="other data settings"):
+        RunData.load(other)
+
+
+def test_store_round_trip_and_refusals(tmp_path):
+    tree = {("a", "to", "b"): torch.arange(6).view(2, 3), "empty": torch.zeros(0, 4),
+            "flags": torch.tensor([True, False]), "nested": [1, 2.5, "x", None, (3, 4)]}
+    save_tree(tree, tmp_path / "s", meta={"k": 1})
+    assert read_meta(tmp_path / "s") == {"k": 1}
+    _same(load_tree(tmp_path / "s"), tree)
+    with pytest.raises(TypeError, match="cannot hold"):
+        save_tree({"bad": object()}, tmp_path / "t")
+    assert not (tmp_path / "t").exists()  # nothing half-written
+    assert [p.name for p in tmp_path.iterdir()] == ["s"]
+    assert read_meta(tmp_path / "missing") is None
+
+
+def _shared_worker(rank: int, world_size: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+    from torch import nn
+
+    from engine.training.shared import NodeShared
+    from engine.training.sync import sync_gradients
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world_size)
+    results = {}
+    for shared in (False, True):
+        torch.manual_seed(0)
+        emb = nn.Embedding(50, 8, sparse=True)
+        opt = torch.optim.SparseAdam([emb.weight], lr=0.05)
+        node = NodeShared([emb.weight], opt, Path(out)) if shared else None
+        g = torch.Generator().manual_seed(100 + rank)  # each rank its own rows
+        for _ in range(5):
+            rows = torch.randint(0, 50, (12,), generator=g)
+            loss = (emb(rows) ** 2).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            sync_gradients([], [emb.weight])
+            node.step() if node is not None else opt.step()
+        results[shared] = emb.weight.detach().clone()
+        if shared:
+            assert "gatrec-" in (_mapped(emb.weight) or "")
+    torch.save(results, Path(out) / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_node_shared_tables_match_private_updates(tmp_path):
+    """Two ranks: SparseAdam applied once per node on shared tables gives, bit for bit, what
+    every rank applying it to its own copy gives; both ranks see the same table; the files are
+    gone once mapped."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_shared_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert torch.equal(r0[False], r1[False])
+    assert torch.equal(r0[True], r0[False]) and torch.equal(r1[True], r0[False])
+    assert not [f for f in os.listdir("/dev/shm") if f.startswith("gatrec-")]
+    assert not [f for f in os.listdir(tmp_path) if f.startswith("gatrec-")]
