@@ -14,7 +14,7 @@ import argparse
 import json
 from collections.abc import Sequence
 
-from jobs._cli import ArgumentParser, run_cli
+from jobs.cli import ArgumentParser, run_cli
 
 
 def _int_at_least(minimum: int):

@@ -25,7 +25,7 @@ EXIT_INTERRUPTED = 130
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C, with the one line to print (``jobs._cli.run_cli`` prints ``str(exc)``)."""
+    """Ctrl-C, with the one line to print (``jobs.cli.run_cli`` prints ``str(exc)``)."""
 
 
 def resume_command(module: str, argv: Sequence[str] | None, drop: Sequence[str] = (),

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from engine.errors import BadInput
 from engine.training.config import TrainConfig, make_model
-from jobs._cli import ArgumentParser, run_cli
+from jobs.cli import ArgumentParser, run_cli
 
 if TYPE_CHECKING:  # torch, numpy and the engine's torch modules load after parsing
     import torch

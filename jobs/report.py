@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.errors import BadInput
-from jobs._cli import ArgumentParser, run_cli
+from jobs.cli import ArgumentParser, run_cli
 
 
 def main(argv=None) -> int:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from engine.errors import BadInput
 from engine.training.config import MODES, TrainConfig
-from jobs._cli import ArgumentParser, run_cli, show_defaults
 from jobs._train_common import (
     FLAG_FIELDS,
     add_common_args,
@@ -28,6 +27,7 @@ from jobs._train_common import (
     run_dataset,
     run_training_job,
 )
+from jobs.cli import ArgumentParser, run_cli, show_defaults
 
 GENERATED_ROWS = 120_000  # ~2,400 playlists: enough for every mode up to quick
 

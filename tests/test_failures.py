@@ -264,7 +264,7 @@ def _interrupt(*args, **kwargs):
 def test_ctrl_c_in_prepare_and_train_synthetic_says_what_was_kept(tmp_path, monkeypatch,
                                                                    capsys):
     from jobs import prepare, train_synthetic
-    from jobs._cli import run_cli
+    from jobs.cli import run_cli
 
     monkeypatch.setattr(prepare, "load_any", _interrupt)
     out = tmp_path / "prepared"

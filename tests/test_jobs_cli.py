@@ -110,7 +110,7 @@ def test_run_dataset_is_reused_when_the_source_is_unchanged(tmp_path, shared_dat
 def test_config_file_with_a_wrong_type_or_range_names_the_key(tmp_path, capsys, content,
                                                                key):
     from jobs import train_kaggle
-    from jobs._cli import run_cli
+    from jobs.cli import run_cli
 
     cfg = tmp_path / "cfg.json"
     cfg.write_text(content)
@@ -198,7 +198,7 @@ def test_a_run_that_cannot_fit_in_memory_is_exit_2_before_ray(tmp_path, tiny_pla
     too little memory ends the job with one line naming the estimate and what to change."""
     from engine.training import memory
     from jobs import train_kaggle
-    from jobs._cli import run_cli
+    from jobs.cli import run_cli
 
     monkeypatch.setattr(memory, "available_bytes", lambda: 200 << 20)  # 200 MB left
     monkeypatch.setattr(memory, "WORKER_BASE", 64 << 20)  # one worker fits, three do not

@@ -35,7 +35,7 @@ def test_two_workers_write_metrics_checkpoints_and_events(tiny_playlists, tmp_pa
     probes.for_ray()
     monkeypatch.setattr(_train_common, "LOOP_HOOKS", [probes.SharedMemoryProbe()])
     with pytest.raises(SystemExit) as exit_:
-        from jobs._cli import run_cli
+        from jobs.cli import run_cli
 
         run_cli(train_kaggle.main, ["--data", str(tiny_playlists), "--workers", "2",
                                     "--output", str(out), *COMMON])

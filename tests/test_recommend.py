@@ -11,7 +11,7 @@ import torch
 
 from engine.explain import limit_per_group
 from jobs import recommend as job
-from jobs._cli import run_cli
+from jobs.cli import run_cli
 
 PICK = re.compile(r"^\s*(\d+)\. (.+?)  score (-?[\d.]+) = (.+?)(  \[held out\])?$")
 

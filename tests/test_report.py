@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("matplotlib", reason="the report extra (matplotlib) is not installed")
 
 from jobs import report as job
-from jobs._cli import run_cli
+from jobs.cli import run_cli
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from engine.data.canonical import load_dataset
 from engine.data.catalogue import GENRES, GroupedSampler
 from engine.data.kaggle_writer import KAGGLE_HEADER, write_kaggle_csv
 from engine.data.sessions import USER_TYPES, generate_sessions
-from jobs._cli import run_cli
+from jobs.cli import run_cli
 from jobs.generate import main as generate_main
 
 REPO = Path(__file__).resolve().parents[1]

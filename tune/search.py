@@ -17,8 +17,8 @@ from pathlib import Path
 
 from engine.errors import BadInput
 from engine.training.config import MODES, TrainConfig
-from jobs._cli import ArgumentParser, run_cli
 from jobs._train_common import run_dataset, session_source
+from jobs.cli import ArgumentParser, run_cli
 from jobs.interrupts import (
     EXIT_INTERRUPTED,
     Interrupted,
