@@ -38,7 +38,7 @@ def quick_dataset(data: Path, out: Path) -> Path:
     ``jobs.train_kaggle --mode quick`` makes it) under ``out``, built once and reused."""
     from engine.data.load import load_any
     from engine.training.config import MODES
-    from jobs._train_common import run_dataset
+    from jobs.common import run_dataset
 
     out.mkdir(parents=True, exist_ok=True)
     return run_dataset(lambda: load_any(data), data, out, MODES["quick"]["max_playlists"], 0)

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.errors import BadInput
-from jobs._train_common import check_output as check_writable
 from jobs.cli import ArgumentParser, run_cli
+from jobs.common import check_output as check_writable
 from jobs.interrupts import Interrupted, resume_command, sigint_guard
 
 if TYPE_CHECKING:  # pandas and pyarrow load after parsing

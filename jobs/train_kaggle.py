@@ -13,12 +13,15 @@ from pathlib import Path
 
 from engine.errors import BadInput
 from engine.training.config import MODES, TrainConfig
-from jobs._train_common import (
+from jobs.cli import ArgumentParser, run_cli, show_defaults
+from jobs.common import (
     FLAG_FIELDS,
+    GENERATED_ROWS,
     add_common_args,
     check_options,
     check_output,
     check_split,
+    generated_kaggle_csv,
     launch,
     merge_config,
     print_report,
@@ -27,9 +30,6 @@ from jobs._train_common import (
     run_dataset,
     run_training_job,
 )
-from jobs.cli import ArgumentParser, run_cli, show_defaults
-
-GENERATED_ROWS = 120_000  # ~2,400 playlists: enough for every mode up to quick
 
 
 def parse_args(argv):
@@ -59,18 +59,6 @@ def parse_args(argv):
                       "epochs": per_mode("epochs"), "batch_size": per_mode("batch_size"),
                       "max_playlists": per_mode("max_playlists"), "holdout_size": base["holdout"]})
     return p.parse_args(argv)
-
-
-def generated_kaggle_csv(seed: int) -> Path:
-    """The seeded Kaggle-format CSV used when no --data is given (made once, then reused)."""
-    from engine.data.kaggle_writer import write_kaggle_csv
-
-    path = Path("data/generated") / f"spotify_dataset.seed{seed}.{GENERATED_ROWS}.csv"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        print(f"generating {GENERATED_ROWS:,} Kaggle-format rows (seed {seed}) -> {path}")
-        write_kaggle_csv(path, GENERATED_ROWS, seed=seed)
-    return path
 
 
 def main(argv=None) -> int:

@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.training.config import TrainConfig
-from jobs._train_common import (
+from jobs.cli import ArgumentParser, run_cli, show_defaults
+from jobs.common import (
     FLAG_FIELDS,
     add_common_args,
     check_options,
@@ -27,7 +28,6 @@ from jobs._train_common import (
     run_training_job,
     session_source,
 )
-from jobs.cli import ArgumentParser, run_cli, show_defaults
 
 # This job's TrainConfig values where they differ from TrainConfig's own defaults.
 BASE = {"model": "enhanced", "epochs": 10, "batch_size": 128, "embedding_dim": 32, "heads": 4,

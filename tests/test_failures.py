@@ -123,7 +123,7 @@ def _finished(out: Path, cfg: dict) -> None:
 
 
 def test_previous_run_recognises_finished_and_interrupted_runs(tmp_path):
-    from jobs._train_common import previous_run
+    from jobs.common import previous_run
 
     cfg = TrainConfig(epochs=3, output=str(tmp_path / "a")).to_dict()
     out = tmp_path / "a"

@@ -87,7 +87,7 @@ def test_bad_genres_file_fails_before_training(tmp_path, tiny_playlists):
 
 def test_run_dataset_is_reused_when_the_source_is_unchanged(tmp_path, shared_data):
     from engine.data.load import load_any
-    from jobs._train_common import run_dataset
+    from jobs.common import run_dataset
 
     src = shared_data / "mpd" / "slices"
     first = run_dataset(lambda: load_any(src), src, tmp_path, 50, 0)

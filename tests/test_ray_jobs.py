@@ -29,11 +29,11 @@ def test_two_workers_write_metrics_checkpoints_and_events(tiny_playlists, tmp_pa
                                                          monkeypatch):
     import probes  # tests/probes.py: what each worker maps, recorded through a loop hook
 
-    from jobs import _train_common
+    from jobs import common
 
     out = tmp_path / "run"
     probes.for_ray()
-    monkeypatch.setattr(_train_common, "LOOP_HOOKS", [probes.SharedMemoryProbe()])
+    monkeypatch.setattr(common, "LOOP_HOOKS", [probes.SharedMemoryProbe()])
     with pytest.raises(SystemExit) as exit_:
         from jobs.cli import run_cli
 
@@ -78,10 +78,10 @@ def test_two_workers_write_metrics_checkpoints_and_events(tiny_playlists, tmp_pa
 def test_killed_worker_resumes_from_last_checkpoint(tiny_playlists, tmp_path, monkeypatch):
     import faults  # tests/faults.py: fault injection through a loop hook, not production code
 
-    from jobs import _train_common
+    from jobs import common
 
     faults.for_ray()
-    monkeypatch.setattr(_train_common, "LOOP_HOOKS", [faults.DieOnce(1)])
+    monkeypatch.setattr(common, "LOOP_HOOKS", [faults.DieOnce(1)])
     out = tmp_path / "run"
     train_kaggle.main(["--data", str(tiny_playlists), "--workers", "2", "--output", str(out),
                        *COMMON[:2], "--epochs", "3", *COMMON[4:]])

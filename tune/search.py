@@ -17,8 +17,8 @@ from pathlib import Path
 
 from engine.errors import BadInput
 from engine.training.config import MODES, TrainConfig
-from jobs._train_common import run_dataset, session_source
 from jobs.cli import ArgumentParser, run_cli
+from jobs.common import generated_kaggle_csv, run_dataset, session_source
 from jobs.interrupts import (
     EXIT_INTERRUPTED,
     Interrupted,
@@ -123,8 +123,6 @@ def build_base(args, out: Path) -> dict:
             if not source.exists():
                 raise BadInput(f"{source}: no such file or folder")
         else:
-            from jobs.train_kaggle import generated_kaggle_csv
-
             source = generated_kaggle_csv(seed)
 
         def load_raw():

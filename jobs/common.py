@@ -1,6 +1,8 @@
 """What ``jobs.train_kaggle`` and ``jobs.train_synthetic`` share: options, config merging and
 validation, the run folder (a finished or interrupted run found before Ray starts), the run
-dataset, launching, Ctrl-C, and the final report."""
+dataset and the generated default datasets, launching, Ctrl-C, and the final report.
+
+A public module: ``tune.search`` and the benchmarks prepare their datasets through it too."""
 from __future__ import annotations
 
 import json
@@ -17,6 +19,8 @@ from jobs.interrupts import Interrupted, resume_command, run_in_thread, sigint_g
 GRAPH_STORE = "graph_store"
 RUN_STATE = ("metrics.json", "best_model.pt", "final_model.pt", "ray_train", "checkpoints",
              "tensorboard", "progress.json", "resumes.json", "worker_nodes.jsonl", GRAPH_STORE)
+# Rows of the seeded Kaggle-format CSV a playlist run uses without --data
+GENERATED_ROWS = 120_000  # ~2,400 playlists: enough for every mode up to quick
 # Tests only: loop hooks (engine.training.loop, ``hooks``) handed to every run; empty otherwise.
 LOOP_HOOKS: list[Callable] = []
 
@@ -223,6 +227,19 @@ def run_dataset(load_raw, source: Path, out: Path, max_owners: int | None, seed:
     ds.manifest["run_dataset"] = want
     save_dataset(ds, target)
     return target
+
+
+def generated_kaggle_csv(seed: int) -> Path:
+    """The seeded Kaggle-format CSV used when no --data is given (made once under
+    ``data/generated/``, then reused)."""
+    from engine.data.kaggle_writer import write_kaggle_csv
+
+    path = Path("data/generated") / f"spotify_dataset.seed{seed}.{GENERATED_ROWS}.csv"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        print(f"generating {GENERATED_ROWS:,} Kaggle-format rows (seed {seed}) -> {path}")
+        write_kaggle_csv(path, GENERATED_ROWS, seed=seed)
+    return path
 
 
 def session_source(data: str | None, users: int, days: int, seed: int) -> Path:
