@@ -375,6 +375,7 @@ def test_count_parameters_matches_sum():
     assert count_parameters(model) == sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.filterwarnings("ignore:model 'basic' ignores hyper-parameters")
 def test_full_graph_inference_by_destination_groups_matches_one_call(monkeypatch, tiny_playlists,
                                                                       tiny_sessions):
     """Without autograd a large edge type runs in destination groups (layers.gat_by_destination):
@@ -404,3 +405,36 @@ def test_full_graph_inference_by_destination_groups_matches_one_call(monkeypatch
         assert calls, "the grouped path never ran"
         for t in one:
             torch.testing.assert_close(grouped[t], one[t], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("options", [{}, {"genre_weight": 0.4, "recency": True},
+                                     {"fanouts": [6, 3, 2]}, {"fanouts": [8]}])
+def test_trimmed_layers_give_the_seeds_the_untrimmed_vectors(monkeypatch, tiny_playlists,
+                                                             options):
+    """On sampled batches each layer computes only the nodes the next one reads
+    (layers.layer_trim): the seeds' vectors, the only ones BPR reads, are those of the whole
+    sampled subgraph (eval mode: no dropout), and the trimmed run really is smaller."""
+    from engine.graph.sampler import BPRBatches
+    from engine.models import layers, playlist_gat
+    from engine.training.config import TrainConfig, make_model, owner_row_links
+    from engine.training.run_data import RunData
+
+    cfg = TrainConfig(dataset=str(tiny_playlists), embedding_dim=8, heads=2, batch_size=8,
+                      **options)
+    g = RunData.load(cfg).graph("fit")
+    torch.manual_seed(0)
+    model = make_model(cfg, g).eval()
+    owners = torch.arange(g.num_nodes[g.owner_type])
+    batches = BPRBatches(g, owners, batch_size=8, num_neg=cfg.num_neg, fanouts=cfg.fanouts,
+                         steps=3, neg_pool=cfg.neg_pool, owner_rows=owner_row_links(cfg, model))
+    for batch in batches:
+        trimmed = model(batch.sub)
+        with monkeypatch.context() as m:
+            m.setattr(playlist_gat, "layer_trim", lambda sub, n: None)
+            whole = model(batch.sub)
+        for t, v in trimmed.items():
+            assert v.size(0) < whole[t].size(0) or t == g.owner_type
+            torch.testing.assert_close(v, whole[t][:v.size(0)], rtol=1e-5, atol=1e-6)
+            seeds = batch.sub.seed_local[t]
+            assert int(seeds.max()) < v.size(0)  # every seed has its vector
+    assert layers.layer_trim(g.full(), 2) is None  # full graphs: nothing to trim

@@ -20,7 +20,7 @@ from engine.graph.types import EdgeType, Subgraph
 Attention = dict[EdgeType, tuple[Tensor, Tensor]]
 # Without autograd (full-graph inference), an edge type with more edges runs by destination groups
 # of this many edges (gat_by_destination); training steps and small graphs never reach it.
-CHUNK_EDGES = 1 << 20
+CHUNK_EDGES = 1 << 18
 
 
 def edge_key(edge_type: EdgeType) -> str:
@@ -98,6 +98,38 @@ def gat_by_destination(conv: GATConv, x_src: Tensor, x_dst: Tensor, ei: Tensor,
     return torch.cat(out) if out else conv((x_src, x_dst), ei, edge_attr=ea)
 
 
+def layer_trim(sub: Subgraph, num_layers: int
+               ) -> list[tuple[dict[str, int], Subgraph]] | None:
+    r"""What each of ``num_layers`` layers needs of a *sampled* subgraph (PyG's
+    ``trim_to_layer``), or None when ``sub`` has no hop counts.
+
+    The sampler lays local nodes out by the hop that first reached them and edges by the hop
+    that drew them (the edges drawn at hop :math:`h` point into nodes first reached at hop
+    :math:`h`; :class:`~engine.graph.sampler.SampledSubgraph`). Layer :math:`d` of :math:`L`
+    (from 0) only matters for nodes fewer than :math:`L - d` hops from the seeds, so it writes
+    the first ``rows[t]`` nodes of each type (hops :math:`< L - d`) and reads the edges drawn at
+    those hops, which hold every in-edge of those nodes: the seeds' outputs are exactly those of
+    the untrimmed layers, at a fraction of the work (the last layer reads only the edges into
+    the seeds). Returns ``(rows, view)`` per layer, ``view`` sharing ``sub``'s tensors."""
+    nodes = getattr(sub, "num_sampled_nodes", None)
+    edges = getattr(sub, "num_sampled_edges", None)
+    if not nodes or not edges:
+        return None
+    out = []
+    for depth in range(num_layers):
+        k = num_layers - depth
+        counts = {et: sum(c[:k]) for et, c in edges.items()}
+        view = Subgraph(n_id=sub.n_id, x=sub.x,
+                        edge_index={et: ei[:, :counts.get(et, ei.size(1))]
+                                    for et, ei in sub.edge_index.items()},
+                        edge_attr={et: ea[:counts.get(et, ea.size(0))]
+                                   for et, ea in sub.edge_attr.items()},
+                        edge_pos={et: ep[:counts.get(et, ep.size(0))]
+                                  for et, ep in sub.edge_pos.items()})
+        out.append(({t: sum(c[:k]) for t, c in nodes.items()}, view))
+    return out
+
+
 def plan_layers(edge_types: list[EdgeType], targets: set[str],
                 num_layers: int) -> list[list[EdgeType]]:
     """Edge types per layer such that every conv's output reaches ``targets`` after the last
@@ -145,12 +177,15 @@ class HeteroGAT(nn.Module):
             for et in self.edge_types
         })
 
-    def forward(self, h: dict[str, Tensor], sub: Subgraph,
-                attention: Attention | None = None) -> dict[str, Tensor]:
+    def forward(self, h: dict[str, Tensor], sub: Subgraph, attention: Attention | None = None,
+                rows: dict[str, int] | None = None) -> dict[str, Tensor]:
+        """Messages into every destination type; with ``rows``, only into its first ``rows[t]``
+        local nodes (:func:`layer_trim`)."""
         out: dict[str, Tensor] = {}
         for et in self.edge_types:
             src, _, dst = et
-            y = run_gat(self.convs[edge_key(et)], et, h[src], h[dst], sub, attention)
+            x_dst = h[dst] if rows is None else h[dst][:rows[dst]]
+            y = run_gat(self.convs[edge_key(et)], et, h[src], x_dst, sub, attention)
             out[dst] = out[dst] + y if dst in out else y
         return out
 

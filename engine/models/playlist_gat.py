@@ -74,6 +74,7 @@ from engine.models.layers import (
     HeteroGAT,
     edge_key,
     input_types,
+    layer_trim,
     local_edges,
     node_ids,
     plan_layers,
@@ -271,26 +272,50 @@ class PlaylistGAT(nn.Module):
         h0 = self.encode(sub)
         h = h0
         keep = (self.owner_type, self.item_type)
-        states = {t: [h0[t]] for t in keep}
+        # Without autograd (full-graph inference: 1.2 M tracks at the Kaggle file's size) the
+        # layer mean is a running sum, so the layers' states are not all held at once; the sum
+        # in layer order divided by L + 1 is bit for bit torch.stack(...).mean(0).
+        running = not torch.is_grad_enabled()
+        states = {t: [h0[t].clone() if running else h0[t]] for t in keep}
+        genre_in = None if self.genre is None else (h0[self.genre_type], h0)
+        del h0
+        # A sampled subgraph: each layer computes only the nodes the next one reads (exact for
+        # the seeds, layers.layer_trim); the degree-normalised and attention-recording paths
+        # read whole edge types and are left untrimmed.
+        trim = None if self.degree_norm or self.keep_attention else layer_trim(
+            sub, len(self.layers))
+        if trim:  # nodes farther than L hops from the seeds are never read
+            h = {t: v[:sum(sub.num_sampled_nodes[t][:len(self.layers) + 1])]
+                 for t, v in h.items()}
         for depth, (layer, norms) in enumerate(zip(self.layers, self.norms)):
-            msg = self._propagate(layer, h, sub, attention)
+            rows, view = trim[depth] if trim else (None, sub)
+            msg = layer(h, view, attention, rows) if trim else self._propagate(
+                layer, h, sub, attention)
             last = depth == len(self.layers) - 1
             act = (lambda m: m) if last or not self.activation else F.elu
+            h = {t: v[:rows[t]] if rows else v for t, v in h.items()}
             h = {t: norms[t]((v if self.residual else 0.0)
                              + F.dropout(act(msg[t]), self.dropout, self.training))
                  if t in msg else v for t, v in h.items()}
+            del msg
             for t in keep:
-                states[t].append(h[t])
+                if running:
+                    states[t][0] = states[t][0][:h[t].size(0)].add_(h[t])
+                else:
+                    states[t].append(h[t])
         if attention is not None:
             self.last_attention = attention
-        collab = {t: torch.stack(states[t]).mean(0) for t in keep}
-        if self.genre is None:
+        n = {t: states[t][-1].size(0) for t in keep}  # the seeds, when trimmed
+        collab = {t: (states[t][0].div_(len(self.layers) + 1) if running
+                      else torch.stack([s[:n[t]] for s in states[t]]).mean(0)) for t in keep}
+        if genre_in is None:
             return collab, None
         g_att: Attention | None = {} if self.keep_attention else None
-        g_owner, g_item = self.genre(h0[self.genre_type], h0, sub, g_att)
+        g_owner, g_item = self.genre(genre_in[0], genre_in[1], sub, g_att)
         if g_att is not None:
             self.last_genre_attention = g_att
-        return collab, {self.owner_type: g_owner, self.item_type: g_item}
+        return collab, {self.owner_type: g_owner[:n[self.owner_type]],
+                        self.item_type: g_item[:n[self.item_type]]}
 
     def score_bias(self, sub: Subgraph) -> ScoreBias | None:
         r""":math:`\sum_T \beta_T \mathrm{aff}_T` on ``sub`` (:mod:`.affinity`), or ``None``

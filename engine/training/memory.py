@@ -35,7 +35,7 @@ GB = 1 << 30
 WORKER_BASE = int(0.45 * GB)
 DRIVER_BYTES = int(1.2 * GB)
 STEP_BYTES_PER_NODE = 6 * 1024
-INFER_STATES = 10
+INFER_STATES = 6
 
 
 @dataclass
