@@ -303,8 +303,7 @@ def launch(cfg: dict, workers: int, address: str | None, max_failures: int,
         # on a helper thread: fit() on the main thread would replace our Ctrl-C handler with
         # Ray Train's (see jobs.interrupts)
         result = run_in_thread(lambda: run_torch_trainer(
-            cfg, workers=workers, output=cfg["output"], max_failures=max_failures,
-            placement=placement))
+            cfg, workers=workers, max_failures=max_failures, placement=placement))
     except KeyboardInterrupt:
         # stops the workers (a second Ctrl-C ends the process at once); what Ray prints while
         # it stops goes to its log

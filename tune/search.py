@@ -93,20 +93,17 @@ def make_trainable(base: dict, workers: int, root: Path, worker_cpus: float = 1.
 
             train_loop_per_worker(dict(cfg, context="ray_tune"))
             return
-        from ray.train import RunConfig, ScalingConfig
-        from ray.train.torch import TorchTrainer
         from ray.tune.integration.ray_train import TuneReportCallback
 
-        from engine.training.loop import train_loop_per_worker
+        from engine.training.ray_train import run_torch_trainer
 
-        TorchTrainer(
-            train_loop_per_worker,
-            train_loop_config=dict(cfg, context="ray_train", num_threads=1),
-            scaling_config=ScalingConfig(num_workers=workers,
-                                         resources_per_worker={"CPU": worker_cpus}),
-            run_config=RunConfig(name=trial_id, storage_path=str(root / "train"),
-                                 callbacks=[TuneReportCallback()]),
-        ).fit()
+        # Train V2: the trial launches the TorchTrainer, and TuneReportCallback hands each
+        # ray.train.report on to this trial. A trial's trainer keeps Ray's defaults: no
+        # worker-group restarts, every checkpoint kept, Train's INFO lines.
+        run_torch_trainer(cfg, workers, storage=root / "train", name=trial_id,
+                          callbacks=[TuneReportCallback()], max_failures=0,
+                          worker_cpus=worker_cpus, num_threads=1, keep_checkpoints=None,
+                          log_level="INFO")
 
     return trial
 

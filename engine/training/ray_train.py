@@ -3,6 +3,8 @@
 DDP-style data parallelism over gloo on CPU (NCCL with GPUs): Ray starts ``num_workers`` worker
 processes, sets up the torch process group, and each worker runs the loop on its shard of owners.
 Checkpoints land under ``<output>/ray_train/``; running again with the same output resumes.
+:func:`run_torch_trainer` is the one place a ``TorchTrainer`` is built and run: the training jobs
+(``jobs.common.launch``) and ``tune.search`` trials (with Tune's ``TuneReportCallback``) call it.
 
 Starting or joining Ray goes through :func:`init_ray`, which pins the cluster's address for
 everything Ray spawns (``RAY_ADDRESS``), binds an embedded Ray to 127.0.0.1, and sends Ray's own
@@ -15,6 +17,7 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from engine.errors import BadInput
@@ -205,14 +208,32 @@ def worker_nodes(output: str | Path, workers: int) -> list[list[dict]]:
             for i in range(0, len(rows) - workers + 1, workers)]
 
 
-def run_torch_trainer(config: dict, workers: int, output: str | Path, max_failures: int = 2,
-                      use_gpu: bool = False, name: str = "ray_train",
-                      placement: str = "PACK") -> dict | None:
-    """Launch the loop on ``workers`` Ray Train workers; return rank 0's result dict.
+def run_torch_trainer(config: dict, workers: int, *, storage: str | Path | None = None,
+                      name: str = "ray_train", callbacks: Sequence | None = None,
+                      max_failures: int = 2, use_gpu: bool = False, placement: str = "PACK",
+                      worker_cpus: float | None = None, num_threads: int | None = None,
+                      keep_checkpoints: int | None = KEEP_CHECKPOINTS,
+                      log_level: str = "ERROR") -> dict | None:
+    """Build and run the one ``TorchTrainer`` of this project (Ray Train V2): the loop on
+    ``workers`` workers; return rank 0's result dict. Used by the training jobs
+    (``jobs.common.launch``) and by ``tune.search`` trials with several workers.
 
-    ``placement`` is the workers' placement-group strategy: PACK (default) fills a node first,
-    SPREAD puts workers on different nodes where it can. Where each worker ran (every attempt)
-    goes into ``metrics.json["worker_nodes"]``."""
+    ``config`` is the loop's config; the run folder is ``config["output"]``, where each worker
+    notes its node (every attempt; merged into ``metrics.json["worker_nodes"]`` when the loop
+    wrote one). Train's own state and checkpoints go to ``<storage>/<name>`` (``storage``
+    defaults to the run folder). Options:
+
+    - ``callbacks``: Ray Train ``UserCallback``s run by the controller, e.g. Tune's
+      ``TuneReportCallback`` to hand each ``ray.train.report`` to the enclosing Tune trial.
+    - ``max_failures``: worker-group restarts after a failure, each from the newest checkpoint.
+    - ``placement``: the workers' placement-group strategy: PACK fills a node first, SPREAD
+      puts workers on different nodes where it can.
+    - ``worker_cpus`` / ``num_threads``: CPUs each worker reserves and torch threads it runs;
+      by default the CPUs Ray sees are split among the workers (:func:`worker_resources`), and
+      ``num_threads`` defaults to ``config["num_threads"]`` unless that is 0.
+    - ``keep_checkpoints``: checkpoint folders kept (None: all).
+    - ``log_level``: level of Train's own console lines (``ray.train.LoggingConfig``).
+    """
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -220,29 +241,35 @@ def run_torch_trainer(config: dict, workers: int, output: str | Path, max_failur
 
     if placement not in PLACEMENTS:
         raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
-    out = Path(output).resolve()
+    out = Path(config["output"]).resolve()
     (out / NODES_FILE).unlink(missing_ok=True)  # this invocation's placements only
-    cpus, threads = worker_resources(workers)
     config = dict(config, context="ray_train")
-    if not config.get("num_threads"):  # 0 = split the CPUs Ray sees among the workers
-        config["num_threads"] = threads
+    if num_threads is None and config.get("num_threads"):
+        num_threads = config["num_threads"]
+    if worker_cpus is None or num_threads is None:
+        cpus, threads = worker_resources(workers)
+        worker_cpus = cpus if worker_cpus is None else worker_cpus
+        num_threads = threads if num_threads is None else num_threads
+    config["num_threads"] = num_threads
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config,
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": cpus},
+                                     resources_per_worker={"CPU": worker_cpus},
                                      placement_strategy=placement),
         run_config=RunConfig(
             name=name,
-            storage_path=str(out),
+            storage_path=str(out if storage is None else Path(storage).resolve()),
+            callbacks=list(callbacks) if callbacks else None,
             failure_config=FailureConfig(max_failures=max_failures),
-            # Train's own console lines: errors only. Its warnings (e.g. a resource request
-            # that timed out on a busy machine, with a traceback) stay in Ray's session logs.
-            logging_config=LoggingConfig(log_level="ERROR"),
-            # the newest 3 (a resume needs the newest; each carries the best epoch's weights),
-            # not the best 3 by validation plus the latest, which kept 4
-            checkpoint_config=CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
+            # Train's own console lines. At ERROR (the jobs' level) its warnings (e.g. a
+            # resource request that timed out on a busy machine, with a traceback) stay in
+            # Ray's session logs.
+            logging_config=LoggingConfig(log_level=log_level),
+            # the jobs keep the newest 3 (a resume needs the newest; each carries the best
+            # epoch's weights), not the best 3 by validation plus the latest, which kept 4
+            checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints),
         ),
     )
     result = trainer.fit().return_value
