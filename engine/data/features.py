@@ -18,7 +18,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.data import _ingest as ing
+from engine.data._files import (
+    check_file,
+    read_csv_columns,
+    read_header,
+    require_columns,
+    source_entry,
+)
+from engine.data._ingest import to_str_series
 from engine.data.canonical import Dataset
 
 FEATURES = (
@@ -49,19 +56,19 @@ def read_track_features(path: str | Path) -> pd.DataFrame:
     wrong field count are skipped and counted in ``df.attrs["wrong_field_count"]``; a value that
     is not a number makes the file BadInput.
     """
-    p = ing.check_file(path)
-    source = ing.source_entry(p)
-    header = ing.read_header(p)
+    p = check_file(path)
+    source = source_entry(p)
+    header = read_header(p)
     needed = ("id", "name", "artists") + FEATURES
-    ing.require_columns(p, header, needed)
+    require_columns(p, header, needed)
     types = {"id": pa.string(), "name": pa.string(), "artists": pa.string()}
     types.update({f: pa.float64() for f in FEATURES})
-    table, wrong = ing.read_csv_columns(p, header, types)
+    table, wrong = read_csv_columns(p, header, types)
     df = pd.DataFrame(
         {
-            "id": ing.to_str_series(table["id"]),
-            "name": ing.to_str_series(table["name"]),
-            "artist": ing.to_str_series(first_artist(table["artists"])),
+            "id": to_str_series(table["id"]),
+            "name": to_str_series(table["name"]),
+            "artist": to_str_series(first_artist(table["artists"])),
         }
     )
     for f in FEATURES:

@@ -21,7 +21,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.data import _ingest as ing
+from engine.data._codes import dict_codes, pair_codes, recode
+from engine.data._files import (
+    DICT,
+    check_file,
+    read_csv_columns,
+    read_header,
+    require_columns,
+    source_entry,
+)
+from engine.data._ingest import playlist_dataset, require_rows
 from engine.data.canonical import Dataset
 
 COLUMNS = ("user_id", "artistname", "trackname", "playlistname")
@@ -35,13 +44,13 @@ def read_kaggle_csv(path: str | Path) -> Dataset:
     ``duplicate_in_playlist`` rows; ``manifest["notes"]`` holds the raw figures (``rows_read``,
     ``users``, ``empty_artist_name_rows``). Bad input raises BadInput naming the file.
     """
-    p = ing.check_file(path)
-    header = ing.read_header(p)
-    ing.require_columns(p, header, COLUMNS)
-    table, wrong = ing.read_csv_columns(p, header, {c: ing.DICT for c in COLUMNS})
+    p = check_file(path)
+    header = read_header(p)
+    require_columns(p, header, COLUMNS)
+    table, wrong = read_csv_columns(p, header, {c: DICT for c in COLUMNS})
     rows_parsed = table.num_rows
     # The sha256 of the source overlaps everything below (after the parse, which uses every core).
-    source = ing.source_entry(p)
+    source = source_entry(p)
 
     # Unifying the per-block dictionaries and hashing pairs release the GIL, so the track side
     # and the playlist side run on parallel threads (the owner job is queued last: it never waits
@@ -56,12 +65,12 @@ def read_kaggle_csv(path: str | Path) -> Dataset:
         empty_tracks = int(len(keep) - keep.sum())
         if empty_tracks:
             artists, names = artists[keep], names[keep]
-        track_codes, track_first = ing.pair_codes(artists, names, len(name_dict))
+        track_codes, track_first = pair_codes(artists, names, len(name_dict))
         users, user_dict, titles, title_dict, owner_codes, owner_first = owner_job.result()
     del table
     if empty_tracks:  # rare: playlists are defined by the rows that are kept
         users, titles = users[keep], titles[keep]
-        owner_codes, owner_first = ing.pair_codes(users, titles, len(title_dict))
+        owner_codes, owner_first = pair_codes(users, titles, len(title_dict))
     empty_artist_rows = int((~_not_code_of(artists, artist_dict, "")).sum())
     track_artist = artist_dict.take(pa.array(artists[track_first]))
     track_name = name_dict.take(pa.array(names[track_first]))
@@ -77,7 +86,7 @@ def read_kaggle_csv(path: str | Path) -> Dataset:
             "empty_artist_name_rows": empty_artist_rows,
         },
     }
-    ds = ing.playlist_dataset(
+    ds = playlist_dataset(
         owner_codes=owner_codes,
         owner_keys=user_dict.take(pa.array(users[owner_first])),
         owner_names=title_dict.take(pa.array(titles[owner_first])),
@@ -89,18 +98,18 @@ def read_kaggle_csv(path: str | Path) -> Dataset:
         rank=None,
         manifest=manifest,
     )
-    return ing.require_rows(p, ds)
+    return require_rows(p, ds)
 
 
 def _trimmed_codes(values: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
-    return ing.recode(*ing.dict_codes(values), pc.utf8_trim_whitespace)
+    return recode(*dict_codes(values), pc.utf8_trim_whitespace)
 
 
 def _owner_codes(user: pa.ChunkedArray, title: pa.ChunkedArray) -> tuple:
     """Codes of users and titles, and of their pairs (the playlists), all in first-seen order."""
-    users, user_dict = ing.dict_codes(user)
-    titles, title_dict = ing.dict_codes(title)
-    return users, user_dict, titles, title_dict, *ing.pair_codes(users, titles, len(title_dict))
+    users, user_dict = dict_codes(user)
+    titles, title_dict = dict_codes(title)
+    return users, user_dict, titles, title_dict, *pair_codes(users, titles, len(title_dict))
 
 
 def _not_code_of(codes: np.ndarray, dictionary: pa.Array, value: str) -> np.ndarray:

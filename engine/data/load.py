@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.data import _ingest as ing
+from engine.data._files import check_file, read_header
 from engine.data.canonical import MANIFEST, Dataset, is_prepared, load_dataset
 from engine.data.features import FEATURES, join_track_features, read_track_features
 from engine.data.kaggle import COLUMNS as KAGGLE_COLUMNS
@@ -35,7 +35,7 @@ def detect_format(path: str | Path) -> str:
         raise BadInput(f"{p}: folder is neither a prepared dataset ({MANIFEST}) nor MPD slices")
     if p.suffix.lower() == ".json":
         return "mpd"
-    header = set(ing.read_header(ing.check_file(p)))
+    header = set(read_header(check_file(p)))
     if set(KAGGLE_COLUMNS) <= header:
         return "kaggle"
     if set(MPD_CSV_COLUMNS) <= header:

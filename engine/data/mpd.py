@@ -23,7 +23,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm import tqdm
 
-from engine.data import _ingest as ing
+from engine.data._codes import encode, first_positions
+from engine.data._files import (
+    check_file,
+    read_csv_columns,
+    read_header,
+    require_columns,
+    source_entry,
+    utf8_problem,
+)
+from engine.data._ingest import playlist_dataset, require_rows
 from engine.data.canonical import Dataset
 from engine.errors import BadInput
 
@@ -43,7 +52,7 @@ def slice_files(path: str | Path) -> list[Path]:
         if not files:
             raise BadInput(f"{p}: folder holds no {SLICE_GLOB} files")
         return files
-    return [ing.check_file(p)]
+    return [check_file(p)]
 
 
 def _natural_key(p: Path) -> list:
@@ -73,8 +82,8 @@ def read_mpd(path: str | Path, progress: bool = True) -> Dataset:
     _check_unique_pids(files, np.asarray(owner_file, np.int64), owners)
 
     entries = pa.concat_tables(chunks) if chunks else _empty_entries()
-    track_codes, track_uris = ing.encode(entries["track_uri"])
-    first = pa.array(ing.first_positions(track_codes))
+    track_codes, track_uris = encode(entries["track_uri"])
+    first = pa.array(first_positions(track_codes))
     manifest = {
         "source": {"data": _folder_fingerprint(Path(path), fingerprints)},
         "dropped": {},
@@ -86,7 +95,7 @@ def read_mpd(path: str | Path, progress: bool = True) -> Dataset:
             "num_tracks_mismatch": mismatched,
         },
     }
-    ds = ing.playlist_dataset(
+    ds = playlist_dataset(
         owner_codes=entries["owner"].to_numpy(),
         owner_keys=pa.array([k for k, _ in owners], pa.string()),
         owner_names=pa.array([n for _, n in owners], pa.string()),
@@ -98,7 +107,7 @@ def read_mpd(path: str | Path, progress: bool = True) -> Dataset:
         rank=entries["rank"].to_numpy(),
         manifest=manifest,
     )
-    return ing.require_rows(Path(path), ds)
+    return require_rows(Path(path), ds)
 
 
 def _read_bytes(f: Path) -> bytes:
@@ -112,7 +121,7 @@ def _read_bytes(f: Path) -> bytes:
 
 
 def _playlists(f: Path, raw: bytes) -> list:
-    problem = ing.utf8_problem(raw)
+    problem = utf8_problem(raw)
     if problem:
         raise BadInput(f"{f}: {problem}")
     try:
@@ -250,12 +259,12 @@ def read_mpd_csv(path: str | Path) -> Dataset:
     their first position; ``dropped["duplicate_in_playlist"]`` counts the rows dropped and
     ``notes["duplicated_pairs"]`` the distinct (pid, track) pairs that repeat.
     """
-    p = ing.check_file(path)
-    source = ing.source_entry(p)
-    header = ing.read_header(p)
-    ing.require_columns(p, header, CSV_COLUMNS)
+    p = check_file(path)
+    source = source_entry(p)
+    header = read_header(p)
+    require_columns(p, header, CSV_COLUMNS)
     present = CSV_COLUMNS + tuple(c for c in CSV_OPTIONAL if c in header)
-    table, wrong = ing.read_csv_columns(p, header, {c: pa.string() for c in present})
+    table, wrong = read_csv_columns(p, header, {c: pa.string() for c in present})
     empty = pc.equal(pc.utf8_length(table["track_uri"]), 0)
     empty_uris = pc.sum(empty).as_py() or 0
     if empty_uris:
@@ -267,9 +276,9 @@ def read_mpd_csv(path: str | Path) -> Dataset:
             return table[name]
         return fallback if fallback is not None else pa.chunked_array([pa.repeat("", n)])
 
-    owner_codes, pid_dict = ing.encode(table["pid"])
-    track_codes, track_uris = ing.encode(table["track_uri"])
-    first = pa.array(ing.first_positions(track_codes))
+    owner_codes, pid_dict = encode(table["pid"])
+    track_codes, track_uris = encode(table["track_uri"])
+    first = pa.array(first_positions(track_codes))
     artist_names = column("artist_name")
     artist_keys = pc.if_else(
         pc.equal(pc.utf8_length(column("artist_uri", artist_names)), 0),
@@ -288,7 +297,7 @@ def read_mpd_csv(path: str | Path) -> Dataset:
             "duplicated_pairs": int((pair_counts > 1).sum()),
         },
     }
-    ds = ing.playlist_dataset(
+    ds = playlist_dataset(
         owner_codes=owner_codes,
         owner_keys=pid_dict,
         owner_names=pa.repeat("", len(pid_dict)),
@@ -300,4 +309,4 @@ def read_mpd_csv(path: str | Path) -> Dataset:
         rank=None,
         manifest=manifest,
     )
-    return ing.require_rows(p, ds)
+    return require_rows(p, ds)
