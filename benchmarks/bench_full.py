@@ -89,22 +89,27 @@ def step_profile(dataset: str, steps: int, batch_size: int) -> dict:
     return out
 
 
-def _tree_memory(pid: int) -> tuple[int, int]:
-    """(RSS, PSS) in bytes summed over ``pid`` and its descendants (Ray's processes included)."""
+def _tree_memory(pid: int) -> tuple[int, int, dict[str, float]]:
+    """(RSS, PSS) in bytes summed over ``pid`` and its descendants (Ray's processes included),
+    and the PSS in GB of each kind of process (driver, Ray Train worker, other Ray processes)."""
     import psutil
 
     try:
         procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0, 0
+        return 0, 0, {}
     rss = pss = 0
+    kinds: dict[str, float] = {}
     for p in procs:
         try:
             info = p.memory_full_info()
-            rss, pss = rss + info.rss, pss + info.pss
+            name = ("driver" if p.pid == pid else "RayTrainWorker" if "RayTrainWorker" in
+                    " ".join(p.cmdline()) else "other Ray processes")
         except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return rss, pss
+            continue
+        rss, pss = rss + info.rss, pss + info.pss
+        kinds[name] = kinds.get(name, 0.0) + info.pss / 2**30
+    return rss, pss, kinds
 
 
 def memory_run(dataset: str, workers: int, steps: int, out: Path) -> dict:
@@ -118,13 +123,15 @@ def memory_run(dataset: str, workers: int, steps: int, out: Path) -> dict:
     log = (out / f"run_w{workers}.log").open("w")
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
-    peak = {"rss": 0, "pss": 0}
+    peak = {"rss": 0, "pss": 0, "kinds": {}}
     lines: list[str] = []
 
     def sample():
         while proc.poll() is None:
-            rss, pss = _tree_memory(proc.pid)
-            peak["rss"], peak["pss"] = max(peak["rss"], rss), max(peak["pss"], pss)
+            rss, pss, kinds = _tree_memory(proc.pid)
+            peak["rss"] = max(peak["rss"], rss)
+            if pss > peak["pss"]:
+                peak["pss"], peak["kinds"] = pss, kinds
             time.sleep(0.5)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -142,6 +149,7 @@ def memory_run(dataset: str, workers: int, steps: int, out: Path) -> dict:
     estimate = next((ln for ln in lines if ln.startswith("memory estimate")), "")
     return {"workers": workers, "steps": steps, "peak_rss_gb": peak["rss"] / 2**30,
             "peak_pss_gb": peak["pss"] / 2**30, "wall_s": time.perf_counter() - t0,
+            "pss_gb_at_peak": {k: round(v, 2) for k, v in peak["kinds"].items()},
             "epoch_line": epoch.strip(), "estimate": estimate.strip()}
 
 
@@ -159,6 +167,7 @@ def eval_run(dataset: str, owners: int) -> dict:
     cfg = TrainConfig(dataset=dataset, id_init="normal")
     data = RunData.load(cfg)
     graph = data.graph("train")
+    torch.manual_seed(0)  # an untrained model: what is timed is the evaluation, not its figures
     model = make_model(cfg, graph)
     test = data.split.test
     k = min(owners, len(test))

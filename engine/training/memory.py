@@ -34,7 +34,7 @@ from engine.training.config import TrainConfig, make_model
 GB = 1 << 30
 WORKER_BASE = int(0.45 * GB)
 DRIVER_BYTES = int(1.2 * GB)
-STEP_BYTES_PER_NODE = 6 * 1024
+STEP_BYTES_PER_NODE = 1536
 INFER_STATES = 6
 
 

@@ -12,6 +12,8 @@ node share one copy of the read-only data.
 """
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,6 +86,16 @@ class RunData:
         data = cls.load(TrainConfig.from_dict({**cfg.to_dict(), "graph_store": ""}))
         tree = {"split": data.split, **{s: data.graph(s) for s in STAGES}}
         return save_tree(tree, folder, meta=key)
+
+    @classmethod
+    def save_store_apart(cls, cfg: TrainConfig, folder: str | Path) -> Path:
+        """:meth:`save_store` in a child process: the dataset tables and the builder's
+        temporaries (about 2 GB at the Kaggle file's size) go back to the system when it exits,
+        so the driver stays small for the whole run. Its errors are raised here."""
+        if read_meta(folder) == cls.store_key(cfg):
+            return Path(folder)
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return pool.submit(cls.save_store, cfg, folder).result()
 
     @classmethod
     def open_store(cls, cfg: TrainConfig) -> RunData:
