@@ -270,7 +270,7 @@ def build_graph_store(cfg: dict) -> Path:
 
     store = Path(cfg["output"]) / GRAPH_STORE
     print("split and graphs: built once, mapped by every worker", flush=True)
-    RunData.save_store(TrainConfig.from_dict(cfg), store)
+    RunData.save_store_apart(TrainConfig.from_dict(cfg), store)
     return store
 
 
