@@ -107,6 +107,8 @@ def test_eta_line():
                {"epoch": 2, "epoch_seconds": 300.0}]  # a resumed run: saved before wall times
     assert eta_line(history, 50, 20) == "300 s (6000 ms/step incl. validation), ~1.0 h left at most"
     assert eta_line(history[:1], 50, 1).endswith("last epoch")
+    assert eta_line(history[:1], 50, 2).endswith("~2 min left at most")
+    assert eta_line([{"epoch": 1, "epoch_seconds": 20.0}], 50, 3).endswith("~40 s left at most")
 
 
 def test_session_pipeline_enhanced_model(tiny_sessions, tmp_path):

@@ -93,7 +93,8 @@ def eta_line(history: list[dict], steps: int, epochs: int) -> str:
     walls = [h.get("epoch_wall_seconds", h["epoch_seconds"]) for h in history]  # older runs
     wall, mean = walls[-1], sum(walls) / len(walls)
     left = (epochs - history[-1]["epoch"]) * mean
-    when = f"{left / 3600:.1f} h" if left >= 3600 else f"{left / 60:.0f} min"
+    when = (f"{left / 3600:.1f} h" if left >= 3600 else f"{left / 60:.0f} min" if left >= 60
+            else f"{left:.0f} s")
     return (f"{wall:.0f} s ({1000 * wall / max(steps, 1):.0f} ms/step incl. validation), "
             + (f"~{when} left at most" if left > 0 else "last epoch"))
 
