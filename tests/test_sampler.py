@@ -1,4 +1,4 @@
-"""Tests for engine.graph.sampler on hand-made heterogeneous graphs."""
+"""Tests for the sampler (engine.graph.neighbours, negatives, batches) on hand-made heterogeneous graphs."""
 from __future__ import annotations
 
 import math
@@ -8,9 +8,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.graph.neighbours import _sample_positions
 from engine.graph.sampler import (
     BPRBatches,
-    _sample_positions,
     owner_shard,
     sample_negatives,
     sample_subgraph,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-#: Relation of the edges :func:`engine.graph.sampler.add_owner_rows` adds to a batch subgraph:
+#: Relation of the edges :func:`engine.graph.neighbours.add_owner_rows` adds to a batch subgraph:
 #: owner aggregates read them (``engine.models.affinity``); message-passing layers, which use
 #: ``"to"`` edges, never do. Target edges are *not* dropped from them: an aggregate leaves out the
 #: scored pair's own edge itself, so a positive's counts hold every other track of its row, as at

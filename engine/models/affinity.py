@@ -33,7 +33,7 @@ message-passing (training) edges count, and a scored pair's own edge is always l
 counts: a training positive is counted against every *other* track of its playlist (no label
 leak), as a held-out track is at test time. The sampler adds each seed owner's whole item row
 and those items' :math:`T`-edges to the batch subgraph as ``ROW`` edges, which no GAT layer
-reads (:func:`engine.graph.sampler.add_owner_rows`), so the counts are exact while the messages
+reads (:func:`engine.graph.neighbours.add_owner_rows`), so the counts are exact while the messages
 stay sampled; without them the counts are those of the sampled rows.
 """
 from __future__ import annotations

@@ -105,7 +105,7 @@ def layer_trim(sub: Subgraph, num_layers: int
 
     The sampler lays local nodes out by the hop that first reached them and edges by the hop
     that drew them (the edges drawn at hop :math:`h` point into nodes first reached at hop
-    :math:`h`; :class:`~engine.graph.sampler.SampledSubgraph`). Layer :math:`d` of :math:`L`
+    :math:`h`; :class:`~engine.graph.neighbours.SampledSubgraph`). Layer :math:`d` of :math:`L`
     (from 0) only matters for nodes fewer than :math:`L - d` hops from the seeds, so it writes
     the first ``rows[t]`` nodes of each type (hops :math:`< L - d`) and reads the edges drawn at
     those hops, which hold every in-edge of those nodes: the seeds' outputs are exactly those of

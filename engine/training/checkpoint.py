@@ -11,7 +11,7 @@ worker in tests/test_failures.py):
   rank's state would not resume another's): torch's CPU generator (dropout, model
   initialisation), CUDA's where present, numpy's global generator and Python's ``random``;
 * the sampler's position: a checkpoint is taken only between epochs, and each epoch's batches
-  come from a generator seeded by (seed, epoch, rank) (``engine.graph.sampler.epoch_generator``),
+  come from a generator seeded by (seed, epoch, rank) (``engine.graph.batches.epoch_generator``),
   so the resumed epoch draws exactly the batches the uninterrupted one would have.
 
 Not restored: the state of an epoch in progress (a resume restarts that epoch from its
