@@ -44,16 +44,15 @@ def step_profile(dataset: str, steps: int, batch_size: int) -> dict:
     from engine.models.init import svd_init_
     from engine.training.config import TrainConfig, make_model, owner_row_links
     from engine.training.loop import bpr_loss
+    from engine.training.optim import make_optimisers
     from engine.training.run_data import RunData
-    from engine.training.sync import split_parameters
 
     torch.set_num_threads(1)
     cfg = TrainConfig(dataset=dataset, batch_size=batch_size)
     graph = RunData.load(cfg).graph("fit")
     model = make_model(cfg, graph)
     svd_init_(model, graph, cfg.seed)
-    dense, sparse = split_parameters(model, True)
-    opts = [torch.optim.Adam(dense, lr=cfg.lr), torch.optim.SparseAdam(sparse, lr=cfg.lr)]
+    opts = make_optimisers(cfg, model)
     owners = torch.nonzero(graph.csr[graph.interaction].degree() > 0).flatten()
     batches = iter(BPRBatches(
         graph, owner_shard(owners, 0, 1, cfg.seed), batch_size=cfg.batch_size,
@@ -71,12 +70,10 @@ def step_profile(dataset: str, steps: int, batch_size: int) -> dict:
         loss = bpr_loss(vecs, graph.owner_type, graph.item_type, b, cfg.l2,
                         score_bias(model, b.sub))
         t.append(time.perf_counter())
-        for o in opts:
-            o.zero_grad(set_to_none=True)
+        opts.zero_grad()
         loss.backward()
         t.append(time.perf_counter())
-        for o in opts:
-            o.step()
+        opts.step()
         t.append(time.perf_counter())
         if s >= 2:
             for k, name in enumerate(phases):

@@ -42,7 +42,8 @@ from engine.graph.split import make_split
 from engine.models import count_parameters, score_bias
 from engine.training.config import MODES, TrainConfig, make_model, owner_row_links
 from engine.training.loop import bpr_loss
-from engine.training.sync import split_parameters, sync_gradients
+from engine.training.optim import make_optimisers
+from engine.training.sync import sync_gradients
 
 PHASES = ("sample", "forward", "loss", "backward", "sync", "optim")
 
@@ -54,27 +55,21 @@ def load() -> float:
 def make_arm(base: torch.nn.Module, cfg: TrainConfig):
     model = copy.deepcopy(base)
     model.train()
-    dense, sparse = split_parameters(model, cfg.sparse_embeddings)
-    opts = [torch.optim.Adam(dense, lr=cfg.lr)]
-    if sparse:
-        opts.append(torch.optim.SparseAdam(sparse, lr=cfg.lr))
-    return model, dense, sparse, opts
+    return model, make_optimisers(cfg, model)
 
 
-def train_step(model, dense, sparse, opts, sub, batch, owner_t, item_t, l2, clock) -> float:
+def train_step(model, opts, sub, batch, owner_t, item_t, l2, clock) -> float:
     """One step of the loop body; ``clock(phase)`` closes a phase."""
     vecs = model(sub)
     clock("forward")
     loss = bpr_loss(vecs, owner_t, item_t, batch, l2, score_bias(model, sub))
     clock("loss")
-    for o in opts:
-        o.zero_grad(set_to_none=True)
+    opts.zero_grad()
     loss.backward()
     clock("backward")
-    sync_gradients(dense, sparse)
+    sync_gradients(opts.dense, opts.sparse)
     clock("sync")
-    for o in opts:
-        o.step()
+    opts.step()
     value = loss.item()
     clock("optim")
     return value
@@ -184,7 +179,7 @@ def run_pair(base, cfg, graph, owners, batch_size, warmup, steps, full_warmup, f
 def profile_sampled(base, cfg, graph, owners, batch_size, steps, top: int = 20) -> str:
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    model, dense, sparse, opts = make_arm(base, cfg)
+    model, opts = make_arm(base, cfg)
     ot, it = graph.owner_type, graph.item_type
     batches = iter(BPRBatches(graph, owners, batch_size=batch_size, num_neg=cfg.num_neg,
                               fanouts=cfg.fanouts, seed=cfg.seed, steps=steps + 1,
@@ -192,14 +187,13 @@ def profile_sampled(base, cfg, graph, owners, batch_size, steps, top: int = 20) 
                               neg_popularity=cfg.neg_popularity,
                               owner_rows=owner_row_links(cfg, base)))
     batch = next(batches)  # warm-up
-    train_step(model, dense, sparse, opts, batch.sub, batch, ot, it, cfg.l2, Clock())
+    train_step(model, opts, batch.sub, batch, ot, it, cfg.l2, Clock())
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             with record_function("## sample"):
                 batch = next(batches)
             with record_function("## step"):
-                train_step(model, dense, sparse, opts, batch.sub, batch, ot, it, cfg.l2,
-                           Clock())
+                train_step(model, opts, batch.sub, batch, ot, it, cfg.l2, Clock())
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top)
 
 

@@ -29,6 +29,7 @@ printed). Prints a table and a final JSON line.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import socket
@@ -45,7 +46,8 @@ from engine.graph.types import Subgraph
 from engine.models import build_model
 from engine.training.config import TrainConfig
 from engine.training.loop import bpr_loss
-from engine.training.sync import split_parameters, sync_gradients
+from engine.training.optim import make_optimisers
+from engine.training.sync import sync_gradients
 
 OWNER, ITEM = "playlist", "track"
 FORWARD_TYPES = [("playlist", "to", "track"), ("track", "to", "artist"),
@@ -150,10 +152,8 @@ def run_mode(rank: int, world_size: int, num_tracks: int, sparse_mode: bool, arg
                         id_embeddings=["playlist", "track", "artist", "genre"],
                         feature_types=["playlist", "track", "artist"], layer_norm=True,
                         activation=True)
-    dense, sparse = split_parameters(model, sparse_mode)
-    opts = [torch.optim.Adam(dense, lr=cfg.lr)]
-    if sparse:
-        opts.append(torch.optim.SparseAdam(sparse, lr=cfg.lr))
+    opt = make_optimisers(dataclasses.replace(cfg, sparse_embeddings=sparse_mode), model)
+    dense, sparse, opts = opt.dense, opt.sparse, opt.all
     gen = torch.Generator().manual_seed(1000 + rank)  # each rank its own batches
     rec = {"compute": [], "sync": [], "optim": []}
     floats = mine = 0
@@ -167,7 +167,7 @@ def run_mode(rank: int, world_size: int, num_tracks: int, sparse_mode: bool, arg
         loss.backward()
         t1 = time.perf_counter()
         if step == 0:  # the ranks' local gradients differ before the sync (else the check is moot)
-            g = dense[0].grad.detach().clone()
+            g = next(p.grad for p in dense if p.grad is not None).detach().clone()
             ref = g.clone()
             dist.broadcast(ref, 0)
             grads_differed = bool(max_over_ranks([float((g - ref).abs().max())])[0] > 0)

@@ -24,12 +24,12 @@ from benchmarks._run import ROOT, load
 
 
 def _worker(rank: int, world: int, dataset: str, epochs: int, port: int) -> None:
-    from engine.training import loop
+    from engine.training import loop, optim
 
     if world > 1:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         dist.init_process_group("gloo", rank=rank, world_size=world)
-    original, spent = loop.sync_gradients, [0.0, 0]
+    original, spent = optim.sync_gradients, [0.0, 0]
 
     def timed(dense, sparse):
         t0 = time.perf_counter()
@@ -38,7 +38,7 @@ def _worker(rank: int, world: int, dataset: str, epochs: int, port: int) -> None
         spent[1] += 1
         return out
 
-    loop.sync_gradients = timed
+    optim.sync_gradients = timed  # what Optimisers.sync_and_step calls
     out = ROOT / "runs" / f"bench_noray_{world}"
     result = loop.train_loop_per_worker({
         "dataset": dataset, "output": str(out), "epochs": epochs, "batch_size": 96,

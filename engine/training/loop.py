@@ -49,13 +49,11 @@ from engine.training.config import (
     owner_row_links,
 )
 from engine.training.context import make_context
+from engine.training.optim import make_optimisers
 from engine.training.run_data import RunData
-from engine.training.shared import NodeShared
 from engine.training.sync import (
     broadcast_floats,
     broadcast_parameters,
-    split_parameters,
-    sync_gradients,
 )
 from engine.training.tb import EpochWriter
 
@@ -177,13 +175,7 @@ def train_loop_per_worker(config: dict) -> dict | None:
     if cfg.id_init == "svd":  # ID tables start from the fit matrix's SVD (engine.models.init)
         started = svd_init_(model, graph, cfg.seed) if chief else svd_types(model, graph)
         broadcast_parameters([model.emb[t].weight for t in started])
-    dense, sparse = split_parameters(model, cfg.sparse_embeddings)
-    opt_dense = torch.optim.Adam(dense, lr=cfg.lr)
-    opt_sparse = torch.optim.SparseAdam(sparse, lr=cfg.lr) if sparse else None
-    optimisers = [o for o in (opt_dense, opt_sparse) if o is not None]
-    schedulers = [torch.optim.lr_scheduler.ReduceLROnPlateau(
-        o, mode="max", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.min_lr)
-        for o in optimisers]
+    opts = make_optimisers(cfg, model)
     n_params = count_parameters(model)
     _log(rank, f"model {cfg.model}: {n_params:,} parameters; graph {split.summary()}; "
                f"{world_size} worker(s)")
@@ -204,10 +196,7 @@ def train_loop_per_worker(config: dict) -> dict | None:
         _log(rank, f"restarted from scratch; epochs lost to the interruption: {lost}")
     if state is not None:
         model.load_state_dict(state["model"])
-        for o, s in zip(optimisers, state["optimisers"]):
-            o.load_state_dict(s)
-        for sch, s in zip(schedulers, state["schedulers"]):
-            sch.load_state_dict(s)
+        opts.load_state_dicts(state)
         rngs = state["rng"]  # one per rank; a dict in checkpoints from before that
         set_rng_state(rngs[rank % len(rngs)] if isinstance(rngs, list) else rngs)
         start_epoch, best, stale = state["epoch"], state["best"], state["stale"]
@@ -229,7 +218,8 @@ def train_loop_per_worker(config: dict) -> dict | None:
         (out / RESUMES_FILE).write_text(json.dumps(resumes))
     resumed, state = state is not None, None  # its tensors are in the model and optimisers now
     # several workers: one copy of the ID tables and their moments per node (engine.training.shared)
-    node = NodeShared(sparse, opt_sparse, out / "shared") if world_size > 1 and sparse else None
+    if world_size > 1:
+        opts.share(out / "shared")
 
     # 5. epochs
     train_owners = torch.nonzero(graph.csr[graph.interaction].degree() > 0).flatten()
@@ -262,15 +252,9 @@ def train_loop_per_worker(config: dict) -> dict | None:
         for batch in bar:
             vecs = model(batch.sub)
             loss = bpr_loss(vecs, owner_t, item_t, batch, cfg.l2, score_bias(model, batch.sub))
-            for o in optimisers:
-                o.zero_grad(set_to_none=True)
+            opts.zero_grad()
             loss.backward()
-            sync_gradients(dense, sparse)
-            opt_dense.step()
-            if node is not None:
-                node.step()  # the sparse tables: once per node
-            elif opt_sparse is not None:
-                opt_sparse.step()
+            opts.sync_and_step()
             total_loss += loss.item() * batch.num_triples
             triples += batch.num_triples
             bar.set_postfix(loss=f"{loss.item():.4f}")
@@ -294,9 +278,9 @@ def train_loop_per_worker(config: dict) -> dict | None:
         else:
             stale += 1
         if not cfg.fixed_lr:
-            for sch in schedulers:
+            for sch in opts.schedulers:
                 sch.step(val_recall)
-        lr = optimisers[0].param_groups[0]["lr"]
+        lr = opts.lr
         stop = (not cfg.fixed_lr) and cfg.patience > 0 and stale >= cfg.patience
         finished = stop or epoch + 1 == cfg.epochs
         metrics = {"epoch": epoch + 1, "train_loss": train_loss, "val_recall@10": val_recall,
@@ -311,8 +295,7 @@ def train_loop_per_worker(config: dict) -> dict | None:
         ckpt = None
         rngs = _rng_states(world_size)  # a collective: every rank
         if chief:
-            ckpt = {"model": model.state_dict(), "optimisers": [o.state_dict() for o in optimisers],
-                    "schedulers": [s.state_dict() for s in schedulers], "rng": rngs,
+            ckpt = {"model": model.state_dict(), **opts.state_dicts(), "rng": rngs,
                     "epoch": epoch + 1, "best": best, "stale": stale, "finished": finished,
                     "history": history, "best_model": best_state, "resumes": resumes,
                     "config": cfg.to_dict()}

@@ -1,0 +1,84 @@
+"""The run's optimisers, made and stepped in one place (the loop and the step benchmarks share it).
+
+Adam on the dense weights and SparseAdam on the ID embedding tables (``nn.Embedding(sparse=True)``,
+:func:`~engine.training.sync.split_parameters`): a step touches a few thousand of a table's rows,
+and SparseAdam updates only those rows' moments. Each has a ``ReduceLROnPlateau`` scheduler on
+validation Recall@10. With several workers the sparse step runs once per node on shared tables
+(:meth:`Optimisers.share`, :mod:`.shared`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from engine.training.config import TrainConfig
+from engine.training.shared import NodeShared
+from engine.training.sync import split_parameters, sync_gradients
+
+
+@dataclass
+class Optimisers:
+    dense: list[nn.Parameter]
+    sparse: list[nn.Parameter]
+    adam: torch.optim.Adam
+    sparse_adam: torch.optim.SparseAdam | None
+    schedulers: list
+    node: NodeShared | None = None
+
+    @property
+    def all(self) -> list[torch.optim.Optimizer]:
+        """The optimisers in checkpoint order (dense first)."""
+        return [o for o in (self.adam, self.sparse_adam) if o is not None]
+
+    @property
+    def lr(self) -> float:
+        return self.adam.param_groups[0]["lr"]
+
+    def zero_grad(self) -> None:
+        for o in self.all:
+            o.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        """Adam on every rank; SparseAdam once per node when the tables are shared."""
+        self.adam.step()
+        if self.node is not None:
+            self.node.step()
+        elif self.sparse_adam is not None:
+            self.sparse_adam.step()
+
+    def sync_and_step(self) -> int:
+        """Average the gradients over the ranks (:func:`sync_gradients`), then :meth:`step`.
+        Returns the floats this rank sent."""
+        sent = sync_gradients(self.dense, self.sparse)
+        self.step()
+        return sent
+
+    def share(self, fallback: Path) -> None:
+        """Move the ID tables and their moments to memory shared by each node's ranks (call after
+        resuming; collective)."""
+        if self.sparse:
+            self.node = NodeShared(self.sparse, self.sparse_adam, fallback)
+
+    def state_dicts(self) -> dict:
+        return {"optimisers": [o.state_dict() for o in self.all],
+                "schedulers": [s.state_dict() for s in self.schedulers]}
+
+    def load_state_dicts(self, state: dict) -> None:
+        for o, s in zip(self.all, state["optimisers"]):
+            o.load_state_dict(s)
+        for sch, s in zip(self.schedulers, state["schedulers"]):
+            sch.load_state_dict(s)
+
+
+def make_optimisers(cfg: TrainConfig, model: nn.Module) -> Optimisers:
+    """Adam + SparseAdam at ``cfg.lr`` and their plateau schedulers, for ``model``."""
+    dense, sparse = split_parameters(model, cfg.sparse_embeddings)
+    adam = torch.optim.Adam(dense, lr=cfg.lr)
+    sparse_adam = torch.optim.SparseAdam(sparse, lr=cfg.lr) if sparse else None
+    schedulers = [torch.optim.lr_scheduler.ReduceLROnPlateau(
+        o, mode="max", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.min_lr)
+        for o in (adam, sparse_adam) if o is not None]
+    return Optimisers(dense, sparse, adam, sparse_adam, schedulers)
