@@ -49,7 +49,7 @@ from engine.training.config import (
     owner_row_links,
 )
 from engine.training.context import make_context
-from engine.training.optim import make_optimisers
+from engine.training.optim import Optimisers, make_optimisers
 from engine.training.run_data import RunData
 from engine.training.sync import (
     broadcast_floats,
@@ -95,6 +95,50 @@ def eta_line(history: list[dict], steps: int, epochs: int) -> str:
             else f"{left:.0f} s")
     return (f"{wall:.0f} s ({1000 * wall / max(steps, 1):.0f} ms/step incl. validation), "
             + (f"~{when} left at most" if left > 0 else "last epoch"))
+
+
+def train_epoch(model, opts: Optimisers, batches, owner_type: str, item_type: str,
+                l2: float) -> tuple[float, int]:
+    """One pass over ``batches`` (any iterable of :class:`~engine.graph.batches.Batch`, e.g. a
+    progress bar over :class:`BPRBatches`): forward, BPR, backward, gradient sync, optimiser
+    steps. Returns (sum of loss x triples, triples) for the epoch's mean loss."""
+    total_loss, triples = 0.0, 0
+    for batch in batches:
+        vecs = model(batch.sub)
+        loss = bpr_loss(vecs, owner_type, item_type, batch, l2, score_bias(model, batch.sub))
+        opts.zero_grad()
+        loss.backward()
+        opts.sync_and_step()
+        total_loss += loss.item() * batch.num_triples
+        triples += batch.num_triples
+        if hasattr(batches, "set_postfix"):
+            batches.set_postfix(loss=f"{loss.item():.4f}")
+    return total_loss, triples
+
+
+def validate(model, graph, split, batch_size: int, chief: bool) -> tuple[float, float]:
+    """Validation Recall@10 and NDCG@10 of ``model`` on ``graph`` (fit edges), computed on rank 0
+    and broadcast, so that every rank takes the same scheduler and early-stopping decision."""
+    val = [0.0, 0.0]
+    if chief:
+        m = evaluate_scores(score_fn(model, graph), split.fit, split.val, split.num_items,
+                            ks=(10,), batch_size=batch_size)
+        val = [m["recall@10"], m["ndcg@10"]]
+    recall, ndcg = broadcast_floats(val)
+    return recall, ndcg
+
+
+def final_test(model, best_state: dict, data: RunData, out: Path, batch_size: int,
+               progress=False) -> dict:
+    """Rank 0's end of a run: save the last and the best weights, restore the best, and
+    evaluate them on the test split beside the baselines (every non-test edge in the graph)."""
+    save_state(model.state_dict(), out / "final_model.pt")
+    model.load_state_dict(best_state)
+    save_state(best_state, out / "best_model.pt")
+    split = data.split
+    return evaluate_with_baselines(score_fn(model, data.graph("train")), split,
+                                   stage_edges=split.train, heldout=split.test,
+                                   batch_size=batch_size, progress=progress)
 
 
 def _log(rank: int, msg: str) -> None:
@@ -241,7 +285,6 @@ def train_loop_per_worker(config: dict) -> dict | None:
         _call(hooks, "epoch_start", epoch=epoch, rank=rank, world_size=world_size, output=out)
         model.train()
         t0 = time.perf_counter()
-        total_loss, triples = 0.0, 0
         batches = BPRBatches(graph, shard, batch_size=cfg.batch_size, num_neg=cfg.num_neg,
                              fanouts=cfg.fanouts, seed=cfg.seed, epoch=epoch, rank=rank,
                              steps=steps, pos_per_owner=cfg.pos_per_owner,
@@ -249,27 +292,12 @@ def train_loop_per_worker(config: dict) -> dict | None:
                              owner_rows=row_links)
         bar = ctx.progress(batches, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                            enabled=chief and cfg.progress)
-        for batch in bar:
-            vecs = model(batch.sub)
-            loss = bpr_loss(vecs, owner_t, item_t, batch, cfg.l2, score_bias(model, batch.sub))
-            opts.zero_grad()
-            loss.backward()
-            opts.sync_and_step()
-            total_loss += loss.item() * batch.num_triples
-            triples += batch.num_triples
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+        total_loss, triples = train_epoch(model, opts, bar, owner_t, item_t, cfg.l2)
         seconds = time.perf_counter() - t0
         train_loss = _all_mean(total_loss / max(triples, 1), world_size)
         triples_per_s = _all_mean(triples / seconds, world_size) * world_size
 
-        # validation on rank 0, decision shared with every rank
-        val = [0.0, 0.0]
-        if chief:
-            m = evaluate_scores(score_fn(model, graph), split.fit,
-                                split.val, split.num_items, ks=(10,),
-                                batch_size=cfg.eval_batch_size)
-            val = [m["recall@10"], m["ndcg@10"]]
-        val_recall, val_ndcg = broadcast_floats(val)
+        val_recall, val_ndcg = validate(model, graph, split, cfg.eval_batch_size, chief)
         improved = val_recall > best
         if improved:
             best, stale = val_recall, 0
@@ -318,13 +346,9 @@ def train_loop_per_worker(config: dict) -> dict | None:
     if not chief:
         tb.close()
         return None
-    save_state(model.state_dict(), out / "final_model.pt")
-    model.load_state_dict(best_state)
-    save_state(best_state, out / "best_model.pt")
-    test_graph = data.graph("train")
-    report = evaluate_with_baselines(score_fn(model, test_graph), split,
-                                     stage_edges=split.train, heldout=split.test,
-                                     batch_size=cfg.eval_batch_size)
+    report = final_test(model, best_state, data, out, cfg.eval_batch_size,
+                        lambda it, total, desc: ctx.progress(it, total=total, desc=desc,
+                                                             enabled=cfg.progress))
     result = {
         **report,
         "params": n_params,
