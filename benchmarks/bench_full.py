@@ -15,7 +15,8 @@ it to ``<output>/dataset``). In one run:
    processes once per process, PSS divides it among them) of every process of the run, sampled
    twice a second; the run is stopped once epoch 1 has been validated;
 3. **eval**: the full-size test evaluation (model, popularity, item-kNN) on ``--eval-owners``
-   test playlists: its time and peak extra memory, and the time projected to every test playlist;
+   test playlists: its time and peak extra memory (and those of its full-graph forward alone),
+   and the time projected to every test playlist;
 4. the projected epoch time with 4 workers (the measured time per step and validation, times the
    steps of a full epoch) and of a complete run (at most ``epochs`` of them; early stopping may
    end it sooner). Every projection is labelled as one.
@@ -24,11 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import resource
 import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +46,7 @@ def step_profile(dataset: str, steps: int, batch_size: int) -> dict:
     from engine.models import score_bias
     from engine.models.init import svd_init_
     from engine.training.config import TrainConfig, make_model, owner_row_links
-    from engine.training.loop import bpr_loss
+    from engine.training.losses import bpr_loss
     from engine.training.optim import make_optimisers
     from engine.training.run_data import RunData
 
@@ -173,12 +176,13 @@ def eval_run(dataset: str, owners: int) -> dict:
     t0 = time.perf_counter()
     fn = score_fn(model, graph)
     t_infer = time.perf_counter() - t0
+    infer_peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
     report = evaluate_with_baselines(fn, data.split, heldout=sample)
     seconds = time.perf_counter() - t0
     peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
     per_owner = (seconds - t_infer) / k
     return {"owners": k, "test_owners": len(test), "seconds": seconds, "infer_s": t_infer,
-            "peak_extra_gb": peak / 2**30,
+            "peak_extra_gb": peak / 2**30, "infer_peak_extra_gb": infer_peak / 2**30,
             "projected_all_s": t_infer + per_owner * len(test),
             "recall@10": {"model": report["test"]["recall@10"],
                           **{n: m["recall@10"] for n, m in report["baselines"].items()}}}
@@ -215,7 +219,11 @@ def main() -> int:
         res["memory"] = [memory_run(args.dataset, w, args.steps, out) for w in (1, 4)]
         print(json.dumps(res["memory"], indent=1), flush=True)
     if "eval" in args.parts:
-        res["eval"] = eval_run(args.dataset, args.eval_owners)
+        # its own process: peak memory is read as maxrss, a high-water mark that the step
+        # profile above would otherwise have set already
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+            res["eval"] = pool.submit(eval_run, args.dataset, args.eval_owners).result()
         print(json.dumps(res["eval"], indent=1), flush=True)
     results_file.write_text(json.dumps(res, indent=1) + "\n")
     print(f"results: {results_file}")

@@ -278,10 +278,11 @@ def check_memory(cfg: dict, workers: int, local: bool) -> None:
     """Print the run's memory estimate (engine.training.memory); on this machine (no
     ``--address``) a run that cannot fit is bad input, before Ray starts. On a cluster each node
     holds its own share, which Ray's scheduler sees, so the estimate is only printed."""
-    from engine.training.memory import check_fits
+    from engine.training.memory import check_fits, run_estimate
 
+    train_cfg = TrainConfig.from_dict(cfg)
     try:
-        est = check_fits(TrainConfig.from_dict(cfg), workers, None if local else 1 << 62)
+        est = check_fits(train_cfg, workers) if local else run_estimate(train_cfg, workers)
     except ValueError as exc:
         raise BadInput(f"{cfg['output']}: {exc}") from None
     print(f"memory estimate: {est.describe()}", flush=True)

@@ -217,3 +217,16 @@ def test_a_run_that_cannot_fit_in_memory_is_exit_2_before_ray(tmp_path, tiny_pla
         {**memory.TrainConfig(dataset=str(out / "dataset")).to_dict(),
          "graph_store": str(out / "graph_store")}), 1, available=200 << 20)
     assert est.total <= 200 << 20
+
+
+def test_subgraph_bound_counts_every_hop():
+    """1 + f1 + f1·f2 nodes per seed, repeated fanouts included; -1 (all neighbours) and the
+    graph's size cap it."""
+    from engine.training.config import TrainConfig
+    from engine.training.memory import subgraph_nodes
+
+    cfg = TrainConfig(batch_size=2, pos_per_owner=1, num_neg=2, neg_pool=0, fanouts=[5, 5])
+    seeds = 2 + 2 * 1 * 3
+    assert subgraph_nodes(cfg, 10**9) == seeds * (1 + 5 + 25)
+    assert subgraph_nodes(cfg, 100) == 100
+    assert subgraph_nodes(TrainConfig(fanouts=[10, -1]), 12345) == 12345

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import itertools
 import json
 import os
 import shutil
@@ -40,14 +41,16 @@ def save_tree(tree: Any, folder: str | Path, meta: dict | None = None) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        files: list[int] = []
+        numbers = itertools.count()  # file names
 
         def enc(obj: Any) -> Any:
             if isinstance(obj, torch.Tensor):
-                name = f"{len(files)}.bin"
-                files.append(0)
+                name = f"{next(numbers)}.bin"
                 t = obj.detach().cpu().contiguous()
-                t.numpy().tofile(tmp / name) if t.numel() else (tmp / name).touch()
+                if t.numel():
+                    t.numpy().tofile(tmp / name)
+                else:
+                    (tmp / name).touch()
                 return {"tensor": name, "dtype": str(t.dtype).removeprefix("torch."),
                         "shape": list(t.shape)}
             if dataclasses.is_dataclass(obj):

@@ -245,7 +245,8 @@ class PlaylistGAT(nn.Module):
         return h
 
     def _propagate(self, layer: HeteroGAT, h: dict[str, Tensor], sub: Subgraph,
-                   attention: Attention | None) -> dict[str, Tensor]:
+                   attention: Attention | None, rows: dict[str, int] | None = None
+                   ) -> dict[str, Tensor]:
         r"""One hetero GAT layer; with ``degree_norm`` each conv reads
         :math:`d_u^{-1/2}\mathbf{h}_u` and its output is scaled by :math:`d_v^{1/2}` (degrees
         within the edge type in ``sub``), so uniform attention gives LightGCN's symmetric
@@ -253,7 +254,7 @@ class PlaylistGAT(nn.Module):
         and well-connected destinations keep their weight, and a degree-1 item no longer copies
         its single playlist's vector at full norm."""
         if not self.degree_norm:
-            return layer(h, sub, attention)
+            return layer(h, sub, attention, rows)  # rows: the layer's trim (never with degree_norm)
         out: dict[str, Tensor] = {}
         for et in layer.edge_types:
             src, _, dst = et
@@ -289,8 +290,7 @@ class PlaylistGAT(nn.Module):
                  for t, v in h.items()}
         for depth, (layer, norms) in enumerate(zip(self.layers, self.norms)):
             rows, view = trim[depth] if trim else (None, sub)
-            msg = layer(h, view, attention, rows) if trim else self._propagate(
-                layer, h, sub, attention)
+            msg = self._propagate(layer, h, view, attention, rows)
             last = depth == len(self.layers) - 1
             act = (lambda m: m) if last or not self.activation else F.elu
             h = {t: v[:rows[t]] if rows else v for t, v in h.items()}

@@ -21,7 +21,6 @@ go / no-go check needs.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,16 +59,20 @@ class Estimate:
 
 def subgraph_nodes(cfg: TrainConfig, num_nodes: int) -> int:
     """Nodes of one step's sampled subgraph, at most: the seeds (owners, positives, negatives)
-    times the fanout products, capped by the graph."""
+    times 1 + f1 + f1·f2 + ... (a node per drawn neighbour at each hop), capped by the graph;
+    a fanout of -1 (every neighbour) is capped by the graph alone."""
     owners = cfg.batch_size
     items = cfg.batch_size * cfg.pos_per_owner * (1 + cfg.num_neg)
     if cfg.neg_pool:
         items = min(items, cfg.batch_size * cfg.pos_per_owner * (1 + cfg.num_neg // 2)
                     + cfg.neg_pool)
-    seeds, reach = owners + items, 1
+    reach, width = 1, 1
     for k in cfg.fanouts:
-        reach += math.prod(cfg.fanouts[:cfg.fanouts.index(k) + 1]) if k > 0 else 0
-    return min(seeds * reach, num_nodes)
+        if k < 0:
+            return num_nodes
+        width *= k
+        reach += width
+    return min((owners + items) * reach, num_nodes)
 
 
 def store_bytes(folder: str | Path) -> int:
@@ -104,20 +107,26 @@ def available_bytes() -> int:
     return int(psutil.virtual_memory().available)
 
 
-def check_fits(cfg: TrainConfig, workers: int, available: int | None = None) -> Estimate:
-    """The estimate for ``cfg`` (its ``graph_store`` already built) on one node; ValueError with
-    one line when it exceeds ``available`` bytes (default: :func:`available_bytes`), naming the
-    number of workers that would fit."""
+def run_estimate(cfg: TrainConfig, workers: int | list[int]) -> Estimate | list[Estimate]:
+    """The estimate for ``cfg`` on one node (its ``graph_store`` already built), for a number of
+    workers or a list of them."""
     from engine.training.run_data import RunData
 
     graph = RunData.open_store(cfg).graph("fit")
     shared = store_bytes(cfg.graph_store)
-    est = estimate(cfg, graph, workers, shared)
+    if isinstance(workers, int):
+        return estimate(cfg, graph, workers, shared)
+    return [estimate(cfg, graph, w, shared) for w in workers]
+
+
+def check_fits(cfg: TrainConfig, workers: int, available: int | None = None) -> Estimate:
+    """:func:`run_estimate`; ValueError with one line when it exceeds ``available`` bytes
+    (default: :func:`available_bytes`), naming the number of workers that would fit."""
+    est, *fewer = run_estimate(cfg, list(range(workers, 0, -1)))
     available = available_bytes() if available is None else available
     if est.total <= available:
         return est
-    fits = [w for w in range(workers - 1, 0, -1) if estimate(cfg, graph, w, shared).total
-            <= available]
+    fits = [e.workers for e in fewer if e.total <= available]
     hint = (f"use --workers {fits[0]}" if fits else "use a smaller --max-playlists") + \
         " or a machine with more memory"
     raise ValueError(f"this run needs {est.describe()}; this machine has "
