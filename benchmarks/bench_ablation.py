@@ -132,6 +132,19 @@ ROWS.update({  # the SVD round: tau 2 as in the defaults row above
     "track_ids_svd_no_artist": _row("same, trained without the artist term", tau=2.0,
                                     id_init="svd", affinity=False, options=ALL_TYPES),
 })
+ROWS.update({  # the loss round: the SVD round's defaults with each loss spelled out
+    "svd_bpr": _row("track ID tables, SVD start, BPR", tau=2.0, id_init="svd", loss="bpr",
+                    options=ALL_TYPES),
+    "svd_softmax": _row("same, sampled softmax with in-batch negatives", tau=2.0, id_init="svd",
+                        loss="softmax", options=ALL_TYPES),
+    "svd_softmax_logq": _row("same, logQ correction of the in-batch negatives", tau=2.0,
+                             id_init="svd", loss="softmax", logq=True, options=ALL_TYPES),
+    "svd_softmax_logq_l2_1e-4": _row("same, L2 1e-4", tau=2.0, id_init="svd", loss="softmax",
+                                     logq=True, l2=1e-4, options=ALL_TYPES),
+    "svd_softmax_no_artist": _row("same, trained without the artist term", tau=2.0,
+                                  id_init="svd", loss="softmax", affinity=False,
+                                  options=ALL_TYPES),
+})
 
 
 def main() -> None:

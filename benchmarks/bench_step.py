@@ -41,7 +41,7 @@ from engine.graph.sampler import BPRBatches
 from engine.graph.split import make_split
 from engine.models import count_parameters, score_bias
 from engine.training.config import MODES, TrainConfig, make_model, owner_row_links
-from engine.training.loop import bpr_loss
+from engine.training.losses import bpr_loss
 from engine.training.optim import make_optimisers
 from engine.training.sync import sync_gradients
 

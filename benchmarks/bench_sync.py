@@ -45,7 +45,7 @@ import torch.multiprocessing as mp
 from engine.graph.types import Subgraph
 from engine.models import build_model
 from engine.training.config import TrainConfig
-from engine.training.loop import bpr_loss
+from engine.training.losses import bpr_loss
 from engine.training.optim import make_optimisers
 from engine.training.sync import sync_gradients
 

@@ -15,7 +15,7 @@ from engine.graph.types import CSR, GraphData, Subgraph, rev
 from engine.models import PlaylistGAT, build_model, graph_meta, infer, score, score_bias, score_fn
 from engine.models.affinity import link_affinity
 from engine.training.config import TrainConfig, owner_row_links
-from engine.training.loop import bpr_loss
+from engine.training.losses import bpr_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

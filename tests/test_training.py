@@ -7,7 +7,8 @@ import torch
 
 from engine.training.checkpoint import load_state
 from engine.training.config import TrainConfig
-from engine.training.loop import bpr_loss, train_loop_per_worker
+from engine.training.loop import train_loop_per_worker
+from engine.training.losses import bpr_loss
 
 KEYS = {"recall@10", "ndcg@10", "recall@50", "ndcg@50", "r_precision", "playlists", "coverable",
         "distinct_artists@10", "coverage@10"}  # shared/PROTOCOL.md's metrics.json contract
@@ -152,3 +153,28 @@ def test_run_data_applies_the_config_to_split_and_graphs(tiny_playlists):
     plain = RunData.load(TrainConfig(dataset=str(tiny_playlists)))
     assert plain.split.test.items.numel() == 5 * len(plain.split.test)
     assert not plain.graph("fit").edge_attr
+
+
+def test_softmax_loss_matches_formula_with_in_batch_negatives():
+    """Each positive competes with its own negatives and the batch's other positives, except
+    the items its own owner has as positives (itself included)."""
+    from engine.training.losses import loss_fn, softmax_loss
+
+    class B:
+        owner_idx = torch.tensor([0, 0, 1])
+        pos_idx = torch.tensor([0, 1, 0])  # triple 2's positive is a copy of triple 0's
+        neg_idx = torch.tensor([[2], [2], [1]])
+
+    vecs = {"o": torch.tensor([[1.0, 0.0], [0.0, 1.0]]),
+            "i": torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, 1.0]])}
+    s = vecs["o"] @ vecs["i"].T  # s[o, i]
+    lse = torch.logsumexp
+    expected = torch.stack([
+        # o0's positives are items 0 and 1: triples 1 and 2 bring no negative to o0
+        lse(torch.stack([s[0, 0], s[0, 2]]), 0) - s[0, 0],
+        lse(torch.stack([s[0, 1], s[0, 2]]), 0) - s[0, 1],
+        # o1: its negative, and triple 1's positive (item 1); triple 0's is a copy of its own
+        lse(torch.stack([s[1, 0], s[1, 1], s[1, 1]]), 0) - s[1, 0],
+    ]).mean()
+    assert torch.isclose(softmax_loss(vecs, "o", "i", B, l2=0.0), expected)
+    assert loss_fn("softmax") is softmax_loss

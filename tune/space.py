@@ -12,6 +12,7 @@ File format (YAML or JSON), one entry per TrainConfig field::
     neg_popularity: {type: uniform, low: 0.0, high: 1.0}
     l2:            {type: loguniform, low: 1.0e-6, high: 1.0e-3}
     id_init:       {type: choice, values: [normal, svd]}
+    loss:          {type: choice, values: [bpr, softmax]}
     model_options.affinity_tau:  {type: choice, values: [0.0, 1.0, 2.0, 4.0]}
     model_options.affinity_init: {type: choice, values: [0.5, 1.0, 2.0]}
 
@@ -40,6 +41,7 @@ DEFAULT_SPACE: dict[str, dict] = {
     "neg_popularity": {"type": "uniform", "low": 0.0, "high": 1.0},
     "l2": {"type": "loguniform", "low": 1e-6, "high": 1e-3},
     "id_init": {"type": "choice", "values": ["normal", "svd"]},
+    "loss": {"type": "choice", "values": ["bpr", "softmax"]},
     "model_options.affinity_tau": {"type": "choice", "values": [0.0, 1.0, 2.0, 4.0]},
     "model_options.affinity_init": {"type": "choice", "values": [0.5, 1.0, 2.0]},
 }

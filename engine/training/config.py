@@ -54,7 +54,7 @@ RUNTIME_KEYS = frozenset({"output", "dataset", "graph_store", "progress", "num_t
                           "eval_batch_size"})
 RETIRED_KEYS = frozenset({"fail_at_epoch"})  # in configs saved before it left the loop
 # keys added after runs were saved, with the value every run saved before them trained with
-LEGACY_VALUES = {"id_init": "normal"}
+LEGACY_VALUES = {"id_init": "normal", "loss": "bpr", "logq": False}
 
 
 @dataclass
@@ -95,6 +95,11 @@ class TrainConfig:
     # playlist x track matrix (engine.models.init; co-occurrence from step 0), or "normal"
     id_init: Literal["normal", "svd"] = "svd"
     l2: NonNegFloat = 1e-5  # L2 penalty on the batch's score vectors (BPR regulariser)
+    # ranking loss (engine.training.losses): "bpr", or "softmax" over each positive's negatives
+    # and the batch's other positives (in-batch negatives)
+    loss: Literal["bpr", "softmax"] = "bpr"
+    # softmax: subtract log(item's share of training edges) from in-batch negatives' logits
+    logq: Bool = False
     holdout: PosInt = 5
     val_ratio: Ratio = 0.15
     test_ratio: Ratio = 0.15
@@ -141,7 +146,7 @@ class TrainConfig:
         """The hyper-parameters worth comparing across runs (TensorBoard HParams)."""
         keys = ("model", "lr", "batch_size", "pos_per_owner", "num_neg", "embedding_dim", "heads",
                 "num_layers", "dropout", "genre_weight", "l2", "neg_popularity", "owner_rows",
-                "id_init", "seed")
+                "id_init", "loss", "seed")
         d = {k: getattr(self, k) for k in keys}
         d["fanouts"] = ",".join(map(str, self.fanouts))
         return d

@@ -31,14 +31,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from engine.errors import BadInput
 from engine.eval.baselines import evaluate_with_baselines
 from engine.eval.evaluate import evaluate_scores
 from engine.graph.sampler import BPRBatches, owner_shard, steps_per_epoch
 from engine.models import count_parameters, score_bias, score_fn
-from engine.models.affinity import ScoreBias
 from engine.models.init import svd_init_, svd_types
 from engine.training.checkpoint import rng_state, save_state, set_rng_state, unregistered
 from engine.training.config import (
@@ -49,6 +47,7 @@ from engine.training.config import (
     owner_row_links,
 )
 from engine.training.context import make_context
+from engine.training.losses import loss_fn, positive_log_q
 from engine.training.optim import Optimisers, make_optimisers
 from engine.training.run_data import RunData
 from engine.training.sync import (
@@ -59,29 +58,6 @@ from engine.training.tb import EpochWriter
 
 PROGRESS_FILE = "progress.json"
 RESUMES_FILE = "resumes.json"  # every resume of the run in this folder (metrics.json "resumes")
-
-
-def bpr_loss(vecs: dict, owner_type: str, item_type: str, batch, l2: float,
-             bias: ScoreBias | None = None) -> torch.Tensor:
-    """BPR: -log sigmoid(s(u, i+) - s(u, i-)) averaged over triples and negatives, plus an L2
-    penalty on the score vectors involved (the usual BPR regulariser). ``s`` is the dot product
-    of the score vectors, plus the model's sparse ``bias`` term when it has one."""
-    u = vecs[owner_type][batch.owner_idx]  # [T, D]
-    pos = vecs[item_type][batch.pos_idx]  # [T, D]
-    neg = vecs[item_type][batch.neg_idx]  # [T, N, D]
-    s_pos = (u * pos).sum(-1, keepdim=True)
-    s_neg = (u.unsqueeze(1) * neg).sum(-1)
-    if bias is not None:  # each triple scored at its positive's slot in the owner's row
-        slot = getattr(batch, "pos_rank", None)
-        s_pos = s_pos + bias.pairs(batch.owner_idx, batch.pos_idx, slot).unsqueeze(-1)
-        s_neg = s_neg + bias.pairs(
-            batch.owner_idx.unsqueeze(1).expand_as(batch.neg_idx), batch.neg_idx,
-            None if slot is None else slot.unsqueeze(1).expand_as(batch.neg_idx))
-    loss = -F.logsigmoid(s_pos - s_neg).mean()
-    if l2 > 0:
-        reg = u.pow(2).sum(-1).mean() + pos.pow(2).sum(-1).mean() + neg.pow(2).sum(-1).mean()
-        loss = loss + l2 * reg
-    return loss
 
 
 def eta_line(history: list[dict], steps: int, epochs: int) -> str:
@@ -98,14 +74,16 @@ def eta_line(history: list[dict], steps: int, epochs: int) -> str:
 
 
 def train_epoch(model, opts: Optimisers, batches, owner_type: str, item_type: str,
-                l2: float) -> tuple[float, int]:
+                l2: float, loss: str = "bpr", log_q=None) -> tuple[float, int]:
     """One pass over ``batches`` (any iterable of :class:`~engine.graph.batches.Batch`, e.g. a
-    progress bar over :class:`BPRBatches`): forward, BPR, backward, gradient sync, optimiser
-    steps. Returns (sum of loss x triples, triples) for the epoch's mean loss."""
+    progress bar over :class:`BPRBatches`): forward, the ``loss`` (:mod:`.losses`), backward,
+    gradient sync, optimiser steps. Returns (sum of loss x triples, triples) for the epoch's
+    mean loss."""
+    criterion = loss_fn(loss, log_q)
     total_loss, triples = 0.0, 0
     for batch in batches:
         vecs = model(batch.sub)
-        loss = bpr_loss(vecs, owner_type, item_type, batch, l2, score_bias(model, batch.sub))
+        loss = criterion(vecs, owner_type, item_type, batch, l2, score_bias(model, batch.sub))
         opts.zero_grad()
         loss.backward()
         opts.sync_and_step()
@@ -272,6 +250,7 @@ def train_loop_per_worker(config: dict) -> dict | None:
     steps = cfg.steps_per_epoch or steps_per_epoch(
         len(train_owners), world_size, cfg.batch_size, fit_edges, cfg.pos_per_owner)
     row_links = owner_row_links(cfg, model)
+    log_q = positive_log_q(graph) if cfg.logq else None
     tb = EpochWriter(out / "tensorboard", enabled=chief,
                      purge_step=start_epoch + 1 if resumed else None,
                      hparams=cfg.hparams())
@@ -292,7 +271,8 @@ def train_loop_per_worker(config: dict) -> dict | None:
                              owner_rows=row_links)
         bar = ctx.progress(batches, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                            enabled=chief and cfg.progress)
-        total_loss, triples = train_epoch(model, opts, bar, owner_t, item_t, cfg.l2)
+        total_loss, triples = train_epoch(model, opts, bar, owner_t, item_t, cfg.l2,
+                                          cfg.loss, log_q)
         seconds = time.perf_counter() - t0
         train_loss = _all_mean(total_loss / max(triples, 1), world_size)
         triples_per_s = _all_mean(triples / seconds, world_size) * world_size
