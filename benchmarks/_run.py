@@ -33,12 +33,14 @@ def load() -> str:
         return f.read().split()[0]
 
 
-def quick_dataset(data: Path, out: Path) -> Path:
+def quick_dataset(data: Path, out: Path, max_playlists: int | None = None) -> Path:
     """Quick mode's prepared dataset of ``data`` (the seeded 1,000-playlist sample, as
-    ``jobs.train_kaggle --mode quick`` makes it) under ``out``, built once and reused."""
+    ``jobs.train_kaggle --mode quick`` makes it, or ``max_playlists`` of them, 0 = all) under
+    ``out``, built once and reused."""
     from engine.data.load import load_any
     from engine.training.config import MODES
     from jobs.common import run_dataset
 
     out.mkdir(parents=True, exist_ok=True)
-    return run_dataset(lambda: load_any(data), data, out, MODES["quick"]["max_playlists"], 0)
+    n = MODES["quick"]["max_playlists"] if max_playlists is None else max_playlists
+    return run_dataset(lambda: load_any(data), data, out, n or None, 0)

@@ -4,7 +4,8 @@
         [--output runs/ablation] [--only artist_recency basic ...] [--seeds 0 1 2]
 
 Each row is ``train_loop_per_worker`` in this process (no Ray, one thread, seed 0) on the quick
-mode's data (a seeded sample of 1,000 playlists, the protocol split) with quick mode's 5 epochs
+mode's data (a seeded sample of 1,000 playlists, the protocol split; ``--max-playlists N`` for
+another size, 0 for all of them) with quick mode's 5 epochs
 and batches of 128 playlists, and the options below on top of the ``TrainConfig`` defaults. Every
 option that changed default during the quality work is spelled out (``neg_popularity``,
 ``owner_rows`` and the affinity options included), so a row means the same model whatever the
@@ -89,7 +90,8 @@ for _label, _over in ROWS.values():
     _over.setdefault("owner_rows", False)
     _over.setdefault("id_init", "normal")
     if _over.get("model", "playlist") == "playlist":
-        _over["model_options"] = {"affinity_types": [], **_over.get("model_options", {})}
+        _over["model_options"] = {"affinity_types": [], "message_init": "glorot",
+                                  **_over.get("model_options", {})}
 
 
 def _row(label: str, tau: float = 0.0, init: float = 2.0, affinity: bool = True,
@@ -97,7 +99,7 @@ def _row(label: str, tau: float = 0.0, init: float = 2.0, affinity: bool = True,
     """A row of this round (artist affinity; half the negatives popularity-drawn), every option
     that this round introduced spelled out."""
     opts = {"affinity_types": ["artist"] if affinity else [], "affinity_init": init,
-            "affinity_tau": tau, **(options or {})}
+            "affinity_tau": tau, "message_init": "glorot", **(options or {})}
     return label, {"neg_popularity": 0.5, "owner_rows": owner_rows, "id_init": "normal",
                    **over, "model_options": opts}
 
@@ -141,6 +143,32 @@ ROWS.update({  # the loss round: the SVD round's defaults with each loss spelled
                              id_init="svd", loss="softmax", logq=True, options=ALL_TYPES),
     "svd_softmax_logq_l2_1e-4": _row("same, L2 1e-4", tau=2.0, id_init="svd", loss="softmax",
                                      logq=True, l2=1e-4, options=ALL_TYPES),
+    "svd_bpr_dim128": _row("BPR, embedding_dim 128", tau=2.0, id_init="svd", loss="bpr",
+                           embedding_dim=128, options=ALL_TYPES),
+    "svd_bpr_l2_1e-4": _row("BPR, L2 1e-4", tau=2.0, id_init="svd", loss="bpr", l2=1e-4,
+                            options=ALL_TYPES),
+    "svd_bpr_no_playlist_ids": _row(
+        "BPR, no playlist ID table (a playlist is its count feature and its tracks' messages)",
+        tau=2.0, id_init="svd", loss="bpr",
+        options={"id_embeddings": ["track", "artist", "genre"],
+                 "feature_types": ["playlist", "track"]}),
+    "svd_bpr_no_artist_lr2e-3": _row("BPR, trained without the artist term, lr 0.002", tau=2.0,
+                                     id_init="svd", loss="bpr", affinity=False, lr=0.002,
+                                     options=ALL_TYPES),
+    "svd_bpr_lr2e-3": _row("BPR, lr 0.002", tau=2.0, id_init="svd", loss="bpr", lr=0.002,
+                           options=ALL_TYPES),
+    "svd_zero_msgs": _row("BPR, layers start as the identity (message_init zeros)", tau=2.0,
+                          id_init="svd", loss="bpr",
+                          options={**ALL_TYPES, "message_init": "zeros"}),
+    "svd_zero_msgs_no_artist": _row("same, trained without the artist term", tau=2.0,
+                                    id_init="svd", loss="bpr", affinity=False,
+                                    options={**ALL_TYPES, "message_init": "zeros"}),
+    "svd_zero_msgs_no_artist_uniform": _row("same, uniform negatives", tau=2.0, id_init="svd",
+                                            loss="bpr", affinity=False, neg_popularity=0.0,
+                                            options={**ALL_TYPES, "message_init": "zeros"}),
+    "svd_zero_msgs_no_artist_lr1e-3": _row("same (half popularity negatives), lr 0.001", tau=2.0,
+                                           id_init="svd", loss="bpr", affinity=False, lr=0.001,
+                                           options={**ALL_TYPES, "message_init": "zeros"}),
     "svd_softmax_no_artist": _row("same, trained without the artist term", tau=2.0,
                                   id_init="svd", loss="softmax", affinity=False,
                                   options=ALL_TYPES),
@@ -153,9 +181,11 @@ def main() -> None:
     p.add_argument("--output", default=str(ROOT / "runs/ablation"))
     p.add_argument("--only", nargs="*", choices=sorted(ROWS), default=list(ROWS))
     p.add_argument("--seeds", nargs="*", type=int, default=[0])
+    p.add_argument("--max-playlists", type=int, default=MODES["quick"]["max_playlists"],
+                   help="the seeded sample's size (0 = every playlist); default quick mode's")
     args = p.parse_args()
     out, mode = Path(args.output), MODES["quick"]
-    dataset = quick_dataset(Path(args.data), out)
+    dataset = quick_dataset(Path(args.data), out, args.max_playlists)
     print("| run | seed | best val R@10 | test R@10 | test NDCG@10 | item-kNN R@10 / NDCG@10 "
           "| train s |")
     print("| --- | --- | --- | --- | --- | --- | --- |")

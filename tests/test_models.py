@@ -438,3 +438,34 @@ def test_trimmed_layers_give_the_seeds_the_untrimmed_vectors(monkeypatch, tiny_p
             seeds = batch.sub.seed_local[t]
             assert int(seeds.max()) < v.size(0)  # every seed has its vector
     assert layers.layer_trim(g.full(), 2) is None  # full graphs: nothing to trim
+
+
+def test_zero_message_start_keeps_the_input_tables_and_still_learns():
+    """message_init='zeros': at step 0 every score vector is the node's input state (ID row,
+    no features read here, up to the layer mean's rounding), so a spectral start reaches the score untouched; the message
+    projections into the scored types get gradients at once, the others one step later."""
+    sub = _graph()
+    model = _build("playlist", sub, message_init="zeros", feature_types=[],
+                   id_embeddings=["playlist", "track", "artist", "genre"])
+    model.eval()
+    vecs = model(sub)
+    for t in (OWNER, ITEM):
+        # the layer mean of L + 1 equal states: equal up to the mean's rounding
+        torch.testing.assert_close(vecs[t], model.emb[t].weight, rtol=1e-6, atol=1e-7)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step in range(2):
+        opt.zero_grad()
+        _bpr(model, sub, _triples(sub)).backward()
+        for layer in model.layers:
+            for et, conv in zip(layer.edge_types, layer.convs.values()):
+                # step 0: the convs into the scored types (their messages are in the layer
+                # mean); from step 1 on, the earlier layers' convs into other types too
+                if step or et[2] in (OWNER, ITEM):
+                    assert conv.lin_src.weight.grad.abs().sum() > 0, (step, et)
+        opt.step()
+    glorot = _build("playlist", sub, feature_types=[],
+                    id_embeddings=["playlist", "track", "artist", "genre"]).eval()
+    assert not torch.allclose(glorot(sub)[ITEM], glorot.emb[ITEM].weight)
+    with pytest.raises(ValueError, match="message_init"):
+        _build("playlist", sub, message_init="ones")

@@ -43,6 +43,16 @@ playlist edges is still reached through track <- artist and track <- genre edges
 w\langle\mathbf{g}_o, \mathbf{g}_i\rangle`. The default :math:`w = 0` builds no genre path at all
 (genres still take part in the layers), and the vectors have :math:`D` entries.
 
+**Start.** With ``message_init = "zeros"`` every conv's message projection :math:`\mathbf{W}_r`
+(``lin_src``) and bias start at zero, so at step 0 the messages are zero, attention is uniform,
+and :math:`\mathbf{c}_v = \mathbf{h}^{(0)}_v`: the score is that of the input tables
+(with the SVD start, PureSVD's). The messages are linear in :math:`\mathbf{W}_r`, so the convs into
+the owner and item types get gradients from the first step (their messages are in the layer
+mean), and an earlier layer's convs into other types from the second, once the layer that reads
+them has moved off zero: the zero-initialised residual branch of Fixup / ReZero. PyG's Glorot start instead adds random projections of the
+neighbours to every state, which scrambles a spectral start before training begins
+(docs/results.md measures both).
+
 **Affinity.** The full score adds an exact sparse term (:mod:`.affinity`, :meth:`score_bias`):
 
 .. math::
@@ -107,6 +117,8 @@ class PlaylistGAT(nn.Module):
             score (:mod:`.affinity`); ``None`` means the artists when the graph links them.
         affinity_init: start value of the affinity weights (beta and gamma).
         affinity_tau: distance scale of the recency count; 0 means no recency count.
+        message_init: ``"glorot"`` (PyG's start) or ``"zeros"``: each conv's source projection
+            and bias start at zero, so every layer starts as the identity (see **Start**).
 
     With ``keep_attention = True`` a forward stores detached ``(edge_index, alpha)`` per edge type
     in ``last_attention`` (for an edge type in several layers, the layer nearest the output) and
@@ -139,6 +151,7 @@ class PlaylistGAT(nn.Module):
         affinity_types: Iterable[str] | None = None,
         affinity_init: float = 2.0,
         affinity_tau: float = 2.0,
+        message_init: str = "glorot",
     ):
         super().__init__()
         if num_layers < 1:
@@ -199,6 +212,9 @@ class PlaylistGAT(nn.Module):
         missing = [t for t in self.affinity_types if (t, "to", item_type) not in all_edge_types]
         if missing:
             raise ValueError(f"affinity_types {missing} have no edges into {item_type}")
+        if message_init not in ("glorot", "zeros"):
+            raise ValueError(f"message_init must be 'glorot' or 'zeros', got {message_init!r}")
+        self.message_init = message_init
         if affinity_tau < 0:
             raise ValueError(f"affinity_tau must be >= 0 (0: no recency count), got {affinity_tau}")
         self.affinity_init, self.affinity_tau = float(affinity_init), float(affinity_tau)
@@ -224,6 +240,11 @@ class PlaylistGAT(nn.Module):
             if module is not None:
                 for conv in module.convs.values():
                     conv.reset_parameters()
+        if self.message_init == "zeros":  # every layer starts as the identity (module docstring)
+            for layer in self.layers:
+                for conv in layer.convs.values():
+                    nn.init.zeros_(conv.lin_src.weight)
+                    nn.init.zeros_(conv.bias)
 
     def encode(self, sub: Subgraph) -> dict[str, Tensor]:
         r"""Input states :math:`\mathbf{h}^{(0)}` of the local nodes of every type it reads."""

@@ -1,0 +1,67 @@
+"""What PlaylistGAT scores before any training step, with each ``message_init``.
+
+    .venv/bin/python benchmarks/bench_start.py [--data ../shared/data/mpd/slices]
+        [--max-playlists 1000] [--output runs/ablation]
+
+On quick mode's data (the seeded 1,000-playlist sample, or ``--max-playlists N``; 0 = all) and
+its protocol split, builds the default model on the fit graph, starts its ID tables from the SVD
+(``engine.models.init.svd_init_``, seed 0) and prints validation Recall@10 / NDCG@10 of the
+untrained model (full score, and its two parts: the GAT dot product and the artist affinity) for
+``message_init`` ``glorot`` (PyG's random message projections) and ``zeros`` (every layer starts
+as the identity), beside item-kNN on the same validation split. docs/results.md quotes it.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._run import quick_dataset
+from engine.eval.baselines import item_knn_score_fn
+from engine.eval.evaluate import evaluate_scores
+from engine.models import part_score_fns, score_fn
+from engine.models.init import svd_init_
+from engine.training.config import TrainConfig, make_model
+from engine.training.run_data import RunData
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=str(ROOT.parent / "shared/data/mpd/slices"))
+    p.add_argument("--output", default=str(ROOT / "runs/ablation"))
+    p.add_argument("--max-playlists", type=int, default=1000)
+    args = p.parse_args()
+    dataset = quick_dataset(Path(args.data), Path(args.output), args.max_playlists)
+    torch.set_num_threads(1)
+    print("| start | full score R@10 / NDCG@10 | GAT dot product alone | artist affinity alone |")
+    print("| --- | --- | --- | --- |")
+    for init in ("glorot", "zeros"):
+        torch.manual_seed(0)
+        cfg = TrainConfig(dataset=str(dataset), model_options={"message_init": init})
+        data = RunData.load(cfg)
+        split, graph = data.split, data.graph("fit")
+        model = make_model(cfg, graph)
+        svd_init_(model, graph, cfg.seed)
+        model.eval()
+
+        with torch.no_grad():
+            parts = part_score_fns(model, graph)
+            print(f"| SVD tables, message_init {init} | {val(score_fn(model, graph), split)} | "
+                  f"{val(parts['gat'], split)} | {val(parts['affinity'], split)} |", flush=True)
+    knn = item_knn_score_fn(split.fit, split.num_owners, split.num_items)
+    print(f"| item-kNN (same validation split) | {val(knn, split)} | | |")
+
+
+def val(fn, split) -> str:
+    """Validation Recall@10 / NDCG@10 of a score function (fit edges masked)."""
+    m = evaluate_scores(fn, split.fit, split.val, split.num_items, ks=(10,))
+    return f"{m['recall@10']:.4f} / {m['ndcg@10']:.4f}"
+
+
+if __name__ == "__main__":
+    main()
