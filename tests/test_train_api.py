@@ -3,6 +3,7 @@ round trip, and fit() resuming from one to the same history."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 import torch
@@ -170,3 +171,16 @@ def test_fit_resumed_from_a_checkpoint_dict_gives_the_same_history(tiny_playlist
     assert resumed.summary["test"] == whole.summary["test"]
     for name, t in whole_ctx.reported[-1]["model"].items():
         assert torch.equal(t, resumed_ctx.reported[-1]["model"][name]), name
+
+
+def test_the_training_modules_carry_no_fault_injection():
+    """Tests inject faults through fit's hooks (tests/faults.py); the loop's own modules hold no
+    exit, sleep or failure switch."""
+    import engine.training
+
+    root = Path(engine.training.__file__).parent
+    for name in ("loop.py", "steps.py", "state.py", "optim.py", "checkpoint.py", "context.py"):
+        source = (root / name).read_text()
+        for marker in ("os._exit(", "sys.exit(", "time.sleep(", "fail_at_epoch", "import faults",
+                       "SIGKILL"):
+            assert marker not in source, f"{name} holds {marker}"
