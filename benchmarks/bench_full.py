@@ -43,12 +43,11 @@ def step_profile(dataset: str, steps: int, batch_size: int) -> dict:
     import torch
 
     from engine.graph.sampler import BPRBatches, owner_shard
-    from engine.models import score_bias
     from engine.models.init import svd_init_
     from engine.training.config import TrainConfig, make_model, owner_row_links
-    from engine.training.losses import bpr_loss
     from engine.training.optim import make_optimisers
     from engine.training.run_data import RunData
+    from engine.training.steps import train_step
 
     torch.set_num_threads(1)
     cfg = TrainConfig(dataset=dataset, batch_size=batch_size)
@@ -63,24 +62,23 @@ def step_profile(dataset: str, steps: int, batch_size: int) -> dict:
         pos_per_owner=cfg.pos_per_owner, neg_pool=cfg.neg_pool,
         neg_popularity=cfg.neg_popularity, owner_rows=owner_row_links(cfg, model)))
     phases = dict.fromkeys(("sample", "forward", "loss", "backward", "optimiser"), 0.0)
+    last, timed = 0.0, False
+
+    def clock(phase: str) -> None:
+        """train_step's clock; its sync (a no-op in one process) counts as the optimiser's."""
+        nonlocal last
+        now = time.perf_counter()
+        if timed:
+            phases[{"sync": "optimiser", "optim": "optimiser"}.get(phase, phase)] += now - last
+        last = now
+
     nodes = 0
     for s in range(steps + 2):
-        t = [time.perf_counter()]
+        timed, last = s >= 2, time.perf_counter()  # two warm-up steps first
         b = next(batches)
-        t.append(time.perf_counter())
-        vecs = model(b.sub)
-        t.append(time.perf_counter())
-        loss = bpr_loss(vecs, graph.owner_type, graph.item_type, b, cfg.l2,
-                        score_bias(model, b.sub))
-        t.append(time.perf_counter())
-        opts.zero_grad()
-        loss.backward()
-        t.append(time.perf_counter())
-        opts.step()
-        t.append(time.perf_counter())
-        if s >= 2:
-            for k, name in enumerate(phases):
-                phases[name] += t[k + 1] - t[k]
+        clock("sample")
+        train_step(model, opts, b, graph.owner_type, graph.item_type, cfg.l2, clock=clock)
+        if timed:
             nodes += sum(int(v.numel()) for v in b.sub.n_id.values())
     out = {name: 1000 * v / steps for name, v in phases.items()}
     out["total"] = sum(out.values())

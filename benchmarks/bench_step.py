@@ -8,13 +8,14 @@ builds with the defaults, both arms starting from the same initial
 weights) with the same optimisers (Adam on dense weights, SparseAdam on the ID embeddings via
 ``split_parameters``) on the same BPR triples, on the fit graph of the shared MPD slices:
 
-* **sampled** (the loop in ``engine.training.loop``): ``BPRBatches`` draws owners, positives,
-  negatives and the sampled subgraph around them; ``model(batch.sub)``; ``bpr_loss`` on local
-  indices; backward; ``sync_gradients`` (a no-op in one process); optimiser steps. The step time
-  *includes* the sampling.
+* **sampled** (the loop's own step, ``engine.training.steps.train_step``): ``BPRBatches`` draws
+  owners, positives, negatives and the sampled subgraph around them; ``model(batch.sub)``;
+  ``bpr_loss`` on local indices; backward; ``sync_gradients`` (a no-op in one process);
+  optimiser steps. The step time *includes* the sampling.
 * **full** (what the seed project did): ``model(graph.full())`` over every node and edge, then
   the batch's owner / positive / negative vectors indexed by the *global* ids of the same batch
-  (``batch.sub.n_id[t][local index]``); same loss, backward, optimisers. The batches are drawn
+  (``batch.sub.n_id[t][local index]``); the same ``train_step`` with the whole graph as its
+  ``sub``: same loss, backward, optimisers. The batches are drawn
   beforehand and the drawing is *not* timed, so the ratio is conservative (the reference gets
   its negatives for free).
 
@@ -39,11 +40,10 @@ from engine.data.load import load_any
 from engine.graph.build import build_graph
 from engine.graph.sampler import BPRBatches
 from engine.graph.split import make_split
-from engine.models import count_parameters, score_bias
+from engine.models import count_parameters
 from engine.training.config import MODES, TrainConfig, make_model, owner_row_links
-from engine.training.losses import bpr_loss
 from engine.training.optim import make_optimisers
-from engine.training.sync import sync_gradients
+from engine.training.steps import train_step
 
 PHASES = ("sample", "forward", "loss", "backward", "sync", "optim")
 
@@ -56,23 +56,6 @@ def make_arm(base: torch.nn.Module, cfg: TrainConfig):
     model = copy.deepcopy(base)
     model.train()
     return model, make_optimisers(cfg, model)
-
-
-def train_step(model, opts, sub, batch, owner_t, item_t, l2, clock) -> float:
-    """One step of the loop body; ``clock(phase)`` closes a phase."""
-    vecs = model(sub)
-    clock("forward")
-    loss = bpr_loss(vecs, owner_t, item_t, batch, l2, score_bias(model, sub))
-    clock("loss")
-    opts.zero_grad()
-    loss.backward()
-    clock("backward")
-    sync_gradients(opts.dense, opts.sparse)
-    clock("sync")
-    opts.step()
-    value = loss.item()
-    clock("optim")
-    return value
 
 
 class Clock:
@@ -139,7 +122,7 @@ def run_pair(base, cfg, graph, owners, batch_size, warmup, steps, full_warmup, f
         clock = Clock()
         batch = next(sampled_batches)
         clock("sample")
-        train_step(*sampled, batch.sub, batch, ot, it, cfg.l2, clock)
+        train_step(*sampled, batch, ot, it, cfg.l2, clock=clock)
         sub = batch.sub
         hops.append([sum(sub.num_sampled_nodes[t][h] for t in graph.node_types
                          if h < len(sub.num_sampled_nodes[t]))
@@ -152,7 +135,7 @@ def run_pair(base, cfg, graph, owners, batch_size, warmup, steps, full_warmup, f
         clock = Clock()
         batch = next(full_batches)
         clock("sample")  # drawn up front: ~0
-        train_step(*full_arm, graph_full, batch, ot, it, cfg.l2, clock)
+        train_step(*full_arm, batch, ot, it, cfg.l2, sub=graph_full, clock=clock)
         return clock.done()
 
     for _ in range(warmup):
@@ -187,13 +170,13 @@ def profile_sampled(base, cfg, graph, owners, batch_size, steps, top: int = 20) 
                               neg_popularity=cfg.neg_popularity,
                               owner_rows=owner_row_links(cfg, base)))
     batch = next(batches)  # warm-up
-    train_step(model, opts, batch.sub, batch, ot, it, cfg.l2, Clock())
+    train_step(model, opts, batch, ot, it, cfg.l2)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             with record_function("## sample"):
                 batch = next(batches)
             with record_function("## step"):
-                train_step(model, opts, batch.sub, batch, ot, it, cfg.l2, Clock())
+                train_step(model, opts, batch, ot, it, cfg.l2)
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top)
 
 

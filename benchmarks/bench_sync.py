@@ -153,7 +153,7 @@ def run_mode(rank: int, world_size: int, num_tracks: int, sparse_mode: bool, arg
                         feature_types=["playlist", "track", "artist"], layer_norm=True,
                         activation=True)
     opt = make_optimisers(dataclasses.replace(cfg, sparse_embeddings=sparse_mode), model)
-    dense, sparse, opts = opt.dense, opt.sparse, opt.all
+    dense, sparse = opt.dense, opt.sparse
     gen = torch.Generator().manual_seed(1000 + rank)  # each rank its own batches
     rec = {"compute": [], "sync": [], "optim": []}
     floats = mine = 0
@@ -162,8 +162,7 @@ def run_mode(rank: int, world_size: int, num_tracks: int, sparse_mode: bool, arg
         sub, batch = synthetic_batch(m, args.rows, gen)
         t0 = time.perf_counter()
         loss = bpr_loss(model(sub), OWNER, ITEM, batch, cfg.l2)
-        for o in opts:
-            o.zero_grad(set_to_none=True)
+        opt.zero_grad()
         loss.backward()
         t1 = time.perf_counter()
         if step == 0:  # the ranks' local gradients differ before the sync (else the check is moot)
@@ -179,8 +178,7 @@ def run_mode(rank: int, world_size: int, num_tracks: int, sparse_mode: bool, arg
         else:
             floats = mine = dense_all_reduce(dense, world_size)
         t3 = time.perf_counter()
-        for o in opts:
-            o.step()
+        opt.step()
         t4 = time.perf_counter()
         if step >= args.warmup:
             rec["compute"].append(t1 - t0)
@@ -201,7 +199,7 @@ def run_mode(rank: int, world_size: int, num_tracks: int, sparse_mode: bool, arg
            "floats_sent": mine, "sync_gradients_return": floats if sparse_mode else None,
            "grads_differed_before_sync": grads_differed,
            "replicas_identical": True, "max_param_diff": max_diff}
-    del model, opts, dense, sparse
+    del model, opt, dense, sparse
     return out
 
 

@@ -38,7 +38,7 @@ def _worker(rank: int, world: int, dataset: str, epochs: int, port: int) -> None
         spent[1] += 1
         return out
 
-    optim.sync_gradients = timed  # what Optimisers.sync_and_step calls
+    optim.sync_gradients = timed  # what Optimisers.sync calls (engine.training.steps.train_step)
     out = ROOT / "runs" / f"bench_noray_{world}"
     result = loop.train_loop_per_worker({
         "dataset": dataset, "output": str(out), "epochs": epochs, "batch_size": 96,

@@ -20,7 +20,7 @@ across different worker or thread counts (float sums are reduced in another orde
 
 Which checkpoint a resume starts from: :func:`newest_complete` finds the newest checkpoint file
 under a run folder that loads, so a checkpoint written just before a worker died, but never
-registered by Ray, is not lost (see ``engine.training.loop``).
+registered by Ray, is not lost (see ``engine.training.state.find_checkpoint``).
 """
 from __future__ import annotations
 

@@ -49,12 +49,10 @@ class Optimisers:
         elif self.sparse_adam is not None:
             self.sparse_adam.step()
 
-    def sync_and_step(self) -> int:
-        """Average the gradients over the ranks (:func:`sync_gradients`), then :meth:`step`.
-        Returns the floats this rank sent."""
-        sent = sync_gradients(self.dense, self.sparse)
-        self.step()
-        return sent
+    def sync(self) -> int:
+        """Average the gradients over the ranks (:func:`sync_gradients`); returns the floats
+        this rank sent."""
+        return sync_gradients(self.dense, self.sparse)
 
     def share(self, fallback: Path) -> None:
         """Move the ID tables and their moments to memory shared by each node's ranks (call after

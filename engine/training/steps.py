@@ -1,0 +1,124 @@
+"""The loop's named steps: one optimiser step (:func:`train_step`), one epoch
+(:func:`train_epoch`), validation (:func:`validate`), the decision it feeds (:func:`decide`:
+best weights, LR schedulers, early stopping) and the final test (:func:`final_test`).
+:func:`engine.training.loop.fit` runs them in that order; the step benchmarks call
+:func:`train_step` so that they time the loop's own step.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from engine.eval.baselines import evaluate_with_baselines
+from engine.eval.evaluate import evaluate_scores
+from engine.models import score_bias, score_fn
+from engine.training.checkpoint import save_state
+from engine.training.config import TrainConfig
+from engine.training.losses import bpr_loss, loss_fn
+from engine.training.optim import Optimisers
+from engine.training.run_data import RunData
+from engine.training.state import TrainState
+from engine.training.sync import broadcast_floats
+
+
+def _no_clock(phase: str) -> None:
+    pass
+
+
+def train_step(model, opts: Optimisers, batch, owner_type: str, item_type: str, l2: float,
+               criterion: Callable = bpr_loss, sub=None,
+               clock: Callable[[str], None] = _no_clock) -> float:
+    """One optimiser step on ``batch`` (a :class:`~engine.graph.batches.Batch`): forward, the
+    loss (``criterion``, :mod:`.losses`), backward, gradient sync across ranks, optimiser steps.
+    Returns the loss. ``sub``: the graph to run the forward on, ``batch.sub`` by default (any
+    graph whose node ids the batch's indices refer to; bench_step's full-graph arm passes the
+    whole graph). ``clock(phase)`` is called as each phase ends ("forward", "loss", "backward",
+    "sync", "optim"), for the step benchmarks' phase timings."""
+    sub = batch.sub if sub is None else sub
+    vecs = model(sub)
+    clock("forward")
+    loss = criterion(vecs, owner_type, item_type, batch, l2, score_bias(model, sub))
+    clock("loss")
+    opts.zero_grad()
+    loss.backward()
+    clock("backward")
+    opts.sync()
+    clock("sync")
+    opts.step()
+    value = loss.item()
+    clock("optim")
+    return value
+
+
+def train_epoch(model, opts: Optimisers, batches, owner_type: str, item_type: str,
+                l2: float, loss: str = "bpr", log_q=None) -> tuple[float, int]:
+    """One pass over ``batches`` (any iterable of :class:`~engine.graph.batches.Batch`, e.g. a
+    progress bar over :class:`~engine.graph.batches.BPRBatches`), a :func:`train_step` each,
+    with the ``loss`` named in :mod:`.losses`. Returns (sum of loss x triples, triples) for the
+    epoch's mean loss."""
+    criterion = loss_fn(loss, log_q)
+    total_loss, triples = 0.0, 0
+    for batch in batches:
+        value = train_step(model, opts, batch, owner_type, item_type, l2, criterion)
+        total_loss += value * batch.num_triples
+        triples += batch.num_triples
+        if hasattr(batches, "set_postfix"):
+            batches.set_postfix(loss=f"{value:.4f}")
+    return total_loss, triples
+
+
+def all_mean(value: float, world_size: int) -> float:
+    """``value`` averaged over the ranks (a collective when there are several)."""
+    if world_size == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item()) / world_size
+
+
+def validate(model, graph, split, batch_size: int, chief: bool) -> tuple[float, float]:
+    """Validation Recall@10 and NDCG@10 of ``model`` on ``graph`` (fit edges), computed on rank 0
+    and broadcast, so that every rank takes the same scheduler and early-stopping decision."""
+    val = [0.0, 0.0]
+    if chief:
+        m = evaluate_scores(score_fn(model, graph), split.fit, split.val, split.num_items,
+                            ks=(10,), batch_size=batch_size)
+        val = [m["recall@10"], m["ndcg@10"]]
+    recall, ndcg = broadcast_floats(val)
+    return recall, ndcg
+
+
+def decide(state: TrainState, cfg: TrainConfig, val_recall: float, chief: bool = True) -> bool:
+    """After epoch ``state.epoch`` validated at ``val_recall``: keep a copy of the weights if it
+    is the best so far (rank 0), step the LR schedulers, and return whether to stop early
+    (``cfg.patience`` epochs without a gain; never with ``cfg.fixed_lr``). Sets
+    ``state.finished`` when this epoch is the run's last."""
+    if val_recall > state.best:
+        state.best, state.stale = val_recall, 0
+        if chief:
+            state.best_model = copy.deepcopy(state.model.state_dict())  # a real copy, not a view
+    else:
+        state.stale += 1
+    if not cfg.fixed_lr:
+        for sch in state.opts.schedulers:
+            sch.step(val_recall)
+    stop = (not cfg.fixed_lr) and cfg.patience > 0 and state.stale >= cfg.patience
+    state.finished = stop or state.epoch == cfg.epochs
+    return stop
+
+
+def final_test(model, best_state: dict, data: RunData, out: Path, batch_size: int,
+               progress=False) -> dict:
+    """Rank 0's end of a run: save the last and the best weights, restore the best, and
+    evaluate them on the test split beside the baselines (every non-test edge in the graph)."""
+    save_state(model.state_dict(), out / "final_model.pt")
+    model.load_state_dict(best_state)
+    save_state(best_state, out / "best_model.pt")
+    split = data.split
+    return evaluate_with_baselines(score_fn(model, data.graph("train")), split,
+                                   stage_edges=split.train, heldout=split.test,
+                                   batch_size=batch_size, progress=progress)

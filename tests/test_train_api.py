@@ -1,0 +1,186 @@
+"""The public training API (engine.training): one step, the epoch's decision, a checkpoint dict's
+round trip, and fit() resuming from one to the same history."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from engine.graph.sampler import BPRBatches
+from engine.training import (
+    TrainState,
+    decide,
+    fit,
+    make_optimisers,
+    state_from_checkpoint,
+    state_to_checkpoint,
+    train_step,
+)
+from engine.training.checkpoint import load_state, save_state, set_rng_state
+from engine.training.config import TrainConfig, make_model
+from engine.training.run_data import RunData
+from engine.training.state import fresh_state
+
+TIMING = {"epoch_seconds", "triples_per_s", "epoch_wall_seconds"}
+SMALL = {"batch_size": 32, "pos_per_owner": 4, "embedding_dim": 16, "heads": 2,
+         "progress": False, "max_val_owners": 100, "num_threads": 1, "steps_per_epoch": 4}
+
+
+def _snapshot(ckpt: dict) -> dict:
+    """What a checkpoint file would hold: a weights-only copy, detached from the live model."""
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+class MemoryContext:
+    """A one-process context that keeps every reported checkpoint in memory and resumes from
+    ``start`` (a checkpoint dict) when given one."""
+
+    rank, world_size = 0, 1
+
+    def __init__(self, start: dict | None = None):
+        self.start, self.reported = start, []
+
+    def latest_checkpoint(self):
+        return self.start
+
+    def report(self, metrics, state):
+        self.reported.append(_snapshot(state))
+
+    def progress(self, iterable, total, desc, enabled):
+        return iterable
+
+
+def _setup(dataset, **kw):
+    cfg = TrainConfig.from_dict({"dataset": str(dataset), **SMALL, **kw})
+    torch.manual_seed(cfg.seed)
+    graph = RunData.load(cfg).graph("fit")
+    model = make_model(cfg, graph)
+    return cfg, graph, model, make_optimisers(cfg, model)
+
+
+def _batch(cfg, graph, model):
+    owners = torch.nonzero(graph.csr[graph.interaction].degree() > 0).flatten()
+    return next(iter(BPRBatches(graph, owners, batch_size=cfg.batch_size, num_neg=cfg.num_neg,
+                                fanouts=cfg.fanouts, seed=cfg.seed, steps=1,
+                                pos_per_owner=cfg.pos_per_owner)))
+
+
+@pytest.mark.timeout(120)
+def test_train_step_lowers_the_loss_on_its_batch(tiny_playlists, one_thread):
+    cfg, graph, model, opts = _setup(tiny_playlists, dropout=0.0, id_init="normal")
+    model.train()
+    batch = _batch(cfg, graph, model)
+    phases = []
+    losses = [train_step(model, opts, batch, graph.owner_type, graph.item_type, cfg.l2,
+                         clock=phases.append) for _ in range(3)]
+    assert phases == ["forward", "loss", "backward", "sync", "optim"] * 3
+    # the same batch, no dropout: each step's loss (taken before its update) is below the last
+    assert losses[0] > losses[1] > losses[2], losses
+
+
+def _linear_state(cfg: TrainConfig) -> TrainState:
+    model = nn.Linear(2, 1)
+    return fresh_state(model, make_optimisers(cfg, model))
+
+
+def test_decide_keeps_the_best_and_stops_after_patience_epochs_without_gain():
+    cfg = TrainConfig(epochs=10, patience=2, lr=0.01, lr_factor=0.5, lr_patience=0, min_lr=1e-5)
+    state = _linear_state(cfg)
+    stops, lrs = [], []
+    for epoch, recall in enumerate([0.1, 0.3, 0.2, 0.25], start=1):
+        with torch.no_grad():
+            state.model.weight.fill_(float(epoch))  # each epoch's weights tell it apart
+        state.epoch = epoch
+        stops.append(decide(state, cfg, recall))
+        lrs.append(state.opts.lr)
+    assert stops == [False, False, False, True]
+    assert (state.best, state.stale, state.finished) == (0.3, 2, True)
+    assert torch.equal(state.best_model["weight"], torch.full((1, 2), 2.0))  # epoch 2's copy
+    # the plateau scheduler (lr_patience 0) halves the rate after each epoch without a gain
+    assert lrs == [0.01, 0.01, 0.005, 0.0025]
+
+
+def test_decide_with_fixed_lr_never_stops_and_finishes_on_the_last_epoch():
+    cfg = TrainConfig(epochs=3, patience=1, lr=0.01, fixed_lr=True)
+    state = _linear_state(cfg)
+    stops = []
+    for epoch in (1, 2, 3):
+        state.epoch = epoch
+        stops.append(decide(state, cfg, 0.0 if epoch > 1 else 0.5))
+        assert state.finished is (epoch == 3)
+    assert stops == [False, False, False] and state.stale == 2 and state.opts.lr == 0.01
+
+
+@pytest.mark.timeout(120)
+def test_checkpoint_dict_round_trips_every_part_of_the_state(tiny_playlists, one_thread, tmp_path):
+    cfg, graph, model, opts = _setup(tiny_playlists, id_init="normal")
+    model.train()
+    state = fresh_state(model, opts)
+    batch = _batch(cfg, graph, model)
+    train_step(model, opts, batch, graph.owner_type, graph.item_type, cfg.l2)
+    state.epoch, state.best, state.stale = 1, 0.25, 1
+    state.history, state.resumes = [{"epoch": 1}], [{"from_epoch": 0, "epochs_lost": 1}]
+    ckpt = load_state(save_state(state_to_checkpoint(state, cfg), tmp_path / "state.pt"))
+
+    # a different model and fresh optimisers, as a new process would build them
+    torch.manual_seed(cfg.seed + 1)
+    other = make_model(cfg, graph)
+    other.train()
+    other_opts = make_optimisers(cfg, other)
+    resumed = state_from_checkpoint(ckpt, other, other_opts)
+    assert (resumed.epoch, resumed.best, resumed.stale, resumed.finished) == (1, 0.25, 1, False)
+    assert resumed.history == state.history and resumed.resumes == state.resumes
+    for (name, a), b in zip(model.state_dict().items(), other.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert state_to_checkpoint(resumed, cfg)["config"] == cfg.to_dict()
+    # the next step (dropout draws, Adam and SparseAdam moments) is the same from both: the
+    # resumed copy draws from the streams state_from_checkpoint restored; the original, which
+    # has not moved since the checkpoint, from the same streams set again
+    resumed_loss = train_step(other, other_opts, batch, graph.owner_type, graph.item_type, cfg.l2)
+    set_rng_state(ckpt["rng"][0])
+    loss = train_step(model, opts, batch, graph.owner_type, graph.item_type, cfg.l2)
+    assert resumed_loss == loss
+    for (name, a), b in zip(model.state_dict().items(), other.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def _strip(history):
+    return [{k: v for k, v in h.items() if k not in TIMING} for h in history]
+
+
+@pytest.mark.timeout(300)
+def test_fit_resumed_from_a_checkpoint_dict_gives_the_same_history(tiny_playlists, one_thread,
+                                                                    tmp_path):
+    cfg = TrainConfig.from_dict({"dataset": str(tiny_playlists), "epochs": 3, **SMALL,
+                                 "output": str(tmp_path / "whole")})
+    whole_ctx = MemoryContext()
+    whole = fit(cfg, whole_ctx)
+    assert [c["epoch"] for c in whole_ctx.reported] == [1, 2, 3]
+
+    cfg2 = TrainConfig.from_dict({**cfg.to_dict(), "output": str(tmp_path / "resumed")})
+    resumed_ctx = MemoryContext(start=whole_ctx.reported[0])
+    resumed = fit(cfg2, resumed_ctx)
+    assert resumed.summary["resumes"] == [{"from_epoch": 1, "epochs_lost": 0}]
+    assert _strip(resumed.state.history) == _strip(whole.state.history)
+    assert resumed.summary["test"] == whole.summary["test"]
+    for name, t in whole_ctx.reported[-1]["model"].items():
+        assert torch.equal(t, resumed_ctx.reported[-1]["model"][name]), name
+
+
+def test_the_training_modules_carry_no_fault_injection():
+    """Tests inject faults through fit's hooks (tests/faults.py); the loop's own modules hold no
+    exit, sleep or failure switch."""
+    import engine.training
+
+    root = Path(engine.training.__file__).parent
+    for name in ("loop.py", "steps.py", "state.py", "optim.py", "checkpoint.py", "context.py"):
+        source = (root / name).read_text()
+        for marker in ("os._exit(", "sys.exit(", "time.sleep(", "fail_at_epoch", "import faults",
+                       "SIGKILL"):
+            assert marker not in source, f"{name} holds {marker}"
