@@ -3,7 +3,7 @@ data sizes and seeds.
 
     .venv/bin/python benchmarks/bench_quality.py [--data ../shared/data/mpd/slices]
         [--sizes 500 1000 0] [--seeds 0 1 2] [--mode quick] [--variants defaults no_artist]
-        [--output runs/bench_quality] [--reuse] [--no-implicit]
+        [--output runs/bench_quality] [--reuse] [--no-implicit] [--summary]
 
 For every size N (playlists in the seeded sample; 0 = all 2,697) and seed S:
 
@@ -20,7 +20,8 @@ For every size N (playlists in the seeded sample; 0 = all 2,697) and seed S:
    same-artist count) (w chosen on validation), see :mod:`engine.eval.strong`. Each baseline's
    fit time is recorded beside the model's training time.
 
-Writes ``OUTPUT/n{N}_s{S}/rows.json`` per sample and prints, per size, the mean and spread
+Writes ``OUTPUT/n{N}_s{S}/rows.json`` per sample (``--summary`` reads them back, e.g. after
+samples were run by several processes) and prints, per size, the mean and spread
 (min–max) over seeds of Recall@10, NDCG@10, distinct artists and coverage@10, and the model's
 ratio to the best of the six baselines. docs/results.md quotes it.
 """
@@ -221,11 +222,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--variants", nargs="+", choices=sorted(VARIANTS),
                    default=["defaults", "no_artist"])
     p.add_argument("--reuse", action="store_true", help="read existing metrics.json, no training")
+    p.add_argument("--summary", action="store_true",
+                   help="only print the summary of the samples' existing rows.json files")
     p.add_argument("--no-implicit", action="store_true", help="skip ALS / BPR-MF")
     p.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1))
     args = p.parse_args(argv)
     if "defaults" not in args.variants:
         p.error("--variants must include defaults")
+    if args.summary:
+        results = [json.loads((Path(args.output) / f"n{size}_s{seed}" / "rows.json").read_text())
+                   for size in args.sizes for seed in args.seeds]
+        print(summary(results))
+        return
     print(f"load {os.getloadavg()[0]:.1f} at start", flush=True)
     results = [sample_rows(args, size, seed) for size in args.sizes for seed in args.seeds]
     print(summary(results))
