@@ -173,6 +173,35 @@ def test_fit_resumed_from_a_checkpoint_dict_gives_the_same_history(tiny_playlist
         assert torch.equal(t, resumed_ctx.reported[-1]["model"][name]), name
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("epoch_vals, best", [([0.1, 0.2, 0.3], "start"), ([0.1, 0.6], 2)])
+def test_fit_validates_the_start_and_keeps_it_unless_an_epoch_beats_it(
+        tiny_playlists, one_thread, tmp_path, monkeypatch, epoch_vals, best):
+    """The starting weights are validated before epoch 1: an epoch replaces them as the best
+    only with a higher Recall@10, so a run whose training only loses tests its start."""
+    from engine.training import loop
+
+    vals = iter([0.5, *epoch_vals])  # the start, then one value per epoch
+    monkeypatch.setattr(loop, "validate", lambda *a, **k: (next(vals), 0.0))
+    cfg = TrainConfig.from_dict({"dataset": str(tiny_playlists), **SMALL, "patience": 3,
+                                 "epochs": len(epoch_vals), "output": str(tmp_path / "run")})
+    torch.manual_seed(cfg.seed)
+    start = {k: v.clone() for k, v in
+             loop.make_run_model(cfg, RunData.load(cfg).graph("fit")).state_dict().items()}
+    ctx = MemoryContext()
+    result = fit(cfg, ctx)
+    assert result.summary["start_val_recall@10"] == 0.5
+    assert ctx.reported[0]["start"] == 0.5  # checkpointed: a resume does not validate it again
+    kept = load_state(tmp_path / "run" / "best_model.pt")
+    if best == "start":
+        assert result.summary["best_val_recall@10"] == 0.5
+        assert all(torch.equal(kept[k], start[k]) for k in start)
+    else:
+        assert result.summary["best_val_recall@10"] == 0.6
+        assert all(torch.equal(kept[k], ctx.reported[best - 1]["model"][k]) for k in kept)
+        assert not all(torch.equal(kept[k], start[k]) for k in start)
+
+
 def test_the_training_modules_carry_no_fault_injection():
     """Tests inject faults through fit's hooks (tests/faults.py); the loop's own modules hold no
     exit, sleep or failure switch."""

@@ -10,7 +10,9 @@ state and its checkpoints in :mod:`.state`):
 3. :func:`~.state.resume` from the latest checkpoint if there is one; with several workers,
    move the ID tables and their optimiser moments to memory shared by each node's workers
    (:mod:`.shared`);
-4. per epoch: this rank's shard of owners in batches (every rank runs the same number of steps),
+4. validate the starting weights (a fresh run): an epoch must beat them to replace them as the
+   best, so a run never ends below its start (the SVD start is a fair model on its own);
+   per epoch: this rank's shard of owners in batches (every rank runs the same number of steps),
    :func:`~.steps.train_epoch` (a sampled subgraph per batch, the loss, gradient sync across
    ranks, optimiser steps); rank 0 validates on full-graph embeddings and broadcasts the result,
    so every rank takes the same :func:`~.steps.decide` (best weights, scheduler, early stopping);
@@ -166,6 +168,7 @@ def run_summary(cfg: TrainConfig, state: TrainState, report: dict, data: RunData
         "train_seconds": round(sum(h["epoch_seconds"] for h in state.history), 3),
         "wall_seconds_this_attempt": round(wall_seconds, 3),
         "best_val_recall@10": state.best,
+        "start_val_recall@10": state.start,
         "epochs_run": len(state.history),
         "history": state.history,
         "resumes": state.resumes,
@@ -209,6 +212,10 @@ def fit(cfg: TrainConfig, ctx, hooks: Sequence[Hook] = ()) -> Result:
     tb = EpochWriter(out / "tensorboard", enabled=chief,
                      purge_step=state.epoch + 1 if state.epoch else None,
                      hparams=cfg.hparams())
+    if state.epoch == 0 and state.start is None:  # every rank: validation is a collective
+        state.start, _ = validate(model, graph, split, cfg.eval_batch_size, chief)
+        state.best = state.start  # an epoch must beat the start to replace its weights
+        _log(rank, f"before training - val_recall@10: {state.start:.4f}")
     t_train = time.perf_counter()
     while not state.finished and state.epoch < cfg.epochs:
         epoch = state.epoch

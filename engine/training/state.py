@@ -34,16 +34,18 @@ class TrainState:
     model: nn.Module
     opts: Optimisers
     epoch: int = 0
-    best: float = -1.0  # best validation Recall@10 so far (-1: none yet)
+    best: float = -1.0  # best validation Recall@10 so far, the start's included (-1: none yet)
     stale: int = 0  # epochs since ``best`` last improved
     finished: bool = False
     history: list[dict] = field(default_factory=list)
     best_model: dict | None = None
     resumes: list[dict] = field(default_factory=list)
+    start: float | None = None  # validation Recall@10 of the starting weights, before epoch 1
 
 
 def fresh_state(model: nn.Module, opts: Optimisers, chief: bool = True) -> TrainState:
-    """Epoch 0; the starting weights count as the best until an epoch validates."""
+    """Epoch 0; the starting weights are the best until an epoch validates higher than they do
+    (``fit`` validates them before the first epoch)."""
     return TrainState(model, opts,
                       best_model=copy.deepcopy(model.state_dict()) if chief else None)
 
@@ -70,7 +72,7 @@ def state_to_checkpoint(state: TrainState, cfg: TrainConfig,
             "epoch": state.epoch, "best": state.best, "stale": state.stale,
             "finished": state.finished, "history": state.history,
             "best_model": state.best_model, "resumes": state.resumes,
-            "config": cfg.to_dict()}
+            "start": state.start, "config": cfg.to_dict()}
 
 
 def state_from_checkpoint(ckpt: dict, model: nn.Module, opts: Optimisers,
@@ -84,7 +86,7 @@ def state_from_checkpoint(ckpt: dict, model: nn.Module, opts: Optimisers,
     return TrainState(model, opts, epoch=ckpt["epoch"], best=ckpt["best"], stale=ckpt["stale"],
                       finished=ckpt["finished"], history=ckpt["history"],
                       best_model=ckpt["best_model"] if rank == 0 else None,
-                      resumes=ckpt.get("resumes", []))
+                      resumes=ckpt.get("resumes", []), start=ckpt.get("start"))
 
 
 def find_checkpoint(ctx, out: Path, cfg: TrainConfig) -> tuple[dict | None, list[Path]]:
