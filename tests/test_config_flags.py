@@ -100,3 +100,17 @@ def test_each_flag_is_its_field_grouped_by_section(job):
         assert group.title == SECTIONS[meta[name]["section"]], name
     assert by_flag["--model"].choices == ["basic", "enhanced", "playlist"]
     assert by_flag["--lr"].type is float and by_flag["--heads"].type is int
+
+
+@pytest.mark.parametrize(("job", "argv", "named"), [
+    (train_kaggle, ["--holdout-size", "0", "--threads", "-1"], ["--holdout-size", "--threads"]),
+    (train_synthetic, ["--val-ratio", "0.7", "--lr-factor", "1"], ["--val-ratio", "--lr-factor"]),
+])
+def test_a_bad_value_names_the_flag_as_typed(job, argv, named):
+    from engine.errors import BadInput
+    from jobs.common import check_options
+
+    with pytest.raises(BadInput) as err:
+        check_options(job.make_config(job.parse_args(argv)), 1, job.FLAGS)
+    for name in named:
+        assert f"{name}: " in str(err.value)
