@@ -30,8 +30,7 @@ from jobs.common import (
 from jobs.flags import COMMON, add_config_flags
 
 # This job's TrainConfig values where they differ from TrainConfig's own defaults.
-BASE = {"model": "enhanced", "epochs": 10, "batch_size": 128, "embedding_dim": 32, "heads": 4,
-        "genre_weight": 0.3}
+BASE = {"model": "enhanced", "epochs": 10, "embedding_dim": 32, "heads": 4, "genre_weight": 0.3}
 # the TrainConfig fields this job takes as flags
 FLAGS = (*COMMON, "min_lr", "lr_factor", "lr_patience", "val_ratio", "test_ratio")
 ADVANCED = ("patience", "min_lr", "lr_factor", "lr_patience")  # read by --advanced runs only
