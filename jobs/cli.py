@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 from engine.errors import BadInput
 
@@ -35,18 +35,6 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def show_defaults(parser: argparse.ArgumentParser, defaults: Mapping[str, object]) -> None:
-    """Append ``(default: VALUE)`` to the help of each option whose ``dest`` is a key of
-    ``defaults``. For options that parse to ``None`` when not given because their value comes from
-    elsewhere (the training config, the ``--mode`` table): help then shows the value a run uses,
-    read from where it is defined. Help that already names its default is left as it is."""
-    for action in parser._actions:
-        if action.dest in defaults and "default" not in (action.help or ""):
-            value = defaults[action.dest]
-            action.help = f"{action.help} (default: {value})" if action.help else \
-                f"default: {value}"
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:

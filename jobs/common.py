@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from engine.errors import BadInput
 from engine.training.config import TrainConfig, config_diff, describe_diff
+from jobs.flags import config_flags, flag_labels
 from jobs.interrupts import Interrupted, resume_command, run_in_thread, sigint_guard, stderr_to
 
 # What a run writes in its folder besides the reusable prepared dataset: --force-new removes it.
@@ -24,18 +25,10 @@ GENERATED_ROWS = 120_000  # ~2,400 playlists: enough for every mode up to quick
 # Tests only: loop hooks (engine.training.loop, ``hooks``) handed to every run; empty otherwise.
 LOOP_HOOKS: list[Callable] = []
 
-# CLI flag -> TrainConfig field, for flags shared by both training jobs
-FLAG_FIELDS = {
-    "epochs": "epochs", "lr": "lr", "batch_size": "batch_size", "heads": "heads",
-    "embedding_dim": "embedding_dim", "genre_weight": "genre_weight", "patience": "patience",
-    "seed": "seed", "model": "model", "num_neg": "num_neg", "dropout": "dropout",
-    "min_lr": "min_lr", "lr_factor": "lr_factor",
-    "lr_patience": "lr_patience", "pos_per_owner": "pos_per_owner", "l2": "l2",
-    "threads": "num_threads",
-}
-
 
 def add_common_args(p) -> None:
+    """The training jobs' shared flags that are not hyper-parameters (those come from
+    TrainConfig: :func:`jobs.flags.add_config_flags`)."""
     p.add_argument("--output", default=None, help="run folder: metrics.json, checkpoints, "
                    "TensorBoard events (default runs/<job>). Rerunning with the same folder resumes.")
     p.add_argument("--workers", type=int, default=1, help="Ray Train workers (data-parallel)")
@@ -44,27 +37,6 @@ def add_common_args(p) -> None:
     p.add_argument("--config", default=None, help="JSON of hyper-parameters, e.g. the "
                    "best_config.json written by tune.search; explicit flags override it "
                    "(default: none)")
-    p.add_argument("--epochs", type=int, help="training epochs, each one pass over the "
-                   "training edges")
-    p.add_argument("--lr", type=float, help="Adam learning rate (start value)")
-    p.add_argument("--batch-size", type=int,
-                   help="owners (playlists/users) per step; each gives --pos-per-owner positive "
-                        "tracks, so a step trains batch_size x pos_per_owner BPR triples, each "
-                        "with --num-neg negatives")
-    p.add_argument("--pos-per-owner", type=int, help="positive items drawn per owner in a step")
-    p.add_argument("--num-neg", type=int, help="sampled negatives per positive")
-    p.add_argument("--heads", type=int, help="attention heads per GAT conv")
-    p.add_argument("--embedding-dim", type=int, help="width D of the node vectors")
-    p.add_argument("--dropout", type=float, help="attention and message dropout")
-    p.add_argument("--l2", type=float, help="L2 penalty on the batch's score vectors")
-    p.add_argument("--genre-weight", type=float, help="share w in [0, 1] of the genre-affinity "
-                   "score: (1 - w) collaborative + w genre")
-    p.add_argument("--patience", type=int, help="epochs without a validation Recall@10 gain "
-                   "before early stopping (0 = never)")
-    p.add_argument("--seed", type=int,
-                   help="seed of generated data, the split, the sample and the training")
-    p.add_argument("--threads", type=int, help="torch threads per worker (default: the CPUs "
-                   "Ray sees divided among the workers)")
     p.add_argument("--max-failures", type=int, default=2,
                    help="worker-group restarts Ray may make after a failure (from the last checkpoint)")
     p.add_argument("--no-dashboard", dest="dashboard", action="store_false",
@@ -102,26 +74,22 @@ def read_config_file(path: str | None) -> dict:
     return data
 
 
-def merge_config(base: dict, file_cfg: dict, args) -> dict:
-    """Mode defaults < config file < explicit flags."""
+def merge_config(base: dict, file_cfg: dict, args, names: Sequence[str]) -> dict:
+    """Mode defaults < config file < explicit flags (of the TrainConfig fields ``names``)."""
     cfg = dict(base)
     cfg.update(file_cfg)
-    for flag, field_name in FLAG_FIELDS.items():
-        value = getattr(args, flag, None)
-        if value is not None:
-            cfg[field_name] = value
+    cfg.update(config_flags(args, names))
     if getattr(args, "no_progress", False):
         cfg["progress"] = False
     return cfg
 
 
-def check_options(cfg: dict, workers: int) -> None:
-    """Every option after merging, in one validation pass (exit 2 naming the flag or key)."""
+def check_options(cfg: dict, workers: int, names: Sequence[str]) -> None:
+    """Every option after merging, in one validation pass (exit 2 naming the flag of the
+    TrainConfig fields ``names``, or the key)."""
     if workers < 1:
         raise BadInput(f"--workers must be at least 1, got {workers}")
-    labels = {field: "--" + flag.replace("_", "-") for flag, field in FLAG_FIELDS.items()}
-    labels.update(holdout="--holdout-size", val_ratio="--val-ratio", test_ratio="--test-ratio")
-    TrainConfig.validate(cfg, where="options", labels=labels)
+    TrainConfig.validate(cfg, where="options", labels=flag_labels(names))
 
 
 def has_run(out: Path) -> bool:

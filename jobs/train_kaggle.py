@@ -13,9 +13,8 @@ from pathlib import Path
 
 from engine.errors import BadInput
 from engine.training.config import MODES, TrainConfig
-from jobs.cli import ArgumentParser, run_cli, show_defaults
+from jobs.cli import ArgumentParser, run_cli
 from jobs.common import (
-    FLAG_FIELDS,
     GENERATED_ROWS,
     add_common_args,
     check_options,
@@ -30,10 +29,15 @@ from jobs.common import (
     run_dataset,
     run_training_job,
 )
+from jobs.flags import COMMON, add_config_flags
+
+# the TrainConfig fields this job takes as flags
+FLAGS = (*COMMON, "holdout")
 
 
-def parse_args(argv):
+def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m jobs.train_kaggle", description=__doc__.split("\n")[0])
+    per_mode = lambda key: "per --mode: " + ", ".join(f"{m} {v[key]:,}" for m, v in MODES.items())
     p.add_argument("--data", default=None, help="spotify_dataset.csv, a folder of MPD "
                    "mpd.slice.*.json files, one slice, or a prepared dataset folder (default: "
                    f"a seeded {GENERATED_ROWS:,}-row Kaggle-format CSV under data/generated/)")
@@ -46,19 +50,25 @@ def parse_args(argv):
     p.add_argument("--mode", choices=sorted(MODES), default="quick",
                    help="; ".join(f"{m} {v['max_playlists']:,} playlists, {v['epochs']} epochs, "
                                   f"batch {v['batch_size']}" for m, v in MODES.items()))
-    p.add_argument("--model", choices=["playlist", "enhanced", "basic"], default=None,
-                   help="the recommender; see the README's Models table")
     p.add_argument("--max-playlists", type=int, default=None,
-                   help="seeded random sample of this many playlists (0 = all)")
-    p.add_argument("--holdout-size", type=int, default=None,
-                   help="test tracks held out per playlist")
+                   help="seeded random sample of this many playlists (0 = all; default: "
+                        f"{per_mode('max_playlists')})")
     add_common_args(p)
-    base = TrainConfig(model="playlist").to_dict()  # as _main's, before the mode's values
-    per_mode = lambda key: "per --mode: " + ", ".join(f"{m} {v[key]:,}" for m, v in MODES.items())
-    show_defaults(p, {**{flag: base[key] for flag, key in FLAG_FIELDS.items()},
-                      "epochs": per_mode("epochs"), "batch_size": per_mode("batch_size"),
-                      "max_playlists": per_mode("max_playlists"), "holdout_size": base["holdout"]})
-    return p.parse_args(argv)
+    add_config_flags(p, FLAGS, TrainConfig(), shown={"epochs": per_mode("epochs"),
+                                                     "batch_size": per_mode("batch_size")})
+    return p
+
+
+def parse_args(argv):
+    return build_parser().parse_args(argv)
+
+
+def make_config(args) -> dict:
+    """The run's hyper-parameters: TrainConfig's defaults with the mode's epochs and batch size
+    < the --config file < explicit flags."""
+    mode = MODES[args.mode]
+    base = TrainConfig(epochs=mode["epochs"], batch_size=mode["batch_size"]).to_dict()
+    return merge_config(base, read_config_file(args.config), args, FLAGS)
 
 
 def main(argv=None) -> int:
@@ -67,11 +77,8 @@ def main(argv=None) -> int:
 
 def _main(args, out: Path) -> int:
     mode = MODES[args.mode]
-    base = TrainConfig(model="playlist", epochs=mode["epochs"], batch_size=mode["batch_size"]).to_dict()
-    cfg = merge_config(base, read_config_file(args.config), args)
-    if args.holdout_size is not None:
-        cfg["holdout"] = args.holdout_size
-    check_options(cfg, args.workers)
+    cfg = make_config(args)
+    check_options(cfg, args.workers, FLAGS)
     max_playlists = mode["max_playlists"] if args.max_playlists is None else args.max_playlists
     if max_playlists < 0:
         raise BadInput(f"--max-playlists must be at least 0, got {max_playlists}")

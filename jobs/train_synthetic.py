@@ -12,9 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.training.config import TrainConfig
-from jobs.cli import ArgumentParser, run_cli, show_defaults
+from jobs.cli import ArgumentParser, run_cli
 from jobs.common import (
-    FLAG_FIELDS,
     add_common_args,
     check_options,
     check_output,
@@ -28,13 +27,16 @@ from jobs.common import (
     run_training_job,
     session_source,
 )
+from jobs.flags import COMMON, add_config_flags
 
 # This job's TrainConfig values where they differ from TrainConfig's own defaults.
-BASE = {"model": "enhanced", "epochs": 10, "batch_size": 128, "embedding_dim": 32, "heads": 4,
-        "genre_weight": 0.3}
+BASE = {"model": "enhanced", "epochs": 10, "embedding_dim": 32, "heads": 4, "genre_weight": 0.3}
+# the TrainConfig fields this job takes as flags
+FLAGS = (*COMMON, "min_lr", "lr_factor", "lr_patience", "val_ratio", "test_ratio")
+ADVANCED = ("patience", "min_lr", "lr_factor", "lr_patience")  # read by --advanced runs only
 
 
-def parse_args(argv):
+def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m jobs.train_synthetic", description=__doc__.split("\n")[0])
     p.add_argument("--data", default=None, help="a prepared session dataset folder "
                    "(python -m jobs.generate sessions ...); default: generate one")
@@ -43,25 +45,27 @@ def parse_args(argv):
     p.add_argument("--advanced", action="store_true",
                    help="early stopping and LR scheduling on the validation split (default: the "
                         "simple trainer, a fixed learning rate and every epoch run)")
-    p.add_argument("--model", choices=["basic", "enhanced", "playlist"], default=None,
-                   help="the recommender; see the README's Models table")
-    p.add_argument("--min-lr", type=float, help="--advanced: lowest learning rate of the "
-                   "ReduceLROnPlateau schedule")
-    p.add_argument("--lr-factor", type=float, help="--advanced: learning-rate factor on a "
-                   "plateau")
-    p.add_argument("--lr-patience", type=int, help="--advanced: epochs without a validation "
-                   "gain before the learning rate drops")
-    p.add_argument("--val-ratio", type=float, default=None,
-                   help="share of users in the validation split")
-    p.add_argument("--test-ratio", type=float, default=None,
-                   help="share of users in the test split")
     add_common_args(p)
-    base = TrainConfig(**BASE).to_dict()
-    show_defaults(p, {**{flag: base[key] for flag, key in FLAG_FIELDS.items()},
-                      "patience": f"{base['patience']} with --advanced; the simple trainer never "
-                                  "stops early",
-                      "val_ratio": base["val_ratio"], "test_ratio": base["test_ratio"]})
-    return p.parse_args(argv)
+    base = TrainConfig(**BASE)
+    add_config_flags(p, FLAGS, base, shown={
+        name: f"{getattr(base, name)} with --advanced; the simple trainer does not read it"
+        for name in ADVANCED})
+    return p
+
+
+def parse_args(argv):
+    return build_parser().parse_args(argv)
+
+
+def make_config(args) -> dict:
+    """The run's hyper-parameters: :data:`BASE` over TrainConfig's defaults < the --config file
+    < explicit flags; the simple trainer (no --advanced) has a fixed learning rate and never
+    stops early."""
+    cfg = merge_config(TrainConfig(**BASE).to_dict(), read_config_file(args.config), args, FLAGS)
+    cfg["fixed_lr"] = not args.advanced
+    if not args.advanced:
+        cfg["patience"] = 0
+    return cfg
 
 
 def main(argv=None) -> int:
@@ -71,15 +75,8 @@ def main(argv=None) -> int:
 def _main(args, out: Path) -> int:
     from engine.data.canonical import load_dataset
 
-    base = TrainConfig(**BASE).to_dict()
-    cfg = merge_config(base, read_config_file(args.config), args)
-    cfg["fixed_lr"] = not args.advanced
-    if not args.advanced:
-        cfg["patience"] = 0
-    for name in ("val_ratio", "test_ratio"):
-        if getattr(args, name) is not None:
-            cfg[name] = getattr(args, name)
-    check_options(cfg, args.workers)
+    cfg = make_config(args)
+    check_options(cfg, args.workers, FLAGS)
     cfg["output"] = str(out.resolve())
     seed = int(cfg["seed"])
     check_output(out)

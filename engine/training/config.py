@@ -4,17 +4,30 @@
 ``pos_per_owner`` positive tracks and each positive ``num_neg`` negatives, so one step trains
 ``batch_size * pos_per_owner`` BPR triples, each with ``num_neg`` negatives.
 
+One home per hyper-parameter: each :class:`TrainConfig` field is written once, by :func:`opt`,
+with its type (which carries its range), its default, its section and its one-line description.
+The rest is derived from it: the training CLIs' flags (``jobs.flags``: type, choices, help text,
+the default shown, grouped by section), TensorBoard HParams (fields marked ``hparam``), and the
+checks of ``--config`` files, tune search spaces and saved configs.
+
 Validation: each field's type carries its range (``PosInt``, ``Share``, ...) and pydantic (already
 installed with ``ray[default]``) checks a whole config against them in one pass,
 :meth:`TrainConfig.validate`, reporting every bad or unknown key by name. Flags, ``--config``
 files, tune search spaces and saved configs all go through it, so a range is written once, here.
-pydantic rather than hand-written checks because it validates the nested, typed models that
-issue 13's split of this config into data / sampler / model / optimiser / run sections needs,
-with the same error report.
+pydantic rather than hand-written checks: one library reports the bad key and why, for every
+way a configuration enters.
+
+Flat, with sections as metadata (not nested data / sampler / model / optimiser / run models):
+the sections group the fields here and in ``--help``, but a config is stored and read flat.
+Every run saved so far (checkpoints, ``metrics.json``, tune's ``best_config.json``) is a flat
+dict that must keep loading and comparing key by key (:meth:`from_saved`, :func:`config_diff`),
+the search space names flat keys, and the code reads ``cfg.lr``; nesting would add a
+translation layer at each of those edges and change no value. Each default and range is still
+written only here.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import ConfigDict, Field, Strict, TypeAdapter, ValidationError
@@ -56,65 +69,125 @@ RETIRED_KEYS = frozenset({"fail_at_epoch"})  # in configs saved before it left t
 # keys added after runs were saved, with the value every run saved before them trained with
 LEGACY_VALUES = {"id_init": "normal", "loss": "bpr", "logq": False}
 
+# field sections (``opt(section=...)``) and their titles: the training CLIs group their flags
+# under these titles in --help, in this order
+SECTIONS = {
+    "data": "data and split",
+    "sampler": "sampler: what one training step draws",
+    "model": "model",
+    "optimiser": "optimiser, learning-rate schedule and early stopping",
+    "run": "run",
+}
+
+
+def opt(default=MISSING, section: str = "", doc: str = "", *, hparam: bool = False,
+        factory=MISSING):
+    """A TrainConfig field: its default (or ``factory``), its :data:`SECTIONS` key, its one-line
+    description (the training CLIs' help text) and whether TensorBoard HParams compares runs on
+    it (:meth:`TrainConfig.hparams`)."""
+    assert section in SECTIONS and doc, "every field has a section and a description"
+    return field(default=default, default_factory=factory,
+                 metadata={"section": section, "doc": doc, "hparam": hparam})
+
 
 @dataclass
 class TrainConfig:
     __pydantic_config__ = ConfigDict(extra="forbid")  # an unknown key is an error, by name
 
-    dataset: Str = ""  # prepared dataset folder (shared storage), see engine.data.canonical
-    # the split and graphs of ``dataset`` built once and mapped by every worker of a node
-    # (engine.training.run_data, RunData.save_store); "" = each worker builds its own
-    graph_store: Str = ""
-    genres_csv: Str = ""  # optional artist_name,genres CSV replacing title-derived genres
-    output: Str = "runs/run"  # metrics.json, checkpoints, TensorBoard events land here
-    model: Literal["basic", "enhanced", "playlist"] = "playlist"
-    epochs: PosInt = 5
-    # optimiser steps per epoch and rank; 0: one pass over the training edges (steps_per_epoch)
-    steps_per_epoch: NonNegInt = 0
-    lr: PosFloat = 0.01
-    batch_size: PosInt = 128
-    pos_per_owner: PosInt = 8
-    num_neg: PosInt = 4
-    # uniform negatives come from one shared pool of this many items per batch (0: the catalogue)
-    neg_pool: NonNegInt = 1024
-    # share of each positive's negatives drawn in proportion to item degree (hard negatives)
-    neg_popularity: Share = 0.5
-    recency: Bool = False  # playlist edges carry recency features (engine.graph.build)
-    embedding_dim: PosInt = 64
-    heads: PosInt = 2
-    num_layers: PosInt = 2
-    dropout: Annotated[float, _S, Field(ge=0, lt=1)] = 0.1
-    genre_weight: Share = 0.0
-    fanouts: Annotated[list[PosInt], Field(min_length=1)] = field(
-        default_factory=lambda: [10, 5])
-    # models with an affinity term: batches add their seed owners' whole item rows for the term's
-    # counts (owner_row_links; not read by the layers); False: counts from the sampled rows
-    owner_rows: Bool = True
-    model_options: dict = field(default_factory=dict)  # extra keyword arguments of the model
-    # how the owner and item ID embeddings start: "svd", a truncated SVD of the training
-    # playlist x track matrix (engine.models.init; co-occurrence from step 0), or "normal"
-    id_init: Literal["normal", "svd"] = "svd"
-    l2: NonNegFloat = 1e-5  # L2 penalty on the batch's score vectors (BPR regulariser)
-    # ranking loss (engine.training.losses): "bpr", or "softmax" over each positive's negatives
-    # and the batch's other positives (in-batch negatives)
-    loss: Literal["bpr", "softmax"] = "bpr"
-    # softmax: subtract log(item's share of training edges) from in-batch negatives' logits
-    logq: Bool = False
-    holdout: PosInt = 5
-    val_ratio: Ratio = 0.15
-    test_ratio: Ratio = 0.15
-    max_val_owners: PosInt = 1000
-    patience: NonNegInt = 3  # epochs without val Recall@10 gain before early stopping (0 = never)
-    lr_factor: Annotated[float, _S, Field(gt=0, lt=1)] = 0.5
-    lr_patience: NonNegInt = 1
-    min_lr: NonNegFloat = 1e-5
-    fixed_lr: Bool = False  # the "simple" trainer: no scheduler, no early stopping
-    sparse_embeddings: Bool = True
-    seed: NonNegInt = 0
-    eval_batch_size: PosInt = 1024
-    num_threads: NonNegInt = 0  # torch intra-op threads per worker (0 = leave torch's default)
-    progress: Bool = True
-    final_test: Bool = True  # evaluate the test split at the end (hyper-parameter search: False)
+    # data and split
+    dataset: Str = opt("", "data", "prepared dataset folder (shared storage; "
+                       "engine.data.canonical)")
+    # engine.training.run_data, RunData.save_store
+    graph_store: Str = opt("", "data", "the split and graphs of the dataset, built once and "
+                           "mapped by every worker of a node (\"\": each worker builds its own)")
+    genres_csv: Str = opt("", "data", "optional artist_name,genres CSV replacing genres derived "
+                          "from playlist titles")
+    recency: Bool = opt(False, "data", "playlist edges carry recency features "
+                        "(engine.graph.build)")
+    holdout: PosInt = opt(5, "data", "test tracks held out per playlist")
+    val_ratio: Ratio = opt(0.15, "data", "share of owners (playlists or users) in the "
+                           "validation split")
+    test_ratio: Ratio = opt(0.15, "data", "share of owners (playlists or users) in the test "
+                            "split")
+    max_val_owners: PosInt = opt(1000, "data", "owners in the seeded validation sample scored "
+                                 "after each epoch")
+
+    # sampler: what one training step draws
+    batch_size: PosInt = opt(128, "sampler", "owners (playlists or users) per step; a step "
+                             "trains batch_size x pos_per_owner BPR triples, each with num_neg "
+                             "negatives", hparam=True)
+    pos_per_owner: PosInt = opt(8, "sampler", "positive items drawn per owner in a step",
+                                hparam=True)
+    num_neg: PosInt = opt(4, "sampler", "sampled negatives per positive", hparam=True)
+    neg_pool: NonNegInt = opt(1024, "sampler", "uniform negatives come from one shared pool of "
+                              "this many items per batch (0: the whole catalogue)")
+    neg_popularity: Share = opt(0.5, "sampler", "share of each positive's negatives drawn in "
+                                "proportion to item degree (hard negatives)", hparam=True)
+    fanouts: Annotated[list[PosInt], Field(min_length=1)] = opt(
+        section="sampler", doc="neighbours sampled per node, one count per hop",
+        hparam=True, factory=lambda: [10, 5])
+    # the rows feed owner_row_links and are not read by the layers
+    owner_rows: Bool = opt(True, "sampler", "models with an affinity term: batches add their "
+                           "seed owners' whole item rows, so the term's counts are exact "
+                           "(False: counts from the sampled rows)", hparam=True)
+
+    # model
+    model: Literal["basic", "enhanced", "playlist"] = opt(
+        "playlist", "model", "the recommender; see the README's Models table", hparam=True)
+    embedding_dim: PosInt = opt(64, "model", "width D of the node vectors", hparam=True)
+    heads: PosInt = opt(2, "model", "attention heads per GAT conv", hparam=True)
+    num_layers: PosInt = opt(2, "model", "GAT layers (message-passing hops)", hparam=True)
+    dropout: Annotated[float, _S, Field(ge=0, lt=1)] = opt(
+        0.1, "model", "attention and message dropout", hparam=True)
+    genre_weight: Share = opt(0.0, "model", "share w of the genre-affinity score: (1 - w) "
+                              "collaborative + w genre", hparam=True)
+    model_options: dict = opt(section="model", doc="extra keyword arguments of the model's "
+                              "constructor", factory=dict)
+    # svd: engine.models.init; the table holds the co-occurrence structure from step 0
+    id_init: Literal["normal", "svd"] = opt(
+        "svd", "model", "how the owner and item ID embeddings start: \"svd\", a truncated SVD "
+        "of the training owner x item matrix, or \"normal\"", hparam=True)
+
+    # optimiser, learning-rate schedule and early stopping
+    lr: PosFloat = opt(0.01, "optimiser", "Adam learning rate (start value)", hparam=True)
+    l2: NonNegFloat = opt(1e-5, "optimiser", "L2 penalty on the batch's score vectors (BPR "
+                          "regulariser)", hparam=True)
+    # engine.training.losses
+    loss: Literal["bpr", "softmax"] = opt(
+        "bpr", "optimiser", "ranking loss: \"bpr\", or \"softmax\" over each positive's "
+        "negatives and the batch's other positives (in-batch negatives)", hparam=True)
+    logq: Bool = opt(False, "optimiser", "softmax: subtract log(item's share of training "
+                     "edges) from in-batch negatives' logits")
+    sparse_embeddings: Bool = opt(True, "optimiser", "ID embeddings take sparse gradients and "
+                                  "SparseAdam (False: dense Adam for every parameter)")
+    patience: NonNegInt = opt(3, "optimiser", "epochs without a validation Recall@10 gain "
+                              "before early stopping (0 = never)")
+    lr_factor: Annotated[float, _S, Field(gt=0, lt=1)] = opt(
+        0.5, "optimiser", "learning-rate factor on a validation plateau (ReduceLROnPlateau)")
+    lr_patience: NonNegInt = opt(1, "optimiser", "epochs without a validation gain before the "
+                                 "learning rate drops")
+    min_lr: NonNegFloat = opt(1e-5, "optimiser", "lowest learning rate of the "
+                              "ReduceLROnPlateau schedule")
+    fixed_lr: Bool = opt(False, "optimiser", "the \"simple\" trainer: no scheduler, no early "
+                         "stopping")
+
+    # run
+    output: Str = opt("runs/run", "run", "run folder: metrics.json, checkpoints and "
+                      "TensorBoard events land here")
+    epochs: PosInt = opt(5, "run", "training epochs, each one pass over the training edges "
+                         "unless steps_per_epoch is set")
+    steps_per_epoch: NonNegInt = opt(0, "run", "optimiser steps per epoch and rank (0: one "
+                                     "pass over the training edges)")
+    seed: NonNegInt = opt(0, "run", "seed of generated data, the split, the sample and the "
+                          "training", hparam=True)
+    eval_batch_size: PosInt = opt(1024, "run", "owners scored per batch in validation and "
+                                  "test (bounds memory; results do not change)")
+    # 0 under Ray Train: engine.training.ray_train.worker_resources picks the count
+    num_threads: NonNegInt = opt(0, "run", "torch threads per worker (0: under Ray, the CPUs "
+                                 "Ray sees divided among the workers; elsewhere torch's default)")
+    progress: Bool = opt(True, "run", "show progress bars")
+    final_test: Bool = opt(True, "run", "evaluate the test split at the end (hyper-parameter "
+                           "search: False)")
 
     @classmethod
     def validate(cls, d: dict, where: str = "config",
@@ -143,13 +216,10 @@ class TrainConfig:
         return asdict(self)
 
     def hparams(self) -> dict:
-        """The hyper-parameters worth comparing across runs (TensorBoard HParams)."""
-        keys = ("model", "lr", "batch_size", "pos_per_owner", "num_neg", "embedding_dim", "heads",
-                "num_layers", "dropout", "genre_weight", "l2", "neg_popularity", "owner_rows",
-                "id_init", "loss", "seed")
-        d = {k: getattr(self, k) for k in keys}
-        d["fanouts"] = ",".join(map(str, self.fanouts))
-        return d
+        """The hyper-parameters worth comparing across runs (TensorBoard HParams): the fields
+        marked ``hparam``; a list (``fanouts``) as its comma-joined values."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.metadata["hparam"]}
+        return {k: ",".join(map(str, v)) if isinstance(v, list) else v for k, v in d.items()}
 
 
 _ADAPTER = TypeAdapter(TrainConfig)
