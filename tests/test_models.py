@@ -13,8 +13,10 @@ from engine.models import (
     EnhancedGATRecommender,
     GATRecommender,
     PlaylistGAT,
+    PlaylistGATOptions,
     build_model,
     count_parameters,
+    model_option_names,
     score,
     score_bias,
 )
@@ -326,6 +328,67 @@ def test_playlist_gat_options():
     assert all(et[2] in (OWNER, ITEM) for et in one.plan[0])
     with pytest.raises(ValueError):
         build_model("nope", meta)
+
+
+# a saved run's model_options: every PlaylistGAT option away from its default
+SAVED_OPTIONS = {"embedding_dim": 8, "heads": 1, "num_layers": 3, "dropout": 0.2,
+                 "genre_weight": 0.5, "id_embeddings": ["playlist", "track", "artist", "genre"],
+                 "genre_type": "genre", "artist_type": "artist", "layer_norm": True,
+                 "activation": True, "residual": False, "init_std": 0.3, "degree_norm": True,
+                 "feature_types": ["playlist", "track"], "skip_types": ["genre"],
+                 "affinity_types": ["artist"], "affinity_init": 0.5, "affinity_tau": 1.0,
+                 "message_init": "zeros"}
+
+
+def test_playlist_gat_options_object_and_keyword_dict_build_the_same_model():
+    """``build_model`` with a saved run's flat ``model_options`` dict and the constructor with a
+    :class:`PlaylistGATOptions` give the same state dict and outputs for the same seed; the
+    options differ from the defaults, so a dropped or misrouted key shows."""
+    sub = _graph()
+    # the constructor keyword arguments of PlaylistGAT before it took an options object
+    assert model_option_names("playlist") == set(SAVED_OPTIONS)
+    torch.manual_seed(5)
+    old = build_model("playlist", _meta(sub), strict=True, **SAVED_OPTIONS).eval()
+    torch.manual_seed(5)
+    new = PlaylistGAT(**_meta(sub), options=PlaylistGATOptions(**SAVED_OPTIONS)).eval()
+    torch.manual_seed(5)
+    default = PlaylistGAT(**_meta(sub)).eval()
+    assert old.options == new.options == PlaylistGATOptions(**SAVED_OPTIONS)
+    assert list(old.state_dict()) == list(new.state_dict()) != list(default.state_dict())
+    assert all(torch.equal(x, y) for x, y in zip(old.state_dict().values(),
+                                                new.state_dict().values()))
+    with torch.no_grad():
+        a, b = old(sub), new(sub)
+        bias_a, bias_b = old.score_bias(sub), new.score_bias(sub)
+    assert a.keys() == b.keys() and all(torch.equal(a[t], b[t]) for t in a)
+    assert a[ITEM].shape == (N[ITEM], 16)  # the genre path's D more entries
+    rows = torch.arange(N[OWNER])
+    assert torch.equal(bias_a.rows(rows, N[ITEM]), bias_b.rows(rows, N[ITEM]))
+    assert new.affinity_weight.shape == (1, 2) and float(new.affinity_weight[0, 0].detach()) == 0.5
+    assert pickle.loads(pickle.dumps(new)).options == new.options
+
+
+def test_playlist_gat_options_are_checked_and_unknown_keys_named():
+    with pytest.raises(ValueError, match="num_layers"):
+        PlaylistGATOptions(num_layers=0)
+    with pytest.raises(ValueError, match="genre_weight"):
+        PlaylistGATOptions(genre_weight=1.5)
+    with pytest.raises(ValueError, match="message_init"):
+        PlaylistGATOptions(message_init="ones")
+    with pytest.raises(ValueError, match="affinity_tau"):
+        PlaylistGATOptions(affinity_tau=-1.0)
+    with pytest.raises(TypeError, match="no_such"):
+        PlaylistGATOptions(no_such=1)
+    opts = PlaylistGATOptions(skip_types=iter(["genre"]))  # read once, kept
+    assert opts.skip_types == ("genre",)
+    with pytest.raises(AttributeError):
+        opts.heads = 8  # frozen
+    meta = _meta(_graph())
+    with pytest.raises(TypeError, match="no_such"):
+        build_model("playlist", meta, strict=True, embedding_dim=8, no_such=1)
+    with pytest.warns(UserWarning, match="no_such"):
+        model = build_model("playlist", meta, embedding_dim=8, no_such=1)
+    assert model.options == PlaylistGATOptions(embedding_dim=8)
 
 
 def test_build_model_takes_one_shared_config():

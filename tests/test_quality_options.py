@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from engine.graph.sampler import BPRBatches
-from engine.models import PlaylistGAT
+from engine.models import PlaylistGAT, PlaylistGATOptions
 from tests.test_models import CONFIGS, _bpr, _build, _graph, _triples
 from tests.test_sampler import PT, random_graph, sub_pairs
 
@@ -131,7 +131,7 @@ def test_feature_projection_starts_at_embedding_scale():
     model = PlaylistGAT(num_nodes={"playlist": 6, "track": 20, "artist": 5, "genre": 3},
                         owner_type="playlist", item_type="track",
                         edge_types=list(sub.edge_index), feature_dims={"track": 256},
-                        init_std=0.1)
+                        options=PlaylistGATOptions(init_std=0.1))
     x = torch.randn(20_000, 256)
     with torch.no_grad():
         out = model.proj["track"](x)

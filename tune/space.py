@@ -50,12 +50,11 @@ MODEL_OPTION = "model_options."  # a key "model_options.NAME" searches the model
 
 
 def model_option_names(model: str) -> set[str]:
-    """Keyword options the model's constructor takes beyond the graph metadata."""
-    import inspect
+    """Keyword options the model takes beyond the graph metadata (PlaylistGAT: the fields of
+    :class:`~engine.models.PlaylistGATOptions`)."""
+    from engine.models import model_option_names as names
 
-    from engine.models import MODELS
-
-    return set(inspect.signature(MODELS[model].__init__).parameters) - {"self"}
+    return names(model)
 
 
 def load_space(path: str | None) -> dict[str, dict]:

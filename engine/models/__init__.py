@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
 import torch
@@ -26,7 +27,7 @@ from engine.graph.types import GraphData
 from engine.models.affinity import ScoreBias
 from engine.models.gat_basic import GATRecommender
 from engine.models.gat_enhanced import EnhancedGATRecommender
-from engine.models.playlist_gat import PlaylistGAT
+from engine.models.playlist_gat import PlaylistGAT, PlaylistGATOptions
 
 MODELS: dict[str, type[nn.Module]] = {
     "basic": GATRecommender,
@@ -34,9 +35,13 @@ MODELS: dict[str, type[nn.Module]] = {
     "playlist": PlaylistGAT,
 }
 
-__all__ = ["MODELS", "EnhancedGATRecommender", "GATRecommender", "PlaylistGAT", "build_model",
-           "count_parameters", "graph_meta", "infer", "part_score_fns", "rank_scores", "score",
-           "score_bias", "score_fn"]
+__all__ = ["META_KEYS", "MODELS", "EnhancedGATRecommender", "GATRecommender", "PlaylistGAT",
+           "PlaylistGATOptions", "build_model", "count_parameters", "graph_meta", "infer",
+           "model_option_names", "part_score_fns", "rank_scores", "score", "score_bias",
+           "score_fn"]
+# the constructor arguments every model takes from the graph (graph_meta's keys)
+META_KEYS = ("num_nodes", "owner_type", "item_type", "edge_types", "feature_dims",
+             "edge_attr_dims")
 
 
 def graph_meta(graph: GraphData) -> dict[str, Any]:
@@ -52,23 +57,41 @@ def graph_meta(graph: GraphData) -> dict[str, Any]:
     }
 
 
-def build_model(name: str, graph_meta_: dict[str, Any] | GraphData, strict: bool = False,
-                **hparams: Any) -> nn.Module:
-    """``MODELS[name](**meta, **hparams)``; ``graph_meta_`` is a :func:`graph_meta` dict or a
-    :class:`GraphData` (converted). One training config serves every model, so hyper-parameters
-    the chosen model does not take (``num_layers`` and ``genre_weight`` for ``"basic"``) are
-    dropped with a warning, or raise with ``strict=True``. An unknown name raises."""
+def model_option_names(name: str) -> set[str]:
+    """The hyper-parameters model ``name`` takes beyond the graph metadata: the fields of its
+    ``Options`` dataclass (PlaylistGAT's :class:`PlaylistGATOptions`), or else its constructor's
+    keyword arguments. An unknown name raises."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
+    cls = MODELS[name]
+    options = getattr(cls, "Options", None)
+    if options is not None:
+        return {f.name for f in fields(options)}
+    return set(inspect.signature(cls.__init__).parameters) - {"self", *META_KEYS}
+
+
+def build_model(name: str, graph_meta_: dict[str, Any] | GraphData, strict: bool = False,
+                **hparams: Any) -> nn.Module:
+    """``MODELS[name](**meta, **hparams)``, or ``MODELS[name](**meta, options=Options(**hparams))``
+    for a model with an ``Options`` dataclass (PlaylistGAT): the keyword dict is the same either
+    way, as a saved run's ``model_options`` holds it. ``graph_meta_`` is a :func:`graph_meta`
+    dict or a :class:`GraphData` (converted). One training config serves every model, so
+    hyper-parameters the chosen model does not take (``num_layers`` and ``genre_weight`` for
+    ``"basic"``) are dropped with a warning, or raise with ``strict=True``. An unknown name
+    raises."""
+    accepted = model_option_names(name)
     meta = graph_meta(graph_meta_) if isinstance(graph_meta_, GraphData) else dict(graph_meta_)
     cls = MODELS[name]
-    accepted = set(inspect.signature(cls.__init__).parameters)
     unused = sorted(set(hparams) - accepted)
     if unused:
         if strict:
             raise TypeError(f"model {name!r} takes no hyper-parameters {unused}")
         warnings.warn(f"model {name!r} ignores hyper-parameters {unused}", stacklevel=2)
-    return cls(**meta, **{k: v for k, v in hparams.items() if k in accepted})
+    kept = {k: v for k, v in hparams.items() if k in accepted}
+    options = getattr(cls, "Options", None)
+    if options is not None:
+        return cls(**meta, options=options(**kept))
+    return cls(**meta, **kept)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -92,6 +93,71 @@ from engine.models.layers import (
 )
 
 
+@dataclass(frozen=True)
+class PlaylistGATOptions:
+    r"""The hyper-parameters of :class:`PlaylistGAT` (everything but the graph's metadata).
+
+    A saved run's ``model_options`` is a flat dict of these fields
+    (``PlaylistGATOptions(**model_options)``); :func:`engine.models.build_model` builds it from
+    keyword arguments. Checks that need no graph run here; those that do, in the model.
+    """
+
+    embedding_dim: int = 64
+    """:math:`D`, the width of every node state."""
+    heads: int = 4
+    """attention heads per conv (averaged)."""
+    num_layers: int = 2
+    r""":math:`L \ge 1` message-passing layers."""
+    dropout: float = 0.1
+    """attention dropout and dropout on each layer's messages."""
+    genre_weight: float = 0.0
+    r""":math:`w \in [0, 1]`, the genre-affinity share of the score (module docstring)."""
+    id_embeddings: Iterable[str] | None = None
+    """node types with ID embeddings; ``None``: every type read except a featured item type."""
+    genre_type: str = "genre"
+    """name of the genre node type."""
+    artist_type: str = "artist"
+    """name of the artist node type."""
+    layer_norm: bool = False
+    """a per-type LayerNorm after each layer (default: none, linear layers as in LightGCN)."""
+    activation: bool = False
+    """ELU on every layer's messages but the last's."""
+    residual: bool = True
+    """each layer adds its messages to the previous state."""
+    init_std: float = 0.1
+    """std of the ID embeddings; feature projections start at the same scale."""
+    degree_norm: bool = False
+    r"""LightGCN's symmetric :math:`1/\sqrt{d_u d_v}` around each conv."""
+    feature_types: Iterable[str] | None = None
+    """node types whose features ``x`` are read; ``None``: the item type only."""
+    skip_types: Iterable[str] = ()
+    """node types whose edges the layers ignore (the genre path still reads genre edges)."""
+    affinity_types: Iterable[str] | None = None
+    """types whose exact affinity term joins the score; ``None``: artists when linked."""
+    affinity_init: float = 2.0
+    """start value of the affinity weights (beta and gamma)."""
+    affinity_tau: float = 2.0
+    """distance scale of the recency count; 0 means no recency count."""
+    message_init: str = "glorot"
+    """``"glorot"`` (PyG's start) or ``"zeros"`` (each layer starts as the identity)."""
+
+    def __post_init__(self) -> None:
+        for name in ("id_embeddings", "feature_types", "skip_types", "affinity_types"):
+            value = getattr(self, name)
+            if value is not None:  # one pass over a generator; hashable, order kept
+                object.__setattr__(self, name, tuple(value))
+        if self.num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {self.num_layers}")
+        if not 0.0 <= self.genre_weight <= 1.0:
+            raise ValueError(f"genre_weight must be in [0, 1], got {self.genre_weight}")
+        if self.message_init not in ("glorot", "zeros"):
+            raise ValueError(
+                f"message_init must be 'glorot' or 'zeros', got {self.message_init!r}")
+        if self.affinity_tau < 0:
+            raise ValueError(
+                f"affinity_tau must be >= 0 (0: no recency count), got {self.affinity_tau}")
+
+
 class PlaylistGAT(nn.Module):
     r"""Feature-aware heterogeneous GAT; see the module docstring for the math.
 
@@ -101,29 +167,14 @@ class PlaylistGAT(nn.Module):
         edge_types: the graph's edge types.
         feature_dims: feature width per node type (types with ``x``); may be empty.
         edge_attr_dims: edge feature width per edge type; those convs use ``edge_dim``.
-        embedding_dim: :math:`D`.
-        heads: attention heads per conv (averaged).
-        num_layers: :math:`L \ge 1`.
-        dropout: attention dropout and dropout on each layer's messages.
-        genre_weight: :math:`w \in [0, 1]`, see the module docstring.
-        id_embeddings: node types with ID embeddings; ``None`` means every type it reads except
-            the item type when that type has features (see the module docstring).
-        feature_types: node types whose features ``x`` are read; ``None`` means the item type
-            only (why: docs/results.md, "Where PlaylistGAT's defaults come from").
-        skip_types: node types whose edges the message-passing layers ignore (e.g.
-            ``["genre"]``); the genre path of ``genre_weight > 0`` still reads genre edges.
-        genre_type, artist_type: names of those node types.
-        affinity_types: node types linked to the items whose exact affinity term is added to the
-            score (:mod:`.affinity`); ``None`` means the artists when the graph links them.
-        affinity_init: start value of the affinity weights (beta and gamma).
-        affinity_tau: distance scale of the recency count; 0 means no recency count.
-        message_init: ``"glorot"`` (PyG's start) or ``"zeros"``: each conv's source projection
-            and bias start at zero, so every layer starts as the identity (see **Start**).
+        options: the hyper-parameters (:class:`PlaylistGATOptions`; default: its defaults).
 
     With ``keep_attention = True`` a forward stores detached ``(edge_index, alpha)`` per edge type
     in ``last_attention`` (for an edge type in several layers, the layer nearest the output) and
     ``last_genre_attention`` (genre path, when built).
     """
+
+    Options = PlaylistGATOptions  # what build_model builds from a flat keyword dict
 
     def __init__(
         self,
@@ -133,44 +184,27 @@ class PlaylistGAT(nn.Module):
         edge_types: list[EdgeType],
         feature_dims: dict[str, int] | None = None,
         edge_attr_dims: dict[EdgeType, int] | None = None,
-        embedding_dim: int = 64,
-        heads: int = 4,
-        num_layers: int = 2,
-        dropout: float = 0.1,
-        genre_weight: float = 0.0,
-        id_embeddings: Iterable[str] | None = None,
-        genre_type: str = "genre",
-        artist_type: str = "artist",
-        layer_norm: bool = False,
-        activation: bool = False,
-        residual: bool = True,
-        init_std: float = 0.1,
-        degree_norm: bool = False,
-        feature_types: Iterable[str] | None = None,
-        skip_types: Iterable[str] = (),
-        affinity_types: Iterable[str] | None = None,
-        affinity_init: float = 2.0,
-        affinity_tau: float = 2.0,
-        message_init: str = "glorot",
+        options: PlaylistGATOptions | None = None,
     ):
         super().__init__()
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
-        if not 0.0 <= genre_weight <= 1.0:
-            raise ValueError(f"genre_weight must be in [0, 1], got {genre_weight}")
+        o = PlaylistGATOptions() if options is None else options
+        self.options = o
+        embedding_dim, heads, num_layers = o.embedding_dim, o.heads, o.num_layers
+        dropout, genre_weight = o.dropout, o.genre_weight
+        genre_type, artist_type = o.genre_type, o.artist_type
         all_edge_types = [tuple(et) for et in edge_types]
-        skip = set(skip_types)  # left out of the layers; the genre path still reads genres
+        skip = set(o.skip_types)  # left out of the layers; the genre path still reads genres
         edge_types = [et for et in all_edge_types if not skip & {et[0], et[2]}]
         feature_dims = dict(feature_dims or {})
-        if feature_types is None:
-            feature_types = [item_type]
+        feature_types = [item_type] if o.feature_types is None else o.feature_types
         feature_dims = {t: d for t, d in feature_dims.items() if t in set(feature_types)}
         edge_attr_dims = dict(edge_attr_dims or {})
         self.owner_type, self.item_type, self.genre_type = owner_type, item_type, genre_type
         self.genre_weight, self.dropout = float(genre_weight), dropout
         self.embedding_dim = embedding_dim
-        self.activation, self.residual, self.init_std = activation, residual, float(init_std)
-        self.degree_norm = degree_norm
+        self.activation, self.residual, self.init_std = o.activation, o.residual, \
+            float(o.init_std)
+        self.degree_norm = o.degree_norm
         self.keep_attention = False
         self.last_attention: Attention = {}
         self.last_genre_attention: Attention = {}
@@ -181,7 +215,7 @@ class PlaylistGAT(nn.Module):
         self.layers = nn.ModuleList(
             HeteroGAT(ets, embedding_dim, heads, dropout, edge_attr_dims) for ets in self.plan)
         self.norms = nn.ModuleList(
-            nn.ModuleDict({dst: nn.LayerNorm(embedding_dim) if layer_norm else nn.Identity()
+            nn.ModuleDict({dst: nn.LayerNorm(embedding_dim) if o.layer_norm else nn.Identity()
                            for dst in dict.fromkeys(
                 et[2] for et in ets)})
             for ets in self.plan)
@@ -193,6 +227,7 @@ class PlaylistGAT(nn.Module):
                                        dropout, edge_attr_dims, genre_type, artist_type)
             types += [t for t in [genre_type, *self.genre.query_types()] if t not in types]
 
+        id_embeddings = o.id_embeddings
         if id_embeddings is None:
             id_embeddings = [t for t in types if t != item_type or t not in feature_dims]
         with_id = set(id_embeddings)
@@ -205,6 +240,7 @@ class PlaylistGAT(nn.Module):
             {t: nn.Linear(feature_dims[t], embedding_dim) for t in types if t in feature_dims})
         self.types = types
 
+        affinity_types = o.affinity_types
         if affinity_types is None:  # default: the artist term, where the graph links artists
             affinity_types = [artist_type] if (artist_type, "to", item_type) in all_edge_types \
                 else []
@@ -212,14 +248,10 @@ class PlaylistGAT(nn.Module):
         missing = [t for t in self.affinity_types if (t, "to", item_type) not in all_edge_types]
         if missing:
             raise ValueError(f"affinity_types {missing} have no edges into {item_type}")
-        if message_init not in ("glorot", "zeros"):
-            raise ValueError(f"message_init must be 'glorot' or 'zeros', got {message_init!r}")
-        self.message_init = message_init
-        if affinity_tau < 0:
-            raise ValueError(f"affinity_tau must be >= 0 (0: no recency count), got {affinity_tau}")
-        self.affinity_init, self.affinity_tau = float(affinity_init), float(affinity_tau)
+        self.message_init = o.message_init
+        self.affinity_init, self.affinity_tau = float(o.affinity_init), float(o.affinity_tau)
         # per type: (beta, gamma) for the plain and the recency count; no gamma with tau = 0
-        width = 2 if affinity_tau > 0 else 1
+        width = 2 if o.affinity_tau > 0 else 1
         self.affinity_weight = (nn.Parameter(torch.empty(len(self.affinity_types), width))
                                 if self.affinity_types else None)
         self.reset_parameters()

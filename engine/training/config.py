@@ -141,8 +141,8 @@ class TrainConfig:
         0.1, "model", "attention and message dropout", hparam=True)
     genre_weight: Share = opt(0.0, "model", "share w of the genre-affinity score: (1 - w) "
                               "collaborative + w genre", hparam=True)
-    model_options: dict = opt(section="model", doc="extra keyword arguments of the model's "
-                              "constructor", factory=dict)
+    model_options: dict = opt(section="model", doc="further model options by name (playlist: "
+                              "the fields of engine.models.PlaylistGATOptions)", factory=dict)
     # svd: engine.models.init; the table holds the co-occurrence structure from step 0
     id_init: Literal["normal", "svd"] = opt(
         "svd", "model", "how the owner and item ID embeddings start: \"svd\", a truncated SVD "
@@ -253,8 +253,9 @@ def describe_diff(diff: dict[str, tuple]) -> str:
 
 
 def model_options(cfg: TrainConfig, graph: GraphData) -> dict:
-    """The model's keyword arguments for ``graph``: the config's hyper-parameters and
-    ``model_options``, plus two derived defaults.
+    """The model's options for ``graph`` as a flat keyword dict (what :func:`build_model` takes;
+    for PlaylistGAT the fields of :class:`~engine.models.PlaylistGATOptions`): the config's
+    hyper-parameters and ``model_options``, plus two derived defaults.
 
     With ``id_init = "svd"`` PlaylistGAT gives every node type an ID embedding, tracks included
     (unless ``model_options`` sets ``id_embeddings``): the SVD start fills the track table with
