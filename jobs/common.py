@@ -22,8 +22,6 @@ RUN_STATE = ("metrics.json", "best_model.pt", "final_model.pt", "ray_train", "ch
              "tensorboard", "progress.json", "resumes.json", "worker_nodes.jsonl", GRAPH_STORE)
 # Rows of the seeded Kaggle-format CSV a playlist run uses without --data
 GENERATED_ROWS = 120_000  # ~2,400 playlists: enough for every mode up to quick
-# Tests only: loop hooks (engine.training.loop, ``hooks``) handed to every run; empty otherwise.
-LOOP_HOOKS: list[Callable] = []
 
 
 def add_common_args(p) -> None:
@@ -257,22 +255,22 @@ def check_memory(cfg: dict, workers: int, local: bool) -> None:
 
 
 def launch(cfg: dict, workers: int, address: str | None, max_failures: int,
-           dashboard: bool, placement: str = "PACK") -> dict:
+           dashboard: bool, placement: str = "PACK", hooks: Sequence[Callable] = ()) -> dict:
     """Start (or join) Ray and run the loop on ``workers`` Ray Train workers. Ray's own log lines
-    go to ``<output>/ray.log``."""
+    go to ``<output>/ray.log``. ``hooks``: loop observers for every worker
+    (:func:`engine.training.loop.fit`); the jobs pass none, tests wrap this function to add
+    theirs."""
     from engine.training.ray_train import LOG_FILE, init_ray, run_torch_trainer, shutdown_ray
 
     cfg = dict(cfg, graph_store=str(build_graph_store(cfg)))
     check_memory(cfg, workers, local=address is None)
     print(f"Ray's own log: {Path(cfg['output']) / LOG_FILE}", flush=True)
     init_ray(address=address, dashboard=dashboard, log_dir=cfg["output"])
-    if LOOP_HOOKS:
-        cfg = dict(cfg, hooks=list(LOOP_HOOKS))
     try:
         # on a helper thread: fit() on the main thread would replace our Ctrl-C handler with
         # Ray Train's (see jobs.interrupts)
         result = run_in_thread(lambda: run_torch_trainer(
-            cfg, workers=workers, max_failures=max_failures, placement=placement))
+            cfg, workers=workers, max_failures=max_failures, placement=placement, hooks=hooks))
     except KeyboardInterrupt:
         # stops the workers (a second Ctrl-C ends the process at once); what Ray prints while
         # it stops goes to its log

@@ -2,6 +2,7 @@
 mid-run, more workers than CPUs, and rerunning a finished run."""
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
@@ -33,7 +34,8 @@ def test_two_workers_write_metrics_checkpoints_and_events(tiny_playlists, tmp_pa
 
     out = tmp_path / "run"
     probes.for_ray()
-    monkeypatch.setattr(common, "LOOP_HOOKS", [probes.SharedMemoryProbe()])
+    monkeypatch.setattr(train_kaggle, "launch",
+                        functools.partial(common.launch, hooks=[probes.SharedMemoryProbe()]))
     with pytest.raises(SystemExit) as exit_:
         from jobs.cli import run_cli
 
@@ -81,7 +83,8 @@ def test_killed_worker_resumes_from_last_checkpoint(tiny_playlists, tmp_path, mo
     from jobs import common
 
     faults.for_ray()
-    monkeypatch.setattr(common, "LOOP_HOOKS", [faults.DieOnce(1)])
+    monkeypatch.setattr(train_kaggle, "launch",
+                        functools.partial(common.launch, hooks=[faults.DieOnce(1)]))
     out = tmp_path / "run"
     train_kaggle.main(["--data", str(tiny_playlists), "--workers", "2", "--output", str(out),
                        *COMMON[:2], "--epochs", "3", *COMMON[4:]])

@@ -213,7 +213,7 @@ def run_torch_trainer(config: dict, workers: int, *, storage: str | Path | None 
                       max_failures: int = 2, use_gpu: bool = False, placement: str = "PACK",
                       worker_cpus: float | None = None, num_threads: int | None = None,
                       keep_checkpoints: int | None = KEEP_CHECKPOINTS,
-                      log_level: str = "ERROR") -> dict | None:
+                      log_level: str = "ERROR", hooks: Sequence = ()) -> dict | None:
     """Build and run the one ``TorchTrainer`` of this project (Ray Train V2): the loop on
     ``workers`` workers; return rank 0's result dict. Used by the training jobs
     (``jobs.common.launch``) and by ``tune.search`` trials with several workers.
@@ -233,6 +233,8 @@ def run_torch_trainer(config: dict, workers: int, *, storage: str | Path | None 
       ``num_threads`` defaults to ``config["num_threads"]`` unless that is 0.
     - ``keep_checkpoints``: checkpoint folders kept (None: all).
     - ``log_level``: level of Train's own console lines (``ray.train.LoggingConfig``).
+    - ``hooks``: loop observers (:func:`engine.training.loop.fit`) pickled to every worker;
+      production runs pass none, tests their fault injection and probes.
     """
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -244,6 +246,8 @@ def run_torch_trainer(config: dict, workers: int, *, storage: str | Path | None 
     out = Path(config["output"]).resolve()
     (out / NODES_FILE).unlink(missing_ok=True)  # this invocation's placements only
     config = dict(config, context="ray_train")
+    if hooks:
+        config["hooks"] = list(hooks)
     if num_threads is None and config.get("num_threads"):
         num_threads = config["num_threads"]
     if worker_cpus is None or num_threads is None:
