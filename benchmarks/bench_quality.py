@@ -230,9 +230,12 @@ def main(argv: list[str] | None = None) -> None:
     if "defaults" not in args.variants:
         p.error("--variants must include defaults")
     if args.summary:
-        results = [json.loads((Path(args.output) / f"n{size}_s{seed}" / "rows.json").read_text())
-                   for size in args.sizes for seed in args.seeds]
-        print(summary(results))
+        files = [Path(args.output) / f"n{size}_s{seed}" / "rows.json"
+                 for size in args.sizes for seed in args.seeds]
+        missing = [str(f.parent) for f in files if not f.exists()]
+        if missing:
+            print(f"not run yet (left out): {', '.join(missing)}")
+        print(summary([json.loads(f.read_text()) for f in files if f.exists()]))
         return
     print(f"load {os.getloadavg()[0]:.1f} at start", flush=True)
     results = [sample_rows(args, size, seed) for size in args.sizes for seed in args.seeds]
