@@ -45,6 +45,7 @@ def step_profile(dataset: str, steps: int, batch_size: int) -> dict:
     from engine.graph.sampler import BPRBatches, owner_shard
     from engine.models.init import svd_init_
     from engine.training.config import TrainConfig, make_model, owner_row_links
+    from engine.training.losses import loss_fn
     from engine.training.optim import make_optimisers
     from engine.training.run_data import RunData
     from engine.training.steps import train_step
@@ -77,7 +78,8 @@ def step_profile(dataset: str, steps: int, batch_size: int) -> dict:
         timed, last = s >= 2, time.perf_counter()  # two warm-up steps first
         b = next(batches)
         clock("sample")
-        train_step(model, opts, b, graph.owner_type, graph.item_type, cfg.l2, clock=clock)
+        train_step(model, opts, b, graph.owner_type, graph.item_type, cfg.l2, loss_fn(cfg.loss),
+                   clock=clock)
         if timed:
             nodes += sum(int(v.numel()) for v in b.sub.n_id.values())
     out = {name: 1000 * v / steps for name, v in phases.items()}

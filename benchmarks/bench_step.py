@@ -42,6 +42,7 @@ from engine.graph.sampler import BPRBatches
 from engine.graph.split import make_split
 from engine.models import count_parameters
 from engine.training.config import MODES, TrainConfig, make_model, owner_row_links
+from engine.training.losses import loss_fn
 from engine.training.optim import make_optimisers
 from engine.training.steps import train_step
 
@@ -122,7 +123,7 @@ def run_pair(base, cfg, graph, owners, batch_size, warmup, steps, full_warmup, f
         clock = Clock()
         batch = next(sampled_batches)
         clock("sample")
-        train_step(*sampled, batch, ot, it, cfg.l2, clock=clock)
+        train_step(*sampled, batch, ot, it, cfg.l2, loss_fn(cfg.loss), clock=clock)
         sub = batch.sub
         hops.append([sum(sub.num_sampled_nodes[t][h] for t in graph.node_types
                          if h < len(sub.num_sampled_nodes[t]))
@@ -135,7 +136,8 @@ def run_pair(base, cfg, graph, owners, batch_size, warmup, steps, full_warmup, f
         clock = Clock()
         batch = next(full_batches)
         clock("sample")  # drawn up front: ~0
-        train_step(*full_arm, batch, ot, it, cfg.l2, sub=graph_full, clock=clock)
+        train_step(*full_arm, batch, ot, it, cfg.l2, loss_fn(cfg.loss), sub=graph_full,
+                   clock=clock)
         return clock.done()
 
     for _ in range(warmup):
@@ -170,13 +172,13 @@ def profile_sampled(base, cfg, graph, owners, batch_size, steps, top: int = 20) 
                               neg_popularity=cfg.neg_popularity,
                               owner_rows=owner_row_links(cfg, base)))
     batch = next(batches)  # warm-up
-    train_step(model, opts, batch, ot, it, cfg.l2)
+    train_step(model, opts, batch, ot, it, cfg.l2, loss_fn(cfg.loss))
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             with record_function("## sample"):
                 batch = next(batches)
             with record_function("## step"):
-                train_step(model, opts, batch, ot, it, cfg.l2)
+                train_step(model, opts, batch, ot, it, cfg.l2, loss_fn(cfg.loss))
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top)
 
 

@@ -180,3 +180,29 @@ def test_softmax_loss_matches_formula_with_in_batch_negatives():
     ]).mean()
     assert torch.isclose(softmax_loss(vecs, "o", "i", B, l2=0.0), expected)
     assert loss_fn("softmax") is softmax_loss
+
+
+def test_softmax_logq_shifts_only_the_in_batch_negatives():
+    """logq subtracts log q of each in-batch negative's global item from its logit; the
+    positive and its own sampled negatives are not shifted."""
+    from types import SimpleNamespace
+
+    from engine.training.losses import loss_fn
+
+    batch = SimpleNamespace(owner_idx=torch.tensor([0, 1]), pos_idx=torch.tensor([0, 1]),
+                            neg_idx=torch.tensor([[2], [2]]),
+                            sub=SimpleNamespace(n_id={"i": torch.tensor([5, 6, 7])},
+                                                edge_index={}))
+    vecs = {"o": torch.tensor([[1.0, 0.0], [0.0, 1.0]]),
+            "i": torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, 1.0]])}
+    log_q = torch.zeros(8)
+    log_q[5], log_q[6] = -1.0, -2.0  # global items 5 and 6: local 0 and 1
+    s = vecs["o"] @ vecs["i"].T
+    lse = torch.logsumexp
+    expected = torch.stack([
+        lse(torch.stack([s[0, 0], s[0, 2], s[0, 1] + 2.0]), 0) - s[0, 0],
+        lse(torch.stack([s[1, 1], s[1, 2], s[1, 0] + 1.0]), 0) - s[1, 1],
+    ]).mean()
+    got = loss_fn("softmax", log_q)(vecs, "o", "i", batch, 0.0)
+    assert torch.isclose(got, expected)
+    assert not torch.isclose(got, loss_fn("softmax")(vecs, "o", "i", batch, 0.0))
