@@ -22,12 +22,18 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._run import quick_dataset
-from engine.training.config import MODES
+from engine.eval.evaluate import evaluate_scores
+from engine.models import part_score_fns
+from engine.training.checkpoint import load_state
+from engine.training.config import MODES, TrainConfig, make_model
 from engine.training.loop import train_loop_per_worker
+from engine.training.run_data import RunData
 
 ALL_IDS = ["playlist", "track", "artist", "genre"]
 NO_TRACK_IDS = ["playlist", "artist", "genre"]
@@ -169,10 +175,68 @@ ROWS.update({  # the loss round: the SVD round's defaults with each loss spelled
     "svd_zero_msgs_no_artist_lr1e-3": _row("same (half popularity negatives), lr 0.001", tau=2.0,
                                            id_init="svd", loss="bpr", affinity=False, lr=0.001,
                                            options={**ALL_TYPES, "message_init": "zeros"}),
+    "svd_zero_msgs_id_lr1e-3": _row("new defaults, ID tables at lr 0.001 (id_lr)", tau=2.0,
+                                    id_init="svd", loss="bpr", id_lr=0.001,
+                                    options={**ALL_TYPES, "message_init": "zeros"}),
+    "svd_zero_msgs_id_lr1e-4": _row("new defaults, ID tables at lr 0.0001", tau=2.0,
+                                    id_init="svd", loss="bpr", id_lr=1e-4,
+                                    options={**ALL_TYPES, "message_init": "zeros"}),
+    "svd_zero_msgs_no_artist_id_lr1e-3": _row("same, trained without the artist term",
+                                              tau=2.0, id_init="svd", loss="bpr",
+                                              affinity=False, id_lr=0.001,
+                                              options={**ALL_TYPES, "message_init": "zeros"}),
+    "svd_zero_msgs_no_artist_id_lr1e-4": _row("same, ID tables at lr 0.0001", tau=2.0,
+                                              id_init="svd", loss="bpr", affinity=False,
+                                              id_lr=1e-4,
+                                              options={**ALL_TYPES, "message_init": "zeros"}),
+    "svd_zero_msgs_dot_loss1": _row("new defaults, + the same loss on the dot product alone",
+                                    tau=2.0, id_init="svd", loss="bpr", dot_loss=1.0,
+                                    options={**ALL_TYPES, "message_init": "zeros"}),
+    "svd_zero_msgs_dot_loss03": _row("same, weight 0.3", tau=2.0, id_init="svd", loss="bpr",
+                                     dot_loss=0.3, options={**ALL_TYPES, "message_init": "zeros"}),
+    "svd_zero_msgs_no_artist_lr1e-3_id_lr1e-4": _row(
+        "same, lr 0.001, ID tables at 0.0001", tau=2.0, id_init="svd", loss="bpr",
+        affinity=False, lr=0.001, id_lr=1e-4, options={**ALL_TYPES, "message_init": "zeros"}),
+    "svd_zero_msgs_no_artist_no_track_features": _row(
+        "trained without the artist term, tracks without feature inputs", tau=2.0,
+        id_init="svd", loss="bpr", affinity=False,
+        options={**ALL_TYPES, "feature_types": [], "message_init": "zeros"}),
+    "svd_zero_msgs_no_artist_negpop1": _row(
+        "trained without the artist term, every negative popularity-drawn", tau=2.0,
+        id_init="svd", loss="bpr", affinity=False, neg_popularity=1.0,
+        options={**ALL_TYPES, "message_init": "zeros"}),
+    "svd_zero_msgs_no_track_features": _row(
+        "new defaults, tracks without feature inputs", tau=2.0, id_init="svd", loss="bpr",
+        options={**ALL_TYPES, "feature_types": [], "message_init": "zeros"}),
+    "svd_zero_msgs_no_track_features_dot_loss1": _row(
+        "same, + the same loss on the dot product alone", tau=2.0, id_init="svd", loss="bpr",
+        dot_loss=1.0, options={**ALL_TYPES, "feature_types": [], "message_init": "zeros"}),
+    "svd_zero_msgs_no_artist_no_track_features_id_lr1e-3": _row(
+        "trained without the artist term, tracks without feature inputs, ID tables at 0.001",
+        tau=2.0, id_init="svd", loss="bpr", affinity=False, id_lr=1e-3,
+        options={**ALL_TYPES, "feature_types": [], "message_init": "zeros"}),
     "svd_softmax_no_artist": _row("same, trained without the artist term", tau=2.0,
                                   id_init="svd", loss="softmax", affinity=False,
                                   options=ALL_TYPES),
 })
+
+
+def dot_alone_val(cfg: dict) -> float | None:
+    """Validation Recall@10 of the best weights' GAT dot product alone (no artist affinity), on
+    the fit graph as the run validated them; None for a model without an affinity term."""
+    tc = TrainConfig.from_dict(cfg)
+    data = RunData.load(tc)
+    graph = data.graph("fit")
+    model = make_model(tc, graph)
+    model.load_state_dict(load_state(Path(cfg["output"]) / "best_model.pt"))
+    model.eval()
+    parts = part_score_fns(model, graph)
+    if "affinity" not in parts:
+        return None
+    split = data.split
+    with torch.no_grad():
+        m = evaluate_scores(parts["gat"], split.fit, split.val, split.num_items, ks=(10,))
+    return m["recall@10"]
 
 
 def main() -> None:
@@ -202,9 +266,13 @@ def main() -> None:
               f"{r['train_seconds']:.0f} |", flush=True)
         curve = " ".join(f"{h['val_recall@10']:.4f}" for h in r["history"])
         print(f"    validation Recall@10 per epoch: {curve}", flush=True)
+        dot = dot_alone_val(cfg)
+        if dot is not None:
+            print(f"    its GAT dot product alone, validation Recall@10: {dot:.4f}", flush=True)
         (Path(cfg["output"]) / "row.json").write_text(json.dumps(
             {"label": label, "options": over, "wall_s": time.perf_counter() - t0,
-             "val_history": [h["val_recall@10"] for h in r["history"]]}) + "\n")
+             "val_history": [h["val_recall@10"] for h in r["history"]],
+             "val_dot_alone": dot}) + "\n")
 
 
 if __name__ == "__main__":

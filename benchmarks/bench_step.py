@@ -100,6 +100,7 @@ def summarise(steps: list[dict], triples: int) -> dict:
 def run_pair(base, cfg, graph, owners, batch_size, warmup, steps, full_warmup, full_steps):
     """Both arms on the same batches, their timed steps interleaved (the full arm's few steps
     spread evenly among the sampled ones) so that both see the same background load."""
+    criterion = loss_fn(cfg.loss, dot_weight=cfg.dot_loss)
     ot, it = graph.owner_type, graph.item_type
     sampled = make_arm(base, cfg)
     full_arm = make_arm(base, cfg)
@@ -123,7 +124,7 @@ def run_pair(base, cfg, graph, owners, batch_size, warmup, steps, full_warmup, f
         clock = Clock()
         batch = next(sampled_batches)
         clock("sample")
-        train_step(*sampled, batch, ot, it, cfg.l2, loss_fn(cfg.loss), clock=clock)
+        train_step(*sampled, batch, ot, it, cfg.l2, criterion, clock=clock)
         sub = batch.sub
         hops.append([sum(sub.num_sampled_nodes[t][h] for t in graph.node_types
                          if h < len(sub.num_sampled_nodes[t]))
@@ -136,7 +137,7 @@ def run_pair(base, cfg, graph, owners, batch_size, warmup, steps, full_warmup, f
         clock = Clock()
         batch = next(full_batches)
         clock("sample")  # drawn up front: ~0
-        train_step(*full_arm, batch, ot, it, cfg.l2, loss_fn(cfg.loss), sub=graph_full,
+        train_step(*full_arm, batch, ot, it, cfg.l2, criterion, sub=graph_full,
                    clock=clock)
         return clock.done()
 
@@ -165,6 +166,7 @@ def profile_sampled(base, cfg, graph, owners, batch_size, steps, top: int = 20) 
     from torch.profiler import ProfilerActivity, profile, record_function
 
     model, opts = make_arm(base, cfg)
+    criterion = loss_fn(cfg.loss, dot_weight=cfg.dot_loss)
     ot, it = graph.owner_type, graph.item_type
     batches = iter(BPRBatches(graph, owners, batch_size=batch_size, num_neg=cfg.num_neg,
                               fanouts=cfg.fanouts, seed=cfg.seed, steps=steps + 1,
@@ -172,13 +174,13 @@ def profile_sampled(base, cfg, graph, owners, batch_size, steps, top: int = 20) 
                               neg_popularity=cfg.neg_popularity,
                               owner_rows=owner_row_links(cfg, base)))
     batch = next(batches)  # warm-up
-    train_step(model, opts, batch, ot, it, cfg.l2, loss_fn(cfg.loss))
+    train_step(model, opts, batch, ot, it, cfg.l2, criterion)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             with record_function("## sample"):
                 batch = next(batches)
             with record_function("## step"):
-                train_step(model, opts, batch, ot, it, cfg.l2, loss_fn(cfg.loss))
+                train_step(model, opts, batch, ot, it, cfg.l2, criterion)
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top)
 
 

@@ -24,6 +24,8 @@ DEFAULTS = {
     "fixed_lr": False, "sparse_embeddings": True, "seed": 0, "eval_batch_size": 1024,
     "num_threads": 0, "progress": True, "final_test": True,
 }
+# fields added after 814ebb2, at their defaults (what every run before them trained with)
+DEFAULTS.update({"dot_loss": 0.0, "id_lr": 0.0})
 CONFIG_FILE = {"lr": 0.05, "heads": 4, "fanouts": [5, 5], "num_layers": 3}
 SYNTHETIC = {"model": "enhanced", "epochs": 10, "embedding_dim": 32, "heads": 4,
              "genre_weight": 0.3}
@@ -81,7 +83,8 @@ def test_hparams_are_the_fields_marked_so():
     hp = TrainConfig(fanouts=[15, 10]).hparams()
     assert set(hp) == {"model", "lr", "batch_size", "pos_per_owner", "num_neg", "embedding_dim",
                        "heads", "num_layers", "dropout", "genre_weight", "l2", "neg_popularity",
-                       "owner_rows", "id_init", "loss", "seed", "fanouts"}
+                       "owner_rows", "id_init", "loss", "seed", "fanouts",
+                       "dot_loss", "id_lr"}  # the last two: added since
     assert hp["fanouts"] == "15,10" and hp["lr"] == 0.01
 
 

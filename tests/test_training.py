@@ -206,3 +206,49 @@ def test_softmax_logq_shifts_only_the_in_batch_negatives():
     got = loss_fn("softmax", log_q)(vecs, "o", "i", batch, 0.0)
     assert torch.isclose(got, expected)
     assert not torch.isclose(got, loss_fn("softmax")(vecs, "o", "i", batch, 0.0))
+
+
+def test_dot_loss_adds_the_loss_of_the_dot_product_alone():
+    """dot_loss w: BPR on the full score (dot product + bias) plus w x BPR on the dot product
+    alone; without a bias the criterion is the plain one."""
+    from types import SimpleNamespace
+
+    from engine.training.losses import loss_fn
+
+    class B:
+        owner_idx = torch.tensor([0, 1])
+        pos_idx = torch.tensor([0, 1])
+        neg_idx = torch.tensor([[1], [0]])
+
+    vecs = {"o": torch.tensor([[1.0, 0.0], [0.0, 1.0]]), "i": torch.tensor([[2.0, 0.0], [0.0, 3.0]])}
+    # a bias of +1 on item 1 for every owner: full scores s+ = (2, 4), s- = (1, 0)
+    bias = SimpleNamespace(pairs=lambda o, i, slot=None: (i == 1).float())
+    ls = torch.nn.functional.logsigmoid
+    full = -(ls(torch.tensor(2.0 - 1.0)) + ls(torch.tensor(4.0 - 0.0))) / 2
+    dot = -(ls(torch.tensor(2.0)) + ls(torch.tensor(3.0))) / 2
+    got = loss_fn("bpr", dot_weight=0.5)(vecs, "o", "i", B, 0.0, bias)
+    assert torch.isclose(got, full + 0.5 * dot)
+    assert torch.isclose(loss_fn("bpr")(vecs, "o", "i", B, 0.0, bias), full)
+    assert torch.isclose(loss_fn("bpr", dot_weight=0.5)(vecs, "o", "i", B, 0.0), dot)
+
+
+def test_id_lr_sets_the_learning_rate_of_the_id_tables_only(tiny_playlists):
+    from engine.training.config import make_model
+    from engine.training.optim import make_optimisers
+    from engine.training.run_data import RunData
+
+    cfg = TrainConfig(dataset=str(tiny_playlists), embedding_dim=8, lr=0.01, id_lr=1e-4)
+    model = make_model(cfg, RunData.load(cfg).graph("fit"))
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    assert tables
+    opts = make_optimisers(cfg, model)
+    assert [g["lr"] for g in opts.sparse_adam.param_groups] == [1e-4]
+    assert {id(p) for p in opts.sparse_adam.param_groups[0]["params"]} == tables
+    assert [g["lr"] for g in opts.adam.param_groups] == [0.01]
+    dense = make_optimisers(TrainConfig(**{**cfg.to_dict(), "sparse_embeddings": False}), model)
+    assert dense.sparse_adam is None
+    assert [g["lr"] for g in dense.adam.param_groups] == [0.01, 1e-4]
+    assert {id(p) for p in dense.adam.param_groups[1]["params"]} == tables
+    assert not tables & {id(p) for p in dense.adam.param_groups[0]["params"]}
+    same = make_optimisers(TrainConfig(**{**cfg.to_dict(), "id_lr": 0.0}), model)
+    assert [g["lr"] for g in same.sparse_adam.param_groups] == [0.01]

@@ -67,7 +67,7 @@ RUNTIME_KEYS = frozenset({"output", "dataset", "graph_store", "progress", "num_t
                           "eval_batch_size"})
 RETIRED_KEYS = frozenset({"fail_at_epoch"})  # in configs saved before it left the loop
 # keys added after runs were saved, with the value every run saved before them trained with
-LEGACY_VALUES = {"id_init": "normal", "loss": "bpr", "logq": False}
+LEGACY_VALUES = {"id_init": "normal", "loss": "bpr", "logq": False, "dot_loss": 0.0, "id_lr": 0.0}
 
 # field sections (``opt(section=...)``) and their titles: the training CLIs group their flags
 # under these titles in --help, in this order
@@ -150,6 +150,9 @@ class TrainConfig:
 
     # optimiser, learning-rate schedule and early stopping
     lr: PosFloat = opt(0.01, "optimiser", "Adam learning rate (start value)", hparam=True)
+    id_lr: NonNegFloat = opt(0.0, "optimiser", "learning rate of the ID embedding tables "
+                             "(0: lr); an SVD start keeps its small singular directions only "
+                             "under steps smaller than theirs", hparam=True)
     l2: NonNegFloat = opt(1e-5, "optimiser", "L2 penalty on the batch's score vectors (BPR "
                           "regulariser)", hparam=True)
     # engine.training.losses
@@ -158,6 +161,9 @@ class TrainConfig:
         "negatives and the batch's other positives (in-batch negatives)", hparam=True)
     logq: Bool = opt(False, "optimiser", "softmax: subtract log(item's share of training "
                      "edges) from in-batch negatives' logits")
+    dot_loss: NonNegFloat = opt(0.0, "optimiser", "weight of a second loss on the dot product "
+                                "alone, without the artist affinity: the learned part must "
+                                "rank on its own too", hparam=True)
     sparse_embeddings: Bool = opt(True, "optimiser", "ID embeddings take sparse gradients and "
                                   "SparseAdam (False: dense Adam for every parameter)")
     patience: NonNegInt = opt(3, "optimiser", "epochs without a validation Recall@10 gain "

@@ -227,7 +227,7 @@ def fit(cfg: TrainConfig, ctx, hooks: Sequence[Hook] = ()) -> Result:
         bar = ctx.progress(plan.batches(cfg, graph, epoch, rank), total=plan.steps,
                            desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=chief and cfg.progress)
         total_loss, triples = train_epoch(model, opts, bar, graph.owner_type, graph.item_type,
-                                          cfg.l2, cfg.loss, log_q)
+                                          cfg.l2, cfg.loss, log_q, cfg.dot_loss)
         seconds = time.perf_counter() - t0
         state.epoch = epoch + 1
         train_loss = all_mean(total_loss / max(triples, 1), world_size)

@@ -104,13 +104,35 @@ def _known_pairs(batch, row_type: tuple, num_items: int, owners: Tensor, items: 
     return torch.isin(owners * num_items + items, torch.cat(keys))
 
 
-def loss_fn(name: str, log_q: Tensor | None = None) -> Callable[..., Tensor]:
-    """The loss called ``name`` (one of :data:`LOSSES`); ``log_q``: see :func:`softmax_loss`."""
+def loss_fn(name: str, log_q: Tensor | None = None, dot_weight: float = 0.0
+            ) -> Callable[..., Tensor]:
+    """The loss called ``name`` (one of :data:`LOSSES`); ``log_q``: see :func:`softmax_loss`;
+    ``dot_weight``: see :func:`with_dot_loss`."""
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; expected one of {', '.join(LOSSES)}")
     if name == "softmax" and log_q is not None:
-        return functools.partial(softmax_loss, log_q=log_q)
-    return {"bpr": bpr_loss, "softmax": softmax_loss}[name]
+        criterion = functools.partial(softmax_loss, log_q=log_q)
+    else:
+        criterion = {"bpr": bpr_loss, "softmax": softmax_loss}[name]
+    return with_dot_loss(criterion, dot_weight) if dot_weight > 0 else criterion
+
+
+def with_dot_loss(criterion: Callable[..., Tensor], weight: float) -> Callable[..., Tensor]:
+    r"""``criterion`` on the full score plus ``weight`` times the same loss on the dot product
+    alone (no bias, no second L2 term):
+    :math:`\mathcal{L}(s) + w\,\mathcal{L}(\langle \mathbf{c}_o, \mathbf{c}_t\rangle)`.
+
+    Trained only through the sum, the dot product learns what the sparse bias (the artist
+    affinity) does not explain, and on its own it ranks below its own SVD start; the second term
+    makes the learned part rank by itself too (deep supervision of one summand). A model without
+    a bias gets the criterion unchanged."""
+    def loss(vecs: dict, owner_type: str, item_type: str, batch, l2: float,
+             bias: ScoreBias | None = None) -> Tensor:
+        full = criterion(vecs, owner_type, item_type, batch, l2, bias)
+        if bias is None:
+            return full
+        return full + weight * criterion(vecs, owner_type, item_type, batch, 0.0, None)
+    return loss
 
 
 def positive_log_q(graph) -> Tensor:

@@ -72,10 +72,18 @@ class Optimisers:
 
 
 def make_optimisers(cfg: TrainConfig, model: nn.Module) -> Optimisers:
-    """Adam + SparseAdam at ``cfg.lr`` and their plateau schedulers, for ``model``."""
+    """Adam at ``cfg.lr`` (the ID tables, when dense, at ``cfg.id_lr``), SparseAdam on the sparse
+    ID tables at ``cfg.id_lr`` (0: ``cfg.lr``), and their plateau schedulers, for ``model``."""
     dense, sparse = split_parameters(model, cfg.sparse_embeddings)
-    adam = torch.optim.Adam(dense, lr=cfg.lr)
-    sparse_adam = torch.optim.SparseAdam(sparse, lr=cfg.lr) if sparse else None
+    id_lr = cfg.id_lr or cfg.lr
+    groups = [{"params": dense}]
+    if id_lr != cfg.lr:  # dense ID tables in a group of their own (one group otherwise, so
+        # checkpoints written before id_lr existed still load)
+        tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+        groups = [{"params": [p for p in dense if id(p) not in tables]},
+                  {"params": [p for p in dense if id(p) in tables], "lr": id_lr}]
+    adam = torch.optim.Adam([g for g in groups if g["params"]], lr=cfg.lr)
+    sparse_adam = torch.optim.SparseAdam(sparse, lr=id_lr) if sparse else None
     schedulers = [torch.optim.lr_scheduler.ReduceLROnPlateau(
         o, mode="max", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.min_lr)
         for o in (adam, sparse_adam) if o is not None]

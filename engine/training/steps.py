@@ -55,12 +55,14 @@ def train_step(model, opts: Optimisers, batch, owner_type: str, item_type: str, 
 
 
 def train_epoch(model, opts: Optimisers, batches, owner_type: str, item_type: str,
-                l2: float, loss: str = "bpr", log_q=None) -> tuple[float, int]:
+                l2: float, loss: str = "bpr", log_q=None, dot_loss: float = 0.0
+                ) -> tuple[float, int]:
     """One pass over ``batches`` (any iterable of :class:`~engine.graph.batches.Batch`, e.g. a
     progress bar over :class:`~engine.graph.batches.BPRBatches`), a :func:`train_step` each,
-    with the ``loss`` named in :mod:`.losses`. Returns (sum of loss x triples, triples) for the
+    with the ``loss`` named in :mod:`.losses` (``dot_loss``: :func:`~.losses.with_dot_loss`'s
+    weight). Returns (sum of loss x triples, triples) for the
     epoch's mean loss."""
-    criterion = loss_fn(loss, log_q)
+    criterion = loss_fn(loss, log_q, dot_loss)
     total_loss, triples = 0.0, 0
     for batch in batches:
         value = train_step(model, opts, batch, owner_type, item_type, l2, criterion)
