@@ -125,7 +125,7 @@ def test_training_batches_count_every_other_track_and_never_the_positive():
     the batch carries."""
     g = random_graph()
     batch = next(iter(BPRBatches(g, torch.arange(30), batch_size=6, num_neg=3, fanouts=[2, 2],
-                                 seed=1, pos_per_owner=2, neg_popularity=0.5,
+                                 seed=1, pos_per_owner=2, neg_pool=0, neg_popularity=0.5,
                                  owner_rows=["artist"])))
     sub = batch.sub
     # the messages stay sampled: at most 2 tracks per seed playlist on the layers' edges
@@ -205,7 +205,8 @@ def test_both_affinity_weights_learn_from_a_training_batch():
     torch.manual_seed(0)
     model = build_model("playlist", g, embedding_dim=8, heads=1)
     batch = next(iter(BPRBatches(g, torch.arange(30), batch_size=8, num_neg=2, fanouts=[3, 2],
-                                 seed=0, owner_rows=["artist"])))
+                                 seed=0, pos_per_owner=4, neg_pool=0, neg_popularity=0.0,
+                                 owner_rows=["artist"])))
     loss = bpr_loss(model(batch.sub), "playlist", "track", batch, 0.0,
                     score_bias(model, batch.sub))
     loss.backward()

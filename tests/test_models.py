@@ -489,7 +489,8 @@ def test_trimmed_layers_give_the_seeds_the_untrimmed_vectors(monkeypatch, tiny_p
     model = make_model(cfg, g).eval()
     owners = torch.arange(g.num_nodes[g.owner_type])
     batches = BPRBatches(g, owners, batch_size=8, num_neg=cfg.num_neg, fanouts=cfg.fanouts,
-                         steps=3, neg_pool=cfg.neg_pool, owner_rows=owner_row_links(cfg, model))
+                         seed=0, steps=3, pos_per_owner=4, neg_pool=cfg.neg_pool,
+                         neg_popularity=0.0, owner_rows=owner_row_links(cfg, model))
     for batch in batches:
         trimmed = model(batch.sub)
         with monkeypatch.context() as m:
