@@ -8,7 +8,7 @@ import torch
 
 from engine.graph.sampler import BPRBatches
 from engine.models import PlaylistGAT, PlaylistGATOptions
-from tests.test_models import CONFIGS, _bpr, _build, _graph, _triples
+from tests.test_models import CONFIGS, PLAYLIST_HPARAMS, _bpr, _build, _graph, _triples
 from tests.test_sampler import PT, random_graph, sub_pairs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -134,7 +134,7 @@ def test_feature_projection_starts_at_embedding_scale():
     model = PlaylistGAT(num_nodes={"playlist": 6, "track": 20, "artist": 5, "genre": 3},
                         owner_type="playlist", item_type="track",
                         edge_types=list(sub.edge_index), feature_dims={"track": 256},
-                        options=PlaylistGATOptions(init_std=0.1))
+                        options=PlaylistGATOptions(**PLAYLIST_HPARAMS, init_std=0.1))
     x = torch.randn(20_000, 256)
     with torch.no_grad():
         out = model.proj["track"](x)

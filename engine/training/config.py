@@ -289,10 +289,14 @@ def model_options(cfg: TrainConfig, graph: GraphData) -> dict:
 
 def make_model(cfg: TrainConfig, graph: GraphData) -> nn.Module:
     """``build_model(cfg.model, graph, **model_options(cfg, graph))``, for training and for
-    loading a finished run's weights (the same arguments both times)."""
-    from engine.models import build_model
+    loading a finished run's weights (the same arguments both times). A ``model_options`` key
+    that no model takes is bad input (BadInput, exit 2), named."""
+    from engine.models import UnknownModelOption, build_model
 
-    return build_model(cfg.model, graph, **model_options(cfg, graph))
+    try:
+        return build_model(cfg.model, graph, **model_options(cfg, graph))
+    except UnknownModelOption as exc:
+        raise BadInput(f"model_options: {exc}") from None
 
 
 def owner_row_links(cfg: TrainConfig, model: nn.Module) -> list[str] | None:
