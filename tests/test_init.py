@@ -9,12 +9,13 @@ from engine.graph.build import build_graph
 from engine.graph.split import make_split
 from engine.models.init import interaction_matrix, svd_factors, svd_init_
 from engine.training.config import TrainConfig, make_model
+from tests.test_split import SPLIT
 
 
 @pytest.fixture(scope="module")
 def fit_graph(tiny_playlists):
     ds = load_dataset(tiny_playlists)
-    return build_graph(ds, make_split(ds, holdout=2), "fit")
+    return build_graph(ds, make_split(ds, holdout=2, **SPLIT), "fit")
 
 
 def test_factors_reconstruct_the_training_matrix_best_at_rank_d(fit_graph) -> None:
