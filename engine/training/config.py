@@ -47,6 +47,15 @@ MODES: dict[str, dict] = {
     "full": {"max_playlists": 50000, "epochs": 20, "batch_size": 64},
 }
 
+# Each pipeline's model where it differs from TrainConfig's defaults (the one place for it):
+# "kaggle" (playlists: jobs.train_kaggle, tune.search --pipeline kaggle) trains the defaults,
+# PlaylistGAT; "synthetic" (listening sessions: jobs.train_synthetic, tune.search --pipeline
+# synthetic) the enhanced GAT, narrower. A job adds its own run settings (epochs, ...) on top.
+PIPELINES: dict[str, dict] = {
+    "kaggle": {},
+    "synthetic": {"model": "enhanced", "embedding_dim": 32, "heads": 4},
+}
+
 
 # Field types carry their ranges: one pydantic validation pass (``TrainConfig.validate``) checks
 # every way a configuration enters (flags, --config files, search spaces, a saved run's config).
