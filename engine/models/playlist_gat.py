@@ -101,11 +101,9 @@ class PlaylistGATOptions:
     (``PlaylistGATOptions(**model_options)``); :func:`engine.models.build_model` builds it from
     keyword arguments. Checks that need no graph run here; those that do, in the model.
 
-    The first five fields are training hyper-parameters (``TrainConfig``'s ``embedding_dim``,
-    ``heads``, ``num_layers``, ``dropout``, ``genre_weight``) and have no default here: their one
-    default is :class:`engine.training.config.TrainConfig`'s (a model cannot import it), so a
-    caller that leaves one out gets an error, not another value. The other fields are options of
-    this model alone, defaulted here (``TrainConfig.model_options`` sets them).
+    The first five fields are training hyper-parameters without a default here: their one default
+    is :class:`engine.training.config.TrainConfig`'s (a model cannot import it), so leaving one out
+    is an error. The others are this model's own, set through ``TrainConfig.model_options``.
     """
 
     embedding_dim: int
