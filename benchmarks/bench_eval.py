@@ -127,7 +127,8 @@ def bench_mpd(path: Path, batch_size: int, seeds: int) -> None:
         print(f"{path} not found: skipping the real-data run")
         return
     _, ds = timed("read_mpd", lambda: read_mpd(path, progress=False))
-    _, split = timed("make_split(holdout=5)", lambda: make_split(ds, holdout=5))
+    _, split = timed("make_split(holdout=5)", lambda: make_split(ds, holdout=5, val_ratio=0.15, test_ratio=0.15,
+                                     max_val_owners=None, seed=0))
     print("stage edges = split.train (every non-test edge, short playlists included):")
     compare(split, split.train, batch_size, seeds)
     # The reference keeps only playlists with >= 10 distinct tracks, i.e. the test playlists.

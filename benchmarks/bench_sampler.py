@@ -88,7 +88,8 @@ def main() -> None:
           f"nodes {({t: sub.num_nodes(t) for t in g.node_types})}")
 
     batches = BPRBatches(g, torch.arange(2_700), batch_size=128, num_neg=4, fanouts=fan,
-                         seed=0, steps=args.reps, pos_per_owner=4, backend="torch")
+                         seed=0, steps=args.reps, pos_per_owner=4, neg_pool=0,
+                         neg_popularity=0.0, owner_rows=None, backend="torch")
     it, ts = iter(batches), []
     for _ in range(args.reps):
         t0 = time.perf_counter()

@@ -208,7 +208,8 @@ def main() -> None:
     load0 = load()
     t0 = time.perf_counter()
     ds = load_any(args.data)
-    split = make_split(ds)
+    split = make_split(ds, holdout=5, val_ratio=0.15, test_ratio=0.15, max_val_owners=None,
+                       seed=0)  # every validation owner (not the loop's sample of 1,000)
     graph = build_graph(ds, split, "fit")
     torch.manual_seed(cfg.seed)
     base = make_model(cfg, graph)  # the model the training loop builds

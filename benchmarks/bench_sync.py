@@ -149,6 +149,7 @@ def run_mode(rank: int, world_size: int, num_tracks: int, sparse_mode: bool, arg
     # for; the other options as when the figures in docs/benchmarks-training.md were measured.
     model = build_model("playlist", m, embedding_dim=args.dim, heads=cfg.heads,
                         num_layers=cfg.num_layers, dropout=cfg.dropout,
+                        genre_weight=cfg.genre_weight,
                         id_embeddings=["playlist", "track", "artist", "genre"],
                         feature_types=["playlist", "track", "artist"], layer_norm=True,
                         activation=True)

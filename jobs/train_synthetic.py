@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.training.config import TrainConfig
+from engine.training.config import PIPELINES, TrainConfig
 from jobs.cli import ArgumentParser, run_cli
 from jobs.common import (
     add_common_args,
@@ -29,8 +29,10 @@ from jobs.common import (
 )
 from jobs.flags import COMMON, add_config_flags
 
-# This job's TrainConfig values where they differ from TrainConfig's own defaults.
-BASE = {"model": "enhanced", "epochs": 10, "embedding_dim": 32, "heads": 4, "genre_weight": 0.3}
+# This job's TrainConfig values where they differ from TrainConfig's own defaults: the synthetic
+# pipeline's model (engine.training.config.PIPELINES), and this job's epochs and genre mix (tune's
+# synthetic trials set epochs by --max-epochs and search genre_weight).
+BASE = {**PIPELINES["synthetic"], "epochs": 10, "genre_weight": 0.3}
 # the TrainConfig fields this job takes as flags
 FLAGS = (*COMMON, "min_lr", "lr_factor", "lr_patience", "val_ratio", "test_ratio")
 ADVANCED = ("patience", "min_lr", "lr_factor", "lr_patience")  # read by --advanced runs only

@@ -12,10 +12,20 @@ from engine.graph.ops import ROW
 from engine.graph.sampler import BPRBatches
 from engine.graph.split import rank_within_owner
 from engine.graph.types import CSR, GraphData, Subgraph, rev
-from engine.models import PlaylistGAT, build_model, graph_meta, infer, score, score_bias, score_fn
+from engine.models import (
+    PlaylistGAT,
+    PlaylistGATOptions,
+    build_model,
+    graph_meta,
+    infer,
+    score,
+    score_bias,
+    score_fn,
+)
 from engine.models.affinity import link_affinity
 from engine.training.config import TrainConfig, owner_row_links
 from engine.training.losses import bpr_loss
+from tests.test_models import PLAYLIST_HPARAMS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -125,7 +135,7 @@ def test_training_batches_count_every_other_track_and_never_the_positive():
     the batch carries."""
     g = random_graph()
     batch = next(iter(BPRBatches(g, torch.arange(30), batch_size=6, num_neg=3, fanouts=[2, 2],
-                                 seed=1, pos_per_owner=2, neg_popularity=0.5,
+                                 seed=1, pos_per_owner=2, neg_pool=0, neg_popularity=0.5,
                                  owner_rows=["artist"])))
     sub = batch.sub
     # the messages stay sampled: at most 2 tracks per seed playlist on the layers' edges
@@ -160,7 +170,7 @@ def test_training_batches_count_every_other_track_and_never_the_positive():
 def test_score_fn_adds_the_affinity_rows_to_the_dot_product():
     g = random_graph(1)
     torch.manual_seed(0)
-    model = build_model("playlist", g, embedding_dim=8, heads=1, affinity_init=0.7).eval()
+    model = build_model("playlist", g, **{**PLAYLIST_HPARAMS, "embedding_dim": 8, "heads": 1}, affinity_init=0.7).eval()
     with torch.no_grad():
         model.affinity_weight[0, 1] = -0.3  # beta 0.7, gamma -0.3
     vecs = infer(model, g)
@@ -183,29 +193,30 @@ def test_score_fn_adds_the_affinity_rows_to_the_dot_product():
 
 def test_model_options_for_the_affinity():
     g = random_graph(2)
-    default = build_model("playlist", g)
+    default = build_model("playlist", g, **PLAYLIST_HPARAMS)
     assert default.affinity_types == ["artist"]  # default with artist edges
     assert default.affinity_weight.shape == (1, 2)  # beta and gamma
-    assert build_model("playlist", g, affinity_tau=0).affinity_weight.shape == (1, 1)
+    assert build_model("playlist", g, **PLAYLIST_HPARAMS, affinity_tau=0).affinity_weight.shape == (1, 1)
     with pytest.raises(ValueError, match="affinity_tau"):
-        build_model("playlist", g, affinity_tau=-1)
-    off = build_model("playlist", g, affinity_types=[])
+        build_model("playlist", g, **PLAYLIST_HPARAMS, affinity_tau=-1)
+    off = build_model("playlist", g, **PLAYLIST_HPARAMS, affinity_types=[])
     assert off.affinity_weight is None and score_bias(off, g.full()) is None
     assert "affinity_weight" not in dict(off.named_parameters())
     with pytest.raises(ValueError, match="no edges into"):
-        build_model("playlist", g, affinity_types=["genre"])
+        build_model("playlist", g, **PLAYLIST_HPARAMS, affinity_types=["genre"])
     meta = graph_meta(g)
     meta["edge_types"] = [et for et in meta["edge_types"] if "artist" not in et]
     meta["num_nodes"] = {t: n for t, n in meta["num_nodes"].items() if t != "artist"}
-    assert PlaylistGAT(**meta).affinity_types == []  # no artists: no term
+    assert PlaylistGAT(**meta, options=PlaylistGATOptions(**PLAYLIST_HPARAMS)).affinity_types == []  # no artists: no term
 
 
 def test_both_affinity_weights_learn_from_a_training_batch():
     g = random_graph(3)
     torch.manual_seed(0)
-    model = build_model("playlist", g, embedding_dim=8, heads=1)
+    model = build_model("playlist", g, **{**PLAYLIST_HPARAMS, "embedding_dim": 8, "heads": 1})
     batch = next(iter(BPRBatches(g, torch.arange(30), batch_size=8, num_neg=2, fanouts=[3, 2],
-                                 seed=0, owner_rows=["artist"])))
+                                 seed=0, pos_per_owner=4, neg_pool=0, neg_popularity=0.0,
+                                 owner_rows=["artist"])))
     loss = bpr_loss(model(batch.sub), "playlist", "track", batch, 0.0,
                     score_bias(model, batch.sub))
     loss.backward()
@@ -214,8 +225,8 @@ def test_both_affinity_weights_learn_from_a_training_batch():
 
 def test_owner_rows_only_for_an_affinity_model():
     g = random_graph(4)
-    playlist = build_model("playlist", g, embedding_dim=8, heads=1)
+    playlist = build_model("playlist", g, **{**PLAYLIST_HPARAMS, "embedding_dim": 8, "heads": 1})
     assert owner_row_links(TrainConfig(), playlist) == ["artist"]
-    off = build_model("playlist", g, embedding_dim=8, heads=1, affinity_types=[])
+    off = build_model("playlist", g, **{**PLAYLIST_HPARAMS, "embedding_dim": 8, "heads": 1}, affinity_types=[])
     assert owner_row_links(TrainConfig(), off) is None
     assert owner_row_links(TrainConfig(owner_rows=False), playlist) is None

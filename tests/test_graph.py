@@ -16,6 +16,7 @@ from engine.graph.build import build_graph, genre_vocabulary, graph_summary
 from engine.graph.genres import GENRE_NAMES, read_artist_genres_csv, title_genres
 from engine.graph.split import make_split
 from engine.graph.types import GraphData, rev
+from tests.test_split import SPLIT
 
 MPD_SLICES = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mpd" / "slices"
 
@@ -122,7 +123,7 @@ def test_title_genres_exact():
 
 def test_playlist_graph_edges_and_genres():
     ds = playlist_ds()
-    split = make_split(ds, holdout=2)
+    split = make_split(ds, holdout=2, **SPLIT)
     g = build_graph(ds, split, "fit")
     check_structure(g)
     assert g.num_nodes == {"playlist": 4, "track": 12, "artist": 4, "genre": 4}
@@ -166,7 +167,7 @@ def split_rows(edges: torch.Tensor, n: int) -> list[list[int]]:
 
 def test_playlist_features_exact_and_training_only():
     ds = playlist_ds()
-    split = make_split(ds, holdout=2)
+    split = make_split(ds, holdout=2, **SPLIT)
     g = build_graph(ds, split, "fit")
     z = (ENERGY - ENERGY.mean()) / ENERGY.std()
     assert g.feature_dims() == {"playlist": 3, "track": 3, "artist": 2}
@@ -215,7 +216,7 @@ def test_playlist_features_exact_and_training_only():
 
 def test_session_graph():
     ds = session_ds()
-    split = make_split(ds)
+    split = make_split(ds, holdout=5, **SPLIT)
     g = build_graph(ds, split, "fit")
     check_structure(g)
     assert (g.owner_type, g.item_type) == ("user", "song")
@@ -253,7 +254,7 @@ def test_session_graph():
 def test_playlists_without_genre_words_have_no_genre_nodes():
     ds = playlist_ds()
     ds.owners["name"] = ["a", "b", None, "Rockstar"]
-    g = build_graph(ds, make_split(ds, holdout=2), "fit")
+    g = build_graph(ds, make_split(ds, holdout=2, **SPLIT), "fit")
     check_structure(g)
     assert g.node_types == ["playlist", "track", "artist"]
 
@@ -268,7 +269,7 @@ def test_genres_csv(tmp_path):
                                   "genre": ["dance pop", "indie", "pop", "shoegaze"]}
     assert ag.attrs == {"rows": 4, "matched_rows": 3, "artists_matched": 2}
 
-    split = make_split(ds, holdout=2)
+    split = make_split(ds, holdout=2, **SPLIT)
     g = build_graph(ds, split, "fit", artist_genres=ag)
     check_structure(g)
     names = genre_vocabulary(ds, ag)
@@ -296,7 +297,7 @@ def test_genres_csv(tmp_path):
 
 def test_duplicate_split_edges_are_dropped():
     ds = playlist_ds()
-    split = make_split(ds, holdout=2)
+    split = make_split(ds, holdout=2, **SPLIT)
     split.fit = torch.cat([split.fit, split.fit[:, :3]], 1)
     g = build_graph(ds, split, "fit")
     check_structure(g)
@@ -313,7 +314,7 @@ def test_mpd_slices():
         pytest.skip("no MPD slices")
     t0 = time.perf_counter()
     ds = read_mpd(MPD_SLICES)
-    split = make_split(ds)
+    split = make_split(ds, holdout=5, **SPLIT)
     g = build_graph(ds, split, "train")
     took = time.perf_counter() - t0
     s = graph_summary(g)
@@ -342,7 +343,7 @@ def test_playlist_edges_carry_recency_from_their_stage_only():
         recency_features(torch.tensor([0, 1, 0]))
 
     ds = playlist_ds()
-    split = make_split(ds, holdout=2)
+    split = make_split(ds, holdout=2, **SPLIT)
     for stage in ("fit", "train"):
         g = build_graph(ds, split, stage, recency=True)
         ei, ea = g.edge_index[g.interaction], g.edge_attr[g.interaction]

@@ -9,12 +9,13 @@ from engine.graph.build import build_graph
 from engine.graph.split import make_split
 from engine.models.init import interaction_matrix, svd_factors, svd_init_
 from engine.training.config import TrainConfig, make_model
+from tests.test_split import SPLIT
 
 
 @pytest.fixture(scope="module")
 def fit_graph(tiny_playlists):
     ds = load_dataset(tiny_playlists)
-    return build_graph(ds, make_split(ds, holdout=2), "fit")
+    return build_graph(ds, make_split(ds, holdout=2, **SPLIT), "fit")
 
 
 def test_factors_reconstruct_the_training_matrix_best_at_rank_d(fit_graph) -> None:
@@ -54,7 +55,7 @@ def test_svd_init_sets_owner_and_item_tables(fit_graph, one_thread) -> None:
     assert (own > other).float().mean() > 0.95
     # without item ID embeddings only the owner table is set
     plain = make_model(TrainConfig(embedding_dim=8, heads=1, id_init="normal"), fit_graph)
-    assert svd_init_(plain, fit_graph) == ["playlist"]
+    assert svd_init_(plain, fit_graph, seed=0) == ["playlist"]
 
 
 def test_the_default_run_gives_tracks_svd_started_id_tables(fit_graph, one_thread) -> None:
@@ -70,7 +71,7 @@ def test_score_parts_the_benchmark_ranks_add_up_to_the_model_score(fit_graph, on
     from engine.models import part_score_fns, score_fn
 
     model = make_model(TrainConfig(embedding_dim=8, heads=1), fit_graph)
-    svd_init_(model, fit_graph)
+    svd_init_(model, fit_graph, seed=0)
     parts = part_score_fns(model, fit_graph)
     assert set(parts) == {"gat", "affinity"}
     ids = torch.arange(5)

@@ -68,12 +68,20 @@ def _meta(sub: Subgraph) -> dict:  # the edge types are the subgraph's
             "edge_attr_dims": dict(EDGE_ATTR)}
 
 
+# The models' training hyper-parameters have no defaults (their one default is TrainConfig's);
+# these tests pass the values the models defaulted to when the tests were written.
+PLAYLIST_HPARAMS = {"embedding_dim": 64, "heads": 4, "num_layers": 2, "dropout": 0.1,
+                    "genre_weight": 0.0}
+ENHANCED_HPARAMS = {**PLAYLIST_HPARAMS, "genre_weight": 0.2}
+
 CONFIGS = {
-    "basic": {"embedding_dim": 16, "heads": 4},
-    "enhanced": {"embedding_dim": 16, "heads": 2, "genre_weight": 0.5},
-    "playlist": {"embedding_dim": 16, "heads": 2},
-    "playlist-genre": {"embedding_dim": 16, "heads": 2, "genre_weight": 0.5,
-                       "id_embeddings": {"playlist", "artist", "genre"}},
+    "basic": {"embedding_dim": 16, "heads": 4, "dropout": 0.0},
+    "enhanced": {"embedding_dim": 16, "heads": 2, "num_layers": 2, "dropout": 0.1,
+                 "genre_weight": 0.5},
+    "playlist": {"embedding_dim": 16, "heads": 2, "num_layers": 2, "dropout": 0.1,
+                 "genre_weight": 0.0},
+    "playlist-genre": {"embedding_dim": 16, "heads": 2, "num_layers": 2, "dropout": 0.1,
+                       "genre_weight": 0.5, "id_embeddings": {"playlist", "artist", "genre"}},
 }
 
 
@@ -198,7 +206,8 @@ def test_basic_parameter_count():
            ("artist", "to", "song")]
     model = build_model("basic", {"num_nodes": {"user": 1000, "song": 5000, "artist": 500},
                                   "owner_type": "user", "item_type": "song", "edge_types": ets,
-                                  "feature_dims": {}, "edge_attr_dims": {}})
+                                  "feature_dims": {}, "edge_attr_dims": {}},
+                        embedding_dim=32, heads=4, dropout=0.0)
     n = count_parameters(model)
     print(f"basic @ 1000/5000/500, D=32: {n:,} parameters")
     assert n == 208_000 + 3 * 2_144
@@ -221,7 +230,7 @@ def test_basic_routes_messages_to_the_right_nodes():
     sub = _user_song()
     torch.manual_seed(0)
     model = GATRecommender({"user": 5, "song": 6, "artist": 2}, "user", "song",
-                           list(sub.edge_index), embedding_dim=8, heads=2).eval()
+                           list(sub.edge_index), embedding_dim=8, heads=2, dropout=0.0).eval()
     base = model(sub)
 
     def after(node_type: str, node: int) -> dict[str, torch.Tensor]:
@@ -284,8 +293,9 @@ def test_enhanced_without_genres():
     sub.edge_index = {et: ei for et, ei in sub.edge_index.items() if "genre" not in et}
     meta = {**_meta(sub), "edge_types": list(sub.edge_index)}
     with pytest.raises(ValueError, match="genre"):
-        build_model("enhanced", meta, genre_weight=0.5)
-    model = build_model("enhanced", meta, embedding_dim=16, genre_weight=0.0)
+        build_model("enhanced", meta, **{**ENHANCED_HPARAMS, "genre_weight": 0.5})
+    model = build_model("enhanced", meta, **{**ENHANCED_HPARAMS, "embedding_dim": 16,
+                                             "genre_weight": 0.0})
     assert model(sub)[ITEM].shape == (N[ITEM], 16)
 
 
@@ -315,16 +325,18 @@ def test_playlist_gat_options():
     sub = _graph()
     meta = _meta(sub)
     every = ["playlist", "track", "artist"]
-    model = build_model("playlist", meta, embedding_dim=16, id_embeddings=["playlist", "genre"],
-                        feature_types=every)
+    model = build_model("playlist", meta, **{**PLAYLIST_HPARAMS, "embedding_dim": 16},
+                        id_embeddings=["playlist", "genre"], feature_types=every)
     assert set(model.emb) == {"playlist", "genre"}
     assert model(sub)[ITEM].shape == (N[ITEM], 16)
     with pytest.raises(ValueError, match="neither"):
-        build_model("playlist", meta, id_embeddings=["playlist", "track", "artist"],
-                    feature_types=every)  # genre bare
+        build_model("playlist", meta, **PLAYLIST_HPARAMS,
+                    id_embeddings=["playlist", "track", "artist"], feature_types=every)
     with pytest.raises(ValueError, match="neither"):
-        build_model("playlist", meta, id_embeddings=["playlist", "genre"])  # artist bare
-    one = build_model("playlist", meta, embedding_dim=16, num_layers=1)
+        build_model("playlist", meta, **PLAYLIST_HPARAMS,
+                    id_embeddings=["playlist", "genre"])  # artist bare
+    one = build_model("playlist", meta, **{**PLAYLIST_HPARAMS, "embedding_dim": 16,
+                                           "num_layers": 1})
     assert all(et[2] in (OWNER, ITEM) for et in one.plan[0])
     with pytest.raises(ValueError):
         build_model("nope", meta)
@@ -352,7 +364,7 @@ def test_playlist_gat_options_object_and_keyword_dict_build_the_same_model():
     torch.manual_seed(5)
     new = PlaylistGAT(**_meta(sub), options=PlaylistGATOptions(**SAVED_OPTIONS)).eval()
     torch.manual_seed(5)
-    default = PlaylistGAT(**_meta(sub)).eval()
+    default = PlaylistGAT(**_meta(sub), options=PlaylistGATOptions(**PLAYLIST_HPARAMS)).eval()
     assert old.options == new.options == PlaylistGATOptions(**SAVED_OPTIONS)
     assert list(old.state_dict()) == list(new.state_dict()) != list(default.state_dict())
     assert all(torch.equal(x, y) for x, y in zip(old.state_dict().values(),
@@ -369,26 +381,35 @@ def test_playlist_gat_options_object_and_keyword_dict_build_the_same_model():
 
 
 def test_playlist_gat_options_are_checked_and_unknown_keys_named():
+    base = PLAYLIST_HPARAMS
     with pytest.raises(ValueError, match="num_layers"):
-        PlaylistGATOptions(num_layers=0)
+        PlaylistGATOptions(**{**base, "num_layers": 0})
     with pytest.raises(ValueError, match="genre_weight"):
-        PlaylistGATOptions(genre_weight=1.5)
+        PlaylistGATOptions(**{**base, "genre_weight": 1.5})
     with pytest.raises(ValueError, match="message_init"):
-        PlaylistGATOptions(message_init="ones")
+        PlaylistGATOptions(**base, message_init="ones")
     with pytest.raises(ValueError, match="affinity_tau"):
-        PlaylistGATOptions(affinity_tau=-1.0)
+        PlaylistGATOptions(**base, affinity_tau=-1.0)
     with pytest.raises(TypeError, match="no_such"):
-        PlaylistGATOptions(no_such=1)
-    opts = PlaylistGATOptions(skip_types=iter(["genre"]))  # read once, kept
+        PlaylistGATOptions(**base, no_such=1)
+    with pytest.raises(TypeError, match="heads"):  # a training hyper-parameter: no default
+        PlaylistGATOptions(**{k: v for k, v in base.items() if k != "heads"})
+    opts = PlaylistGATOptions(**base, skip_types=iter(["genre"]))  # read once, kept
     assert opts.skip_types == ("genre",)
     with pytest.raises(AttributeError):
         opts.heads = 8  # frozen
     meta = _meta(_graph())
     with pytest.raises(TypeError, match="no_such"):
         build_model("playlist", meta, strict=True, embedding_dim=8, no_such=1)
-    with pytest.warns(UserWarning, match="no_such"):
-        model = build_model("playlist", meta, embedding_dim=8, no_such=1)
-    assert model.options == PlaylistGATOptions(embedding_dim=8)
+    # a key no model takes is an error strict or not (it used to be dropped with a warning)
+    with pytest.raises(ValueError, match="no_such"):
+        build_model("playlist", meta, **base, no_such=1)
+    with pytest.raises(ValueError, match="haeds"):
+        build_model("basic", meta, embedding_dim=8, haeds=2, dropout=0.0)
+    with pytest.raises(TypeError, match="heads"):  # required: no default of the model's own
+        build_model("playlist", meta, **{k: v for k, v in base.items() if k != "heads"})
+    model = build_model("playlist", meta, **{**base, "embedding_dim": 8})
+    assert model.options == PlaylistGATOptions(**{**base, "embedding_dim": 8})
 
 
 def test_build_model_takes_one_shared_config():
@@ -489,7 +510,8 @@ def test_trimmed_layers_give_the_seeds_the_untrimmed_vectors(monkeypatch, tiny_p
     model = make_model(cfg, g).eval()
     owners = torch.arange(g.num_nodes[g.owner_type])
     batches = BPRBatches(g, owners, batch_size=8, num_neg=cfg.num_neg, fanouts=cfg.fanouts,
-                         steps=3, neg_pool=cfg.neg_pool, owner_rows=owner_row_links(cfg, model))
+                         seed=0, steps=3, pos_per_owner=4, neg_pool=cfg.neg_pool,
+                         neg_popularity=0.0, owner_rows=owner_row_links(cfg, model))
     for batch in batches:
         trimmed = model(batch.sub)
         with monkeypatch.context() as m:

@@ -8,7 +8,7 @@ import torch
 
 from engine.graph.sampler import BPRBatches
 from engine.models import PlaylistGAT, PlaylistGATOptions
-from tests.test_models import CONFIGS, _bpr, _build, _graph, _triples
+from tests.test_models import CONFIGS, PLAYLIST_HPARAMS, _bpr, _build, _graph, _triples
 from tests.test_sampler import PT, random_graph, sub_pairs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -16,7 +16,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_whole_graph_batches_drop_only_targets():
     g = random_graph(3)
-    it = BPRBatches(g, torch.arange(40), batch_size=6, num_neg=2, fanouts=[], pos_per_owner=3)
+    it = BPRBatches(g, torch.arange(40), batch_size=6, num_neg=2, fanouts=[], seed=0,
+                    pos_per_owner=3, neg_pool=0, neg_popularity=0.0, owner_rows=None)
     for b in it:
         assert torch.equal(b.sub.n_id["track"], torch.arange(g.num_nodes["track"]))
         own = b.owner_idx.tolist()  # identity n_id: local = global
@@ -33,8 +34,9 @@ def test_positives_have_another_owner():
     item_deg = torch.bincount(g.edge_index[PT][1], minlength=g.num_nodes["track"])
     row = g.csr[PT]
     for min_deg, expect in ((None, 2), (1, 1)):
-        it = BPRBatches(g, torch.arange(40), batch_size=8, num_neg=1, fanouts=[2],
-                        pos_per_owner=4, min_pos_degree=min_deg, backend="torch")
+        it = BPRBatches(g, torch.arange(40), batch_size=8, num_neg=1, fanouts=[2], seed=0,
+                        pos_per_owner=4, neg_pool=0, neg_popularity=0.0, owner_rows=None,
+                        min_pos_degree=min_deg, backend="torch")
         for b in it:
             owners = b.sub.n_id["playlist"][b.owner_idx]
             pos = b.sub.n_id["track"][b.pos_idx]
@@ -49,14 +51,15 @@ def test_positives_have_another_owner():
 def test_popularity_negatives_are_not_positives(share):
     g = random_graph(7)
     pos = set(map(tuple, g.edge_index[PT].t().tolist()))
-    it = BPRBatches(g, torch.arange(40), batch_size=8, num_neg=4, fanouts=[], pos_per_owner=2,
-                    neg_popularity=share)
+    it = BPRBatches(g, torch.arange(40), batch_size=8, num_neg=4, fanouts=[], seed=0,
+                    pos_per_owner=2, neg_pool=0, neg_popularity=share, owner_rows=None)
     for b in it:
         assert b.neg_idx.shape == (16, 4)
         for o, ns in zip(b.owner_idx.tolist(), b.neg_idx.tolist()):
             assert not any((o, n) in pos for n in ns)
     with pytest.raises(ValueError):
-        BPRBatches(g, torch.arange(40), batch_size=8, num_neg=4, fanouts=[], neg_popularity=2.0)
+        BPRBatches(g, torch.arange(40), batch_size=8, num_neg=4, fanouts=[], seed=0,
+                   pos_per_owner=4, neg_pool=0, neg_popularity=2.0, owner_rows=None)
 
 
 @pytest.mark.parametrize("opts", [
@@ -87,7 +90,7 @@ def test_steps_per_epoch_covers_the_training_edges():
     from engine.graph.sampler import steps_per_epoch
 
     # 1,000 playlists, 84,701 training edges, batches of 128 playlists x 8 positives (quick mode)
-    assert steps_per_epoch(1000, 1, 128) == 8  # owners only: a tenth of a pass over the edges
+    assert steps_per_epoch(1000, 1, 128, 0, 8) == 8  # owners only: a tenth of a pass over the edges
     assert steps_per_epoch(1000, 1, 128, 84_701, 8) == 83 == -(-84_701 // (128 * 8))
     assert steps_per_epoch(1000, 2, 128, 84_701, 8) == 42  # each rank half of them
     assert steps_per_epoch(1000, 1, 128, 10, 8) == 8  # never fewer than one visit per owner
@@ -131,7 +134,7 @@ def test_feature_projection_starts_at_embedding_scale():
     model = PlaylistGAT(num_nodes={"playlist": 6, "track": 20, "artist": 5, "genre": 3},
                         owner_type="playlist", item_type="track",
                         edge_types=list(sub.edge_index), feature_dims={"track": 256},
-                        options=PlaylistGATOptions(init_std=0.1))
+                        options=PlaylistGATOptions(**PLAYLIST_HPARAMS, init_std=0.1))
     x = torch.randn(20_000, 256)
     with torch.no_grad():
         out = model.proj["track"](x)

@@ -200,9 +200,10 @@ def test_new_owner_joins_the_graph_with_its_edges_only(tiny_sessions, tiny_playl
     from engine.data.canonical import load_dataset
     from engine.graph.build import build_graph, genre_vocabulary
     from engine.graph.split import make_split
+    from tests.test_split import SPLIT
 
     ds = load_dataset(tiny_sessions)
-    split = make_split(ds)
+    split = make_split(ds, holdout=5, **SPLIT)
     ds2, split2, owner = with_new_owner(ds, split, np.array([7, 3, 5]), "")
     g, g2 = build_graph(ds, split, "train"), build_graph(ds2, split2, "train")
     assert owner == ds.num_owners and g2.num_nodes[g.owner_type] == owner + 1
@@ -218,5 +219,5 @@ def test_new_owner_joins_the_graph_with_its_edges_only(tiny_sessions, tiny_playl
     assert "rock" in vocab and "bluegrass" not in vocab
     title, used, dropped = usable_title(pl, "rock and bluegrass", None)
     assert (title, used, dropped) == ("rock", ["rock"], ["bluegrass"])
-    ds3, _, _ = with_new_owner(pl, make_split(pl), np.array([0]), title)
+    ds3, _, _ = with_new_owner(pl, make_split(pl, holdout=5, **SPLIT), np.array([0]), title)
     assert genre_vocabulary(ds3) == vocab

@@ -246,8 +246,8 @@ def test_owner_shard_and_steps():
     assert sorted(torch.cat(shards).tolist()) == owners.tolist()
     assert {s.numel() for s in shards} == {5, 6}
     assert torch.equal(shards[2], owner_shard(owners, 2, 4, seed=7))
-    assert steps_per_epoch(23, 4, 2) == 3 == math.ceil(6 / 2)
-    assert steps_per_epoch(24, 4, 6) == 1
+    assert steps_per_epoch(23, 4, 2, 0, 1) == 3 == math.ceil(6 / 2)
+    assert steps_per_epoch(24, 4, 6, 0, 1) == 1
     with pytest.raises(ValueError):
         owner_shard(owners, 4, 4, seed=0)
 
@@ -255,12 +255,13 @@ def test_owner_shard_and_steps():
 def test_every_rank_same_steps_and_valid_triples():
     g = random_graph(4)
     has_pos = torch.nonzero(g.csr[PT].degree() > 0).flatten()
-    steps = steps_per_epoch(has_pos.numel(), 3, 4)
+    steps = steps_per_epoch(has_pos.numel(), 3, 4, 0, 2)
     pos_set = global_pairs(g, PT)
     for r in range(3):
         shard = owner_shard(has_pos, r, 3, seed=1)
         it = BPRBatches(g, shard, batch_size=4, num_neg=3, fanouts=[3, 2], seed=1, rank=r,
-                        steps=steps, pos_per_owner=2, backend="torch")
+                        steps=steps, pos_per_owner=2, neg_pool=0, neg_popularity=0.0,
+                        owner_rows=None, backend="torch")
         batches = list(it)
         assert len(batches) == len(it) == steps
         for b in batches:
@@ -281,11 +282,13 @@ def test_deterministic_per_seed_epoch_rank():
 
     def first(epoch, rank=0):
         b = next(iter(BPRBatches(g, owners, 8, 2, [2, 2], seed=3, epoch=epoch, rank=rank,
-                                 backend="torch")))
+                                 pos_per_owner=4, neg_pool=0, neg_popularity=0.0,
+                                 owner_rows=None, backend="torch")))
         return b.sub.n_id["playlist"][b.owner_idx], b.sub.n_id["track"][b.neg_idx]
 
     a, b, c, d = first(0), first(0), first(1), first(0, rank=1)
-    batch = next(iter(BPRBatches(g, owners, 8, 2, [2, 2], seed=3, backend="torch")))
+    batch = next(iter(BPRBatches(g, owners, 8, 2, [2, 2], seed=3, pos_per_owner=4, neg_pool=0,
+                                 neg_popularity=0.0, owner_rows=None, backend="torch")))
     moved = batch.to("cpu")
     assert torch.equal(moved.neg_idx, batch.neg_idx)
     assert all(torch.equal(moved.sub.edge_index[et], v) for et, v in batch.sub.edge_index.items())
@@ -297,7 +300,8 @@ def test_deterministic_per_seed_epoch_rank():
 def test_target_edges_dropped(drop):
     g = random_graph(7)
     it = BPRBatches(g, torch.arange(40), batch_size=6, num_neg=2, fanouts=[-1, -1], seed=0,
-                    pos_per_owner=3, drop_target_edges=drop, backend="torch")
+                    pos_per_owner=3, neg_pool=0, neg_popularity=0.0, owner_rows=None,
+                    drop_target_edges=drop, backend="torch")
     for b in it:
         own = b.sub.n_id["playlist"][b.owner_idx].tolist()
         targets = set(zip(own, b.sub.n_id["track"][b.pos_idx].tolist()))

@@ -8,6 +8,9 @@ import torch
 from engine.data.canonical import Dataset
 from engine.graph.split import make_split
 
+# make_split's settings but holdout, as these tests use them (make_split has no defaults)
+SPLIT = {"val_ratio": 0.15, "test_ratio": 0.15, "max_val_owners": None, "seed": 0}
+
 
 def _dataset(kind: str, rows: list[tuple], extra: dict | None = None) -> Dataset:
     inter = pd.DataFrame(rows, columns=["owner_id", "track_id", "order"]).astype(
@@ -38,7 +41,7 @@ def test_playlists_hold_out_their_last_tracks_by_position():
     # playlist 0: 3 tracks (too short); 1: 10 tracks; 2: 16 tracks, stored out of order
     rows = [(0, t, t) for t in range(3)] + [(1, 10 + t, t) for t in range(10)]
     rows += [(2, 30 + t, 15 - t) for t in range(16)]  # position 15 - t: track 30 is last
-    split = make_split(_dataset("playlist", rows), holdout=5)
+    split = make_split(_dataset("playlist", rows), holdout=5, **SPLIT)
     assert _sets(split.test) == {1: {15, 16, 17, 18, 19}, 2: {30, 31, 32, 33, 34}}
     # validation: last 5 of the rest, only where 10 remain (playlist 2: 11 remain)
     assert _sets(split.val) == {2: {35, 36, 37, 38, 39}}
@@ -52,8 +55,10 @@ def test_playlists_hold_out_their_last_tracks_by_position():
 
 def test_validation_owner_cap_is_a_seeded_sample():
     rows = [(p, 100 * p + t, t) for p in range(20) for t in range(20)]
-    a = make_split(_dataset("playlist", rows), holdout=5, max_val_owners=4, seed=1)
-    b = make_split(_dataset("playlist", rows), holdout=5, max_val_owners=4, seed=1)
+    a = make_split(_dataset("playlist", rows), **{**SPLIT, "holdout": 5,
+                                                   "max_val_owners": 4, "seed": 1})
+    b = make_split(_dataset("playlist", rows), **{**SPLIT, "holdout": 5,
+                                                   "max_val_owners": 4, "seed": 1})
     assert len(a.val) == 4 and torch.equal(a.val.owners, b.val.owners)
     assert len(a.test) == 20  # the test split is never sampled
 
@@ -64,7 +69,8 @@ def test_sessions_split_songs_by_first_listen():
     rows = [(0, s, 100 - s) for s in range(10)] + [(0, 0, 1000)]
     rows += [(1, 20 + s, s) for s in range(4)]
     comp = [1.0] * 10 + [0.0] + [1.0] * 4
-    split = make_split(_dataset("session", rows, {"completion": np.array(comp, "float32")}))
+    split = make_split(_dataset("session", rows, {"completion": np.array(comp, "float32")}),
+                       holdout=5, **SPLIT)
     # order by first listen: 9, 8, ..., 0 -> test = last round(1.5) = 2 songs, val = next 2
     assert _sets(split.test) == {0: {1, 0}}
     assert _sets(split.val) == {0: {3, 2}}

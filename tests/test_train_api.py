@@ -68,7 +68,8 @@ def _batch(cfg, graph, model):
     owners = torch.nonzero(graph.csr[graph.interaction].degree() > 0).flatten()
     return next(iter(BPRBatches(graph, owners, batch_size=cfg.batch_size, num_neg=cfg.num_neg,
                                 fanouts=cfg.fanouts, seed=cfg.seed, steps=1,
-                                pos_per_owner=cfg.pos_per_owner)))
+                                pos_per_owner=cfg.pos_per_owner, neg_pool=0,
+                                neg_popularity=0.0, owner_rows=None)))
 
 
 @pytest.mark.timeout(120)

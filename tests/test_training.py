@@ -127,9 +127,10 @@ def test_make_model_skips_title_genres_only(tiny_playlists):
     from engine.graph.build import build_graph
     from engine.graph.split import make_split
     from engine.training.config import make_model, model_options
+    from tests.test_split import SPLIT
 
     ds = load_dataset(tiny_playlists)
-    graph = build_graph(ds, make_split(ds, holdout=2))
+    graph = build_graph(ds, make_split(ds, holdout=2, **SPLIT))
     assert graph.genre_source == "titles" and "genre" in graph.num_nodes
     cfg = TrainConfig(model="playlist", embedding_dim=8, heads=1)
     assert model_options(cfg, graph)["skip_types"] == ["genre"]

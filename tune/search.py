@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from engine.errors import BadInput
-from engine.training.config import MODES, TrainConfig
+from engine.training.config import MODES, PIPELINES, TrainConfig
 from jobs.cli import ArgumentParser, run_cli
 from jobs.common import generated_kaggle_csv, run_dataset, session_source
 from jobs.interrupts import (
@@ -31,7 +31,8 @@ from tune.space import load_space, to_train_config, to_tune
 
 METRIC = "val_recall@10"
 EXPERIMENT = "search"
-MODEL = {"kaggle": "playlist", "synthetic": "enhanced"}  # --model's default per --pipeline
+# --model's default per --pipeline: the pipeline's (engine.training.config.PIPELINES)
+MODEL = {pipe: preset.get("model", TrainConfig.model) for pipe, preset in PIPELINES.items()}
 
 
 def parse_args(argv):
@@ -113,8 +114,8 @@ def build_base(args, out: Path) -> dict:
     seed = args.seed
     if args.pipeline == "kaggle":
         mode = MODES[args.mode]
-        base = TrainConfig(model=args.model or MODEL["kaggle"],
-                           batch_size=mode["batch_size"]).to_dict()
+        base = TrainConfig(**{**PIPELINES["kaggle"], "model": args.model or MODEL["kaggle"],
+                              "batch_size": mode["batch_size"]}).to_dict()
         if args.data:
             source = Path(args.data)
             if not source.exists():
@@ -131,8 +132,8 @@ def build_base(args, out: Path) -> dict:
     else:
         from engine.data.canonical import load_dataset
 
-        base = TrainConfig(model=args.model or MODEL["synthetic"], embedding_dim=32,
-                           heads=4).to_dict()
+        base = TrainConfig(**{**PIPELINES["synthetic"],
+                              "model": args.model or MODEL["synthetic"]}).to_dict()
         source = session_source(args.data, 1000, 30, seed)
         dataset = run_dataset(lambda: load_dataset(source), source, out, None, seed)
     base.update(dataset=str(dataset.resolve()), epochs=args.max_epochs, seed=seed,

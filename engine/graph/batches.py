@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from engine.graph.negatives import NEG_POPULARITY, sample_negatives
+from engine.graph.negatives import sample_negatives
 from engine.graph.neighbours import (
     Fanouts,
     SampledSubgraph,
@@ -37,14 +37,15 @@ def owner_shard(owners: Tensor, rank: int, world_size: int, seed: int) -> Tensor
 
 
 def steps_per_epoch(num_owners_total: int, world_size: int, batch_size: int,
-                    num_edges: int = 0, pos_per_owner: int = 1) -> int:
+                    num_edges: int, pos_per_owner: int) -> int:
     """Steps every rank runs per epoch, the same on every rank (DDP needs that).
 
     At least ``ceil(largest shard / batch_size)``, so every owner comes up once; with
     ``num_edges`` (the training edges) at least ``ceil(num_edges / (world_size * batch_size *
     pos_per_owner))``, so an epoch draws as many positives as there are training edges -- one
     pass over the edges in expectation, the usual meaning of a BPR epoch. (Counting owners alone
-    makes an epoch of 1,000 playlists with ~85 tracks each a tenth of a pass.)
+    makes an epoch of 1,000 playlists with ~85 tracks each a tenth of a pass.) ``num_edges = 0``
+    counts owners only.
     """
     if world_size < 1 or batch_size < 1 or pos_per_owner < 1:
         raise ValueError("world_size, batch_size and pos_per_owner must be positive")
@@ -95,7 +96,7 @@ class BPRBatches:
     ``steps_per_epoch(...)`` so all DDP ranks agree; default ``ceil(len(shard) / batch_size)``).
     Each owner contributes ``pos_per_owner`` triples whose positives are drawn uniformly with
     replacement from its training row, so ``T = batch_size * pos_per_owner`` triples per batch
-    (default 4: the owner-side neighbourhood is sampled once and shared by several triples).
+    (the owner-side neighbourhood is sampled once and shared by several triples).
     Each positive gets ``num_neg`` negatives from ``sample_negatives`` (over ``neg_candidates``
     if given). The subgraph is sampled around {owner type: owners, item type: positives and
     negatives}. With ``drop_target_edges`` the sampled owner->positive edges of the batch (both
@@ -116,9 +117,16 @@ class BPRBatches:
     model's recency count scores the triple (:mod:`engine.models.affinity`).
 
     ``neg_popularity``: the share of each positive's ``num_neg`` negatives drawn in proportion to
-    item degree (from the training edge list) instead of uniformly; default
-    :data:`NEG_POPULARITY`. Uniform negatives are mostly items seen once, which a model tells
-    from positives by popularity alone; popularity-matched negatives make it learn co-occurrence.
+    item degree (from the training edge list) instead of uniformly. Uniform negatives are mostly
+    items seen once, which a model tells from positives by popularity alone; popularity-matched
+    negatives make it learn co-occurrence. ``neg_pool``: see :meth:`_uniform_pool`.
+
+    The arguments that are training hyper-parameters (``seed``, ``pos_per_owner``, ``neg_pool``,
+    ``neg_popularity``, ``owner_rows``; with ``batch_size``, ``num_neg`` and ``fanouts``) have no
+    default: their one default is :class:`engine.training.config.TrainConfig`'s, which this
+    module cannot import (imports flow graph -> training), so every caller passes them and none
+    silently gets another value. ``owner_rows=None`` means no owner rows
+    (:func:`engine.training.config.owner_row_links` gives a run's value).
 
     ``min_pos_degree``: positives are drawn only among an owner's items that have at least this
     many owners in ``positives`` (an owner with no such item keeps its whole row). The default
@@ -129,13 +137,12 @@ class BPRBatches:
     """
 
     def __init__(self, g: GraphData, owners: Tensor, batch_size: int, num_neg: int,
-                 fanouts: Fanouts, seed: int = 0, epoch: int = 0, rank: int = 0,
-                 steps: int | None = None, pos_per_owner: int = 4,
-                 positives: CSR | None = None, neg_candidates: Tensor | None = None,
-                 drop_target_edges: bool = True, replace: bool = False,
-                 backend: str = "auto", min_pos_degree: int | None = None,
-                 neg_popularity: float | None = None, neg_pool: int = 0,
-                 owner_rows: list[str] | None = None) -> None:
+                 fanouts: Fanouts, *, seed: int, pos_per_owner: int, neg_pool: int,
+                 neg_popularity: float, owner_rows: list[str] | None, epoch: int = 0,
+                 rank: int = 0, steps: int | None = None, positives: CSR | None = None,
+                 neg_candidates: Tensor | None = None, drop_target_edges: bool = True,
+                 replace: bool = False, backend: str = "auto",
+                 min_pos_degree: int | None = None) -> None:
         self.g, self.pos = g, positives if positives is not None else g.csr[g.interaction]
         self.positives_are_edges = positives is None  # then CSR perm indexes g's edges
         deg = self.pos.degree()
@@ -151,7 +158,7 @@ class BPRBatches:
         self.full_graph = isinstance(fanouts, (list, tuple)) and len(fanouts) == 0
         if min_pos_degree is None:
             min_pos_degree = 2 if drop_target_edges else 1
-        self.neg_popularity = NEG_POPULARITY if neg_popularity is None else float(neg_popularity)
+        self.neg_popularity = float(neg_popularity)
         if not 0.0 <= self.neg_popularity <= 1.0:
             raise ValueError(f"neg_popularity must be in [0, 1], got {self.neg_popularity}")
         self.draw = _eligible_rows(self.pos, g.num_nodes[g.item_type], min_pos_degree)

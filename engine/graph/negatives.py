@@ -11,9 +11,6 @@ from torch import Tensor
 
 from engine.graph.neighbours import row_lookup
 
-#: Default share of each triple's negatives drawn in proportion to item degree (the rest uniform).
-NEG_POPULARITY = 0.0
-
 
 def sample_negatives(indptr: Tensor, indices: Tensor, owners: Tensor, num_items: int,
                      num_neg: int, generator: torch.Generator | None = None,

@@ -9,7 +9,7 @@ importers.
 from __future__ import annotations
 
 from engine.graph.batches import Batch, BPRBatches, epoch_generator, owner_shard, steps_per_epoch
-from engine.graph.negatives import NEG_POPULARITY, sample_negatives
+from engine.graph.negatives import sample_negatives
 from engine.graph.neighbours import (
     Fanouts,
     SampledSubgraph,
@@ -20,7 +20,7 @@ from engine.graph.neighbours import (
 )
 
 __all__ = [
-    "NEG_POPULARITY", "BPRBatches", "Batch", "Fanouts", "SampledSubgraph", "add_owner_rows",
+    "BPRBatches", "Batch", "Fanouts", "SampledSubgraph", "add_owner_rows",
     "epoch_generator", "owner_shard", "row_lookup", "sample_negatives", "sample_subgraph",
     "steps_per_epoch", "whole_graph",
 ]

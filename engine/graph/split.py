@@ -102,8 +102,8 @@ def _tail_holdout(owner: np.ndarray, keep: np.ndarray, holdout: int) -> np.ndarr
     return mask
 
 
-def split_playlists(ds: Dataset, holdout: int = 5, max_val_owners: int | None = None,
-                    seed: int = 0) -> Split:
+def split_playlists(ds: Dataset, *, holdout: int, max_val_owners: int | None,
+                    seed: int) -> Split:
     inter = ds.interactions
     owner = inter.owner_id.to_numpy(np.int64)
     item = inter.track_id.to_numpy(np.int64)
@@ -121,7 +121,7 @@ def split_playlists(ds: Dataset, holdout: int = 5, max_val_owners: int | None = 
     return _assemble(ds, owner, item, val, test)
 
 
-def split_sessions(ds: Dataset, val_ratio: float = 0.15, test_ratio: float = 0.15,
+def split_sessions(ds: Dataset, *, val_ratio: float, test_ratio: float,
                    min_songs: int = 5) -> Split:
     inter = ds.interactions
     ev_owner = inter.owner_id.to_numpy(np.int64)
@@ -181,9 +181,12 @@ def item_artists(ds: Dataset) -> Tensor:
     return torch.from_numpy(out)
 
 
-def make_split(ds: Dataset, holdout: int = 5, val_ratio: float = 0.15, test_ratio: float = 0.15,
-               max_val_owners: int | None = None, seed: int = 0) -> Split:
-    """The protocol split for either kind of dataset."""
+def make_split(ds: Dataset, *, holdout: int, val_ratio: float, test_ratio: float,
+               max_val_owners: int | None, seed: int) -> Split:
+    """The protocol split for either kind of dataset. Its settings are TrainConfig's fields of
+    the same names and have no default here (their one default is the config's; this module
+    cannot import it): every caller passes them. ``max_val_owners=None`` keeps every validation
+    owner."""
     if ds.kind == "playlist":
         return split_playlists(ds, holdout=holdout, max_val_owners=max_val_owners, seed=seed)
     return split_sessions(ds, val_ratio=val_ratio, test_ratio=test_ratio)

@@ -36,9 +36,9 @@ MODELS: dict[str, type[nn.Module]] = {
 }
 
 __all__ = ["META_KEYS", "MODELS", "EnhancedGATRecommender", "GATRecommender", "PlaylistGAT",
-           "PlaylistGATOptions", "build_model", "count_parameters", "graph_meta", "infer",
-           "model_option_names", "part_score_fns", "rank_scores", "score", "score_bias",
-           "score_fn"]
+           "PlaylistGATOptions", "UnknownModelOption", "build_model", "count_parameters",
+           "graph_meta", "infer", "known_option_names", "model_option_names", "part_score_fns",
+           "rank_scores", "score", "score_bias", "score_fn"]
 # the constructor arguments every model takes from the graph (graph_meta's keys)
 META_KEYS = ("num_nodes", "owner_type", "item_type", "edge_types", "feature_dims",
              "edge_attr_dims")
@@ -70,18 +70,38 @@ def model_option_names(name: str) -> set[str]:
     return set(inspect.signature(cls.__init__).parameters) - {"self", *META_KEYS}
 
 
+def known_option_names() -> set[str]:
+    """Every option some model takes: :func:`model_option_names` over :data:`MODELS`."""
+    return set().union(*(model_option_names(name) for name in MODELS))
+
+
+class UnknownModelOption(ValueError, TypeError):
+    """An option no model takes (a mistyped key), named in the message. A ValueError, and a
+    TypeError as an unexpected keyword argument is (what ``strict=True`` raised before)."""
+
+
 def build_model(name: str, graph_meta_: dict[str, Any] | GraphData, strict: bool = False,
                 **hparams: Any) -> nn.Module:
     """``MODELS[name](**meta, **hparams)``, or ``MODELS[name](**meta, options=Options(**hparams))``
     for a model with an ``Options`` dataclass (PlaylistGAT): the keyword dict is the same either
     way, as a saved run's ``model_options`` holds it. ``graph_meta_`` is a :func:`graph_meta`
-    dict or a :class:`GraphData` (converted). One training config serves every model, so
-    hyper-parameters the chosen model does not take (``num_layers`` and ``genre_weight`` for
-    ``"basic"``) are dropped with a warning, or raise with ``strict=True``. An unknown name
-    raises."""
+    dict or a :class:`GraphData` (converted). An unknown name raises.
+
+    Each model declares the options it takes (:func:`model_option_names`: its ``Options`` fields
+    or constructor keywords); the training hyper-parameters among them have no default, so
+    ``hparams`` must hold them. A key that no model takes (a typo: ``"haeds"``) raises
+    :class:`UnknownModelOption` naming it. One training config serves every model, so an option
+    of *another* model (``num_layers`` and ``genre_weight`` for ``"basic"``; PlaylistGAT's
+    ``affinity_tau`` in a search space run with ``"enhanced"``) is dropped with a warning, or
+    raises (TypeError) with ``strict=True``."""
     accepted = model_option_names(name)
     meta = graph_meta(graph_meta_) if isinstance(graph_meta_, GraphData) else dict(graph_meta_)
     cls = MODELS[name]
+    unknown = sorted(set(hparams) - known_option_names())
+    if unknown:
+        raise UnknownModelOption(
+            f"model {name!r}: no model takes the option(s) {unknown}; {name!r} takes "
+            f"{sorted(accepted)}")
     unused = sorted(set(hparams) - accepted)
     if unused:
         if strict:

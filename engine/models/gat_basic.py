@@ -39,6 +39,9 @@ class GATRecommender(nn.Module):
         heads: attention heads per conv.
         dropout: attention dropout inside each conv and dropout on its output.
         artist_type: name of the artist node type.
+
+    The training hyper-parameters (``embedding_dim``, ``heads``, ``dropout``) have no default:
+    theirs is :class:`engine.training.config.TrainConfig`'s, which a model cannot import.
     """
 
     def __init__(
@@ -49,9 +52,10 @@ class GATRecommender(nn.Module):
         edge_types: list[EdgeType],
         feature_dims: dict[str, int] | None = None,
         edge_attr_dims: dict[EdgeType, int] | None = None,
-        embedding_dim: int = 32,
-        heads: int = 4,
-        dropout: float = 0.0,
+        *,
+        embedding_dim: int,
+        heads: int,
+        dropout: float,
         artist_type: str = "artist",
     ):
         super().__init__()

@@ -1,7 +1,7 @@
 r"""The genre-aware GAT recommender: a collaborative hetero-GAT stack plus a genre-affinity path.
 
 **Collaborative part.** Owners, items and artists get ID embeddings
-:math:`\mathbf{h}^{(0)}_v`. ``num_layers`` (default two) heterogeneous GAT layers
+:math:`\mathbf{h}^{(0)}_v`. ``num_layers`` heterogeneous GAT layers
 (:class:`~.layers.HeteroGAT`: one :class:`~torch_geometric.nn.conv.GATConv` per edge type, summed
 per destination type, edge features via ``edge_dim``) run over the edge types that do not touch
 genres:
@@ -51,7 +51,7 @@ from engine.models.layers import (
 
 
 class EnhancedGATRecommender(nn.Module):
-    r"""Genre-aware hetero GAT (two layers by default); see the module docstring for the math.
+    r"""Genre-aware hetero GAT; see the module docstring for the math.
 
     Args:
         num_nodes: nodes per type (global).
@@ -67,6 +67,9 @@ class EnhancedGATRecommender(nn.Module):
         genre_weight: :math:`w \in [0, 1]`; :math:`w > 0` needs a genre route.
         genre_type, artist_type: names of those node types.
 
+    The training hyper-parameters (``embedding_dim`` to ``genre_weight``) have no default: theirs
+    is :class:`engine.training.config.TrainConfig`'s, which a model cannot import.
+
     With ``keep_attention = True`` a forward stores detached ``(edge_index, alpha)`` per edge type
     in ``last_attention`` (collaborative layers; for an edge type in both layers, the layer nearest
     the output) and ``last_genre_attention`` (genre path).
@@ -80,11 +83,12 @@ class EnhancedGATRecommender(nn.Module):
         edge_types: list[EdgeType],
         feature_dims: dict[str, int] | None = None,
         edge_attr_dims: dict[EdgeType, int] | None = None,
-        embedding_dim: int = 64,
-        heads: int = 4,
-        num_layers: int = 2,
-        dropout: float = 0.1,
-        genre_weight: float = 0.2,
+        *,
+        embedding_dim: int,
+        heads: int,
+        num_layers: int,
+        dropout: float,
+        genre_weight: float,
         genre_type: str = "genre",
         artist_type: str = "artist",
     ):

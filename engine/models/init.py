@@ -35,7 +35,7 @@ def interaction_matrix(graph: GraphData) -> Tensor:
                                    check_invariants=False).coalesce()
 
 
-def svd_factors(graph: GraphData, dim: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+def svd_factors(graph: GraphData, dim: int, seed: int) -> tuple[Tensor, Tensor]:
     r"""(:math:`\mathbf{U}\boldsymbol{\Sigma}^{1/2}` [P, D], :math:`\mathbf{V}
     \boldsymbol{\Sigma}^{1/2}` [N, D]) of the interaction matrix; the same for the same graph
     and seed (the randomised range finder draws from its own seeded stream)."""
@@ -60,7 +60,7 @@ def svd_types(model: nn.Module, graph: GraphData) -> list[str]:
 
 
 @torch.no_grad()
-def svd_init_(model: nn.Module, graph: GraphData, seed: int = 0) -> list[str]:
+def svd_init_(model: nn.Module, graph: GraphData, seed: int) -> list[str]:
     """Set the owner and item ID embeddings of ``model`` (those it has, in ``model.emb``) from
     :func:`svd_factors`, each at the scale of its random start. Returns the node types it set."""
     types = svd_types(model, graph)

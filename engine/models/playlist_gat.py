@@ -93,24 +93,28 @@ from engine.models.layers import (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PlaylistGATOptions:
     r"""The hyper-parameters of :class:`PlaylistGAT` (everything but the graph's metadata).
 
     A saved run's ``model_options`` is a flat dict of these fields
     (``PlaylistGATOptions(**model_options)``); :func:`engine.models.build_model` builds it from
     keyword arguments. Checks that need no graph run here; those that do, in the model.
+
+    The first five fields are training hyper-parameters without a default here: their one default
+    is :class:`engine.training.config.TrainConfig`'s (a model cannot import it), so leaving one out
+    is an error. The others are this model's own, set through ``TrainConfig.model_options``.
     """
 
-    embedding_dim: int = 64
+    embedding_dim: int
     """:math:`D`, the width of every node state."""
-    heads: int = 4
+    heads: int
     """attention heads per conv (averaged)."""
-    num_layers: int = 2
+    num_layers: int
     r""":math:`L \ge 1` message-passing layers."""
-    dropout: float = 0.1
+    dropout: float
     """attention dropout and dropout on each layer's messages."""
-    genre_weight: float = 0.0
+    genre_weight: float
     r""":math:`w \in [0, 1]`, the genre-affinity share of the score (module docstring)."""
     id_embeddings: Iterable[str] | None = None
     """node types with ID embeddings; ``None``: every type read except a featured item type."""
@@ -167,7 +171,7 @@ class PlaylistGAT(nn.Module):
         edge_types: the graph's edge types.
         feature_dims: feature width per node type (types with ``x``); may be empty.
         edge_attr_dims: edge feature width per edge type; those convs use ``edge_dim``.
-        options: the hyper-parameters (:class:`PlaylistGATOptions`; default: its defaults).
+        options: the hyper-parameters (:class:`PlaylistGATOptions`).
 
     With ``keep_attention = True`` a forward stores detached ``(edge_index, alpha)`` per edge type
     in ``last_attention`` (for an edge type in several layers, the layer nearest the output) and
@@ -184,11 +188,11 @@ class PlaylistGAT(nn.Module):
         edge_types: list[EdgeType],
         feature_dims: dict[str, int] | None = None,
         edge_attr_dims: dict[EdgeType, int] | None = None,
-        options: PlaylistGATOptions | None = None,
+        *,
+        options: PlaylistGATOptions,
     ):
         super().__init__()
-        o = PlaylistGATOptions() if options is None else options
-        self.options = o
+        o = self.options = options
         embedding_dim, heads, num_layers = o.embedding_dim, o.heads, o.num_layers
         dropout, genre_weight = o.dropout, o.genre_weight
         genre_type, artist_type = o.genre_type, o.artist_type

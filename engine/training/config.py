@@ -47,6 +47,15 @@ MODES: dict[str, dict] = {
     "full": {"max_playlists": 50000, "epochs": 20, "batch_size": 64},
 }
 
+# Each pipeline's model where it differs from TrainConfig's defaults (the one place for it):
+# "kaggle" (playlists: jobs.train_kaggle, tune.search --pipeline kaggle) trains the defaults,
+# PlaylistGAT; "synthetic" (listening sessions: jobs.train_synthetic, tune.search --pipeline
+# synthetic) the enhanced GAT, narrower. A job adds its own run settings (epochs, ...) on top.
+PIPELINES: dict[str, dict] = {
+    "kaggle": {},
+    "synthetic": {"model": "enhanced", "embedding_dim": 32, "heads": 4},
+}
+
 
 # Field types carry their ranges: one pydantic validation pass (``TrainConfig.validate``) checks
 # every way a configuration enters (flags, --config files, search spaces, a saved run's config).
@@ -295,10 +304,14 @@ def model_options(cfg: TrainConfig, graph: GraphData) -> dict:
 
 def make_model(cfg: TrainConfig, graph: GraphData) -> nn.Module:
     """``build_model(cfg.model, graph, **model_options(cfg, graph))``, for training and for
-    loading a finished run's weights (the same arguments both times)."""
-    from engine.models import build_model
+    loading a finished run's weights (the same arguments both times). A ``model_options`` key
+    that no model takes is bad input (BadInput, exit 2), named."""
+    from engine.models import UnknownModelOption, build_model
 
-    return build_model(cfg.model, graph, **model_options(cfg, graph))
+    try:
+        return build_model(cfg.model, graph, **model_options(cfg, graph))
+    except UnknownModelOption as exc:
+        raise BadInput(f"model_options: {exc}") from None
 
 
 def owner_row_links(cfg: TrainConfig, model: nn.Module) -> list[str] | None:
