@@ -33,3 +33,24 @@ def test_a_sampled_model_option_lands_in_model_options_over_the_base() -> None:
 def test_bad_model_options_in_a_space_are_named(space, message) -> None:
     with pytest.raises(BadInput, match=message):
         validate_space(space, "space.json")
+
+
+def test_the_space_follows_the_searched_model(tmp_path) -> None:
+    """The default space searches PlaylistGAT's affinity options only for PlaylistGAT; a file
+    that names an option the searched model does not take is refused, naming the model."""
+    import json
+
+    from tune.space import load_space
+
+    playlist = load_space(None, "playlist")
+    enhanced = load_space(None, "enhanced")
+    assert "model_options.affinity_tau" in playlist
+    assert not [k for k in enhanced if k.startswith("model_options.")]
+    assert set(playlist) - set(enhanced) == {"model_options.affinity_tau",
+                                             "model_options.affinity_init"}
+    path = tmp_path / "space.json"
+    path.write_text(json.dumps({"model_options.affinity_tau": {"type": "choice",
+                                                               "values": [1.0]}}))
+    assert "model_options.affinity_tau" in load_space(str(path), "playlist")
+    with pytest.raises(BadInput, match="the enhanced model takes no option 'affinity_tau'"):
+        load_space(str(path), "enhanced")

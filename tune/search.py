@@ -214,7 +214,7 @@ def main(argv=None) -> int:
 def _main(args, out: Path, resume: str, phase: dict, presses: dict) -> int:
     if args.trials < 1 or args.max_epochs < 1 or args.workers_per_trial < 1:
         raise BadInput("--trials, --max-epochs and --workers-per-trial must be at least 1")
-    space = load_space(args.space)
+    space = load_space(args.space, args.model or MODEL[args.pipeline])
     out.mkdir(parents=True, exist_ok=True)
     base = build_base(args, out)
 

@@ -57,10 +57,16 @@ def model_option_names(model: str) -> set[str]:
     return names(model)
 
 
-def load_space(path: str | None) -> dict[str, dict]:
-    """The default space, or the one in ``path`` (validated; BadInput names the problem)."""
+def load_space(path: str | None, model: str | None = None) -> dict[str, dict]:
+    """The default space, or the one in ``path`` (validated; BadInput names the problem), for
+    ``model`` (default: TrainConfig's). The default space's ``model_options.NAME`` keys are kept
+    only when the model takes NAME (the basic and enhanced models have no affinity options); a
+    file's must all be the model's."""
+    model = model or TrainConfig.model
     if not path:
-        return dict(DEFAULT_SPACE)
+        options = model_option_names(model)
+        return {k: v for k, v in DEFAULT_SPACE.items()
+                if not k.startswith(MODEL_OPTION) or k[len(MODEL_OPTION):] in options}
     p = Path(path)
     try:
         text = p.read_text()
@@ -76,7 +82,7 @@ def load_space(path: str | None) -> dict[str, dict]:
     except (ValueError, yaml_error()) as exc:  # json: ValueError; yaml: YAMLError
         raise BadInput(f"{p}: not valid {'YAML' if p.suffix in ('.yaml', '.yml') else 'JSON'} "
                        f"({str(exc).splitlines()[0]})") from None
-    validate_space(space, p)
+    validate_space(space, p, model)
     return space
 
 
@@ -86,19 +92,20 @@ def yaml_error() -> type[Exception]:
     return yaml.YAMLError
 
 
-def validate_space(space, where: Path | str = "search space") -> None:
+def validate_space(space, where: Path | str = "search space", model: str | None = None) -> None:
     """The file's shape here; every value a distribution can draw (each choice, both ends of a
     range) then goes through TrainConfig's own validation, so a space cannot sample a value
     training would refuse (``dropout`` 1.5, ``heads`` 2.5, a string ``lr``)."""
     if not isinstance(space, dict) or not space:
         raise BadInput(f"{where}: must map option names to distributions")
     known = {f.name for f in fields(TrainConfig)}
-    defaults = TrainConfig().to_dict()
-    options = model_option_names(defaults["model"])
+    model = model or TrainConfig.model
+    defaults = {**TrainConfig().to_dict(), "model": model}
+    options = model_option_names(model)
     for name, spec in space.items():
         if name.startswith(MODEL_OPTION):
             if name[len(MODEL_OPTION):] not in options:
-                raise BadInput(f"{where}: '{name}': the {defaults['model']} model takes no "
+                raise BadInput(f"{where}: '{name}': the {model} model takes no "
                                f"option '{name[len(MODEL_OPTION):]}'")
         elif name not in known:
             raise BadInput(f"{where}: '{name}' is not a training option")
