@@ -38,8 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def step_profile(dataset: str, steps: int, batch_size: int) -> dict:
-    """Mean ms per phase of ``steps`` training steps (after two warm-up steps), one thread."""
+def step_profile(dataset: str, steps: int, batch_size: int, **over) -> dict:
+    """Mean ms per phase of ``steps`` training steps (after two warm-up steps), one thread;
+    ``over``: further TrainConfig fields (e.g. ``fanouts``)."""
     import torch
 
     from engine.graph.sampler import BPRBatches, owner_shard
@@ -51,7 +52,7 @@ def step_profile(dataset: str, steps: int, batch_size: int) -> dict:
     from engine.training.steps import train_step
 
     torch.set_num_threads(1)
-    cfg = TrainConfig(dataset=dataset, batch_size=batch_size)
+    cfg = TrainConfig(dataset=dataset, batch_size=batch_size, **over)
     graph = RunData.load(cfg).graph("fit")
     model = make_model(cfg, graph)
     svd_init_(model, graph, cfg.seed)
@@ -85,6 +86,8 @@ def step_profile(dataset: str, steps: int, batch_size: int) -> dict:
     out = {name: 1000 * v / steps for name, v in phases.items()}
     out["total"] = sum(out.values())
     out["subgraph_nodes"] = nodes / steps
+    out["triples"] = cfg.batch_size * cfg.pos_per_owner
+    out["us_per_triple"] = 1000 * out["total"] / out["triples"]
     out["graph"] = {t: int(n) for t, n in graph.num_nodes.items()}
     return out
 

@@ -2,7 +2,8 @@
 
 Adam on the dense weights and SparseAdam on the ID embedding tables (``nn.Embedding(sparse=True)``,
 :func:`~engine.training.sync.split_parameters`): a step touches a few thousand of a table's rows,
-and SparseAdam updates only those rows' moments. Each has a ``ReduceLROnPlateau`` scheduler on
+and SparseAdam updates only those rows' moments (:class:`~.row_adam.RowAdam`: torch's SparseAdam
+bit for bit, on gathered rows). Each has a ``ReduceLROnPlateau`` scheduler on
 validation Recall@10. With several workers the sparse step runs once per node on shared tables
 (:meth:`Optimisers.share`, :mod:`.shared`).
 """
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from engine.training.config import TrainConfig
+from engine.training.row_adam import RowAdam
 from engine.training.shared import NodeShared
 from engine.training.sync import split_parameters, sync_gradients
 
@@ -24,7 +26,7 @@ class Optimisers:
     dense: list[nn.Parameter]
     sparse: list[nn.Parameter]
     adam: torch.optim.Adam
-    sparse_adam: torch.optim.SparseAdam | None
+    sparse_adam: RowAdam | None
     schedulers: list
     node: NodeShared | None = None
 
@@ -75,7 +77,7 @@ def make_optimisers(cfg: TrainConfig, model: nn.Module) -> Optimisers:
     """Adam + SparseAdam at ``cfg.lr`` and their plateau schedulers, for ``model``."""
     dense, sparse = split_parameters(model, cfg.sparse_embeddings)
     adam = torch.optim.Adam(dense, lr=cfg.lr)
-    sparse_adam = torch.optim.SparseAdam(sparse, lr=cfg.lr) if sparse else None
+    sparse_adam = RowAdam(sparse, lr=cfg.lr) if sparse else None
     schedulers = [torch.optim.lr_scheduler.ReduceLROnPlateau(
         o, mode="max", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.min_lr)
         for o in (adam, sparse_adam) if o is not None]
