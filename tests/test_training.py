@@ -88,14 +88,13 @@ def test_early_stopping_stops_when_validation_stalls(tiny_playlists, tmp_path):
 def test_full_mode_stops_early_and_prints_its_eta(tiny_playlists, tmp_path, capsys):
     """Full mode's settings on the path full mode takes (the graph store every worker maps):
     early stopping ends the run, and every epoch line says how long it took and what is left."""
-    from engine.training.config import MODES
+    from engine.training.config import mode_config
     from engine.training.run_data import RunData
 
     cfg = TrainConfig(dataset=str(tiny_playlists), max_val_owners=100)  # _run's data settings
     store = RunData.save_store(cfg, tmp_path / "store")
-    result = _run(tiny_playlists, tmp_path / "run", epochs=MODES["full"]["epochs"], lr=1e-9,
-                  patience=1, min_lr=1e-9, batch_size=MODES["full"]["batch_size"],
-                  graph_store=str(store))
+    result = _run(tiny_playlists, tmp_path / "run", lr=1e-9, patience=1, min_lr=1e-9,
+                  graph_store=str(store), **mode_config("full"))
     # the start is validated first and sets the best; at lr 1e-9 the first epoch stalls
     assert result["epochs_run"] == 1
     assert result["best_val_recall@10"] == result["start_val_recall@10"]

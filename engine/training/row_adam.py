@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.optim._functional as F  # noqa: N812 (torch's own alias)
+import torch.optim._functional as F  # torch's own alias
 
 
 class RowAdam(torch.optim.SparseAdam):
