@@ -9,7 +9,7 @@ it to ``<output>/dataset``). In one run:
 
 1. **step**: a training step's phases (sample, forward, loss, backward, optimiser; one thread, no
    Ray) at full size and on a 1,000-playlist subset of the same dataset (quick mode's size) at
-   the same batch shape, and their ratio;
+   the same batch shape (full mode's batch and fanouts), and their ratio;
 2. **memory**: ``jobs.train_kaggle --mode full`` with 1 and with 4 workers for ``--steps`` steps
    and the first validation; the peak total RSS and PSS (RSS counts a page shared by several
    processes once per process, PSS divides it among them) of every process of the run, sampled
@@ -209,14 +209,15 @@ def main() -> int:
     from engine.training.config import MODES
 
     batch = MODES["full"]["batch_size"]
+    shape = {k: v for k, v in MODES["full"].items() if k == "fanouts"}  # full mode's step
     if "step" in args.parts:
         small = out / "quick_size_dataset"
         if not small.exists():
             save_dataset(subset_owners(load_dataset(args.dataset), 1000, 0), small)
-        full = step_profile(args.dataset, args.steps, batch)
-        quick = step_profile(str(small), args.steps, batch)
+        full = step_profile(args.dataset, args.steps, batch, **shape)
+        quick = step_profile(str(small), args.steps, batch, **shape)
         res["step"] = {"full": full, "quick_size": quick, "ratio": full["total"] / quick["total"],
-                       "batch_size": batch}
+                       "batch_size": batch, **shape}
         print(json.dumps(res["step"], indent=1), flush=True)
     if "memory" in args.parts:
         res["memory"] = [memory_run(args.dataset, w, args.steps, out) for w in (1, 4)]

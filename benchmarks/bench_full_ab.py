@@ -13,7 +13,8 @@ variant sees the same load on average; each step is timed by phase as in ``bench
 * ``after``: ``batches.uniform_subset``, ``layers.gat_compact``, ``row_adam.RowAdam``.
 
 Both variants step the same model (one after the other) with their own optimisers; what is
-compared is time, not training. Prints median ms per phase, sampled nodes and us per triple.
+compared is time, not training. Prints median ms per phase, sampled nodes and us per triple,
+and per shape the median over steps of (after's step / before's step taken just before it).
 """
 from __future__ import annotations
 
@@ -113,6 +114,13 @@ def main() -> int:
         print(f"{spec:>10} {name:>6}: " + " ".join(f"{p} {med[p]:.0f}" for p in PHASES)
               + f" = {total:.0f} ms; {med['nodes']:,.0f} nodes; "
               f"{1000 * total / triples:.0f} us/triple", flush=True)
+    for spec in shapes:  # paired: each step's after / before, taken moments apart
+        totals = {v: [sum(x) for x in zip(*(times[(spec, v)][p] for p in PHASES))]
+                  for v in variants}
+        ratio = statistics.median(a / b for a, b in zip(totals["after"], totals["before"]))
+        out[f"{spec} after/before"] = round(ratio, 3)
+        print(f"{spec:>10}: after / before, median of {len(totals['after'])} paired steps: "
+              f"{ratio:.3f}", flush=True)
     print(json.dumps(out))
     return 0
 
