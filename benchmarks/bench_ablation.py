@@ -220,6 +220,17 @@ ROWS.update({  # the loss round: the SVD round's defaults with each loss spelled
                                   options=ALL_TYPES),
 })
 
+_SVD = {**ALL_TYPES, "message_init": "zeros"}
+ROWS.update({  # issue #15: full mode's batch and fanouts, checked at a size that trains here
+    "full_b64_f10_5": _row("full mode's step before #15: batch 64, fanouts 10,5", tau=2.0,
+                           id_init="svd", loss="bpr", batch_size=64, fanouts=[10, 5],
+                           options=_SVD),
+    "full_b64_f10_3": _row("batch 64, fanouts 10,3", tau=2.0, id_init="svd", loss="bpr",
+                           batch_size=64, fanouts=[10, 3], options=_SVD),
+    "full_b256_f10_3": _row("batch 256, fanouts 10,3", tau=2.0, id_init="svd", loss="bpr",
+                            batch_size=256, fanouts=[10, 3], options=_SVD),
+})
+
 
 def dot_alone_val(cfg: dict) -> float | None:
     """Validation Recall@10 of the best weights' GAT dot product alone (no artist affinity), on

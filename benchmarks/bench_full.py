@@ -9,7 +9,7 @@ it to ``<output>/dataset``). In one run:
 
 1. **step**: a training step's phases (sample, forward, loss, backward, optimiser; one thread, no
    Ray) at full size and on a 1,000-playlist subset of the same dataset (quick mode's size) at
-   the same batch shape, and their ratio;
+   the same batch shape (full mode's batch and fanouts), and their ratio;
 2. **memory**: ``jobs.train_kaggle --mode full`` with 1 and with 4 workers for ``--steps`` steps
    and the first validation; the peak total RSS and PSS (RSS counts a page shared by several
    processes once per process, PSS divides it among them) of every process of the run, sampled
@@ -38,8 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def step_profile(dataset: str, steps: int, batch_size: int) -> dict:
-    """Mean ms per phase of ``steps`` training steps (after two warm-up steps), one thread."""
+def step_profile(dataset: str, steps: int, batch_size: int, **over) -> dict:
+    """Mean ms per phase of ``steps`` training steps (after two warm-up steps), one thread;
+    ``over``: further TrainConfig fields (e.g. ``fanouts``)."""
     import torch
 
     from engine.graph.sampler import BPRBatches, owner_shard
@@ -51,7 +52,7 @@ def step_profile(dataset: str, steps: int, batch_size: int) -> dict:
     from engine.training.steps import train_step
 
     torch.set_num_threads(1)
-    cfg = TrainConfig(dataset=dataset, batch_size=batch_size)
+    cfg = TrainConfig(dataset=dataset, batch_size=batch_size, **over)
     graph = RunData.load(cfg).graph("fit")
     model = make_model(cfg, graph)
     svd_init_(model, graph, cfg.seed)
@@ -85,6 +86,8 @@ def step_profile(dataset: str, steps: int, batch_size: int) -> dict:
     out = {name: 1000 * v / steps for name, v in phases.items()}
     out["total"] = sum(out.values())
     out["subgraph_nodes"] = nodes / steps
+    out["triples"] = cfg.batch_size * cfg.pos_per_owner
+    out["us_per_triple"] = 1000 * out["total"] / out["triples"]
     out["graph"] = {t: int(n) for t, n in graph.num_nodes.items()}
     return out
 
@@ -206,14 +209,15 @@ def main() -> int:
     from engine.training.config import MODES
 
     batch = MODES["full"]["batch_size"]
+    shape = {k: v for k, v in MODES["full"].items() if k == "fanouts"}  # full mode's step
     if "step" in args.parts:
         small = out / "quick_size_dataset"
         if not small.exists():
             save_dataset(subset_owners(load_dataset(args.dataset), 1000, 0), small)
-        full = step_profile(args.dataset, args.steps, batch)
-        quick = step_profile(str(small), args.steps, batch)
+        full = step_profile(args.dataset, args.steps, batch, **shape)
+        quick = step_profile(str(small), args.steps, batch, **shape)
         res["step"] = {"full": full, "quick_size": quick, "ratio": full["total"] / quick["total"],
-                       "batch_size": batch}
+                       "batch_size": batch, **shape}
         print(json.dumps(res["step"], indent=1), flush=True)
     if "memory" in args.parts:
         res["memory"] = [memory_run(args.dataset, w, args.steps, out) for w in (1, 4)]

@@ -31,9 +31,9 @@ def _worker(rank: int, world: int, dataset: str, epochs: int, port: int) -> None
         dist.init_process_group("gloo", rank=rank, world_size=world)
     original, spent = optim.sync_gradients, [0.0, 0]
 
-    def timed(dense, sparse):
+    def timed(dense, sparse, **kw):
         t0 = time.perf_counter()
-        out = original(dense, sparse)
+        out = original(dense, sparse, **kw)
         spent[0] += time.perf_counter() - t0
         spent[1] += 1
         return out

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.errors import BadInput
-from engine.training.config import MODES, TrainConfig
+from engine.training.config import MODES, TrainConfig, mode_config
 from jobs.cli import ArgumentParser, run_cli
 from jobs.common import (
     GENERATED_ROWS,
@@ -49,7 +49,9 @@ def build_parser() -> ArgumentParser:
                    "genres derived from playlist titles; default: none)")
     p.add_argument("--mode", choices=sorted(MODES), default="quick",
                    help="; ".join(f"{m} {v['max_playlists']:,} playlists, {v['epochs']} epochs, "
-                                  f"batch {v['batch_size']}" for m, v in MODES.items()))
+                                  f"batch {v['batch_size']}" + (
+                                      f", fanouts {','.join(map(str, v['fanouts']))}"
+                                      if "fanouts" in v else "") for m, v in MODES.items()))
     p.add_argument("--max-playlists", type=int, default=None,
                    help="seeded random sample of this many playlists (0 = all; default: "
                         f"{per_mode('max_playlists')})")
@@ -65,9 +67,8 @@ def parse_args(argv):
 
 def make_config(args) -> dict:
     """The run's hyper-parameters: TrainConfig's defaults with the mode's epochs and batch size
-    < the --config file < explicit flags."""
-    mode = MODES[args.mode]
-    base = TrainConfig(epochs=mode["epochs"], batch_size=mode["batch_size"]).to_dict()
+    (full mode: fanouts too) < the --config file < explicit flags."""
+    base = TrainConfig(**mode_config(args.mode)).to_dict()
     return merge_config(base, read_config_file(args.config), args, FLAGS)
 
 

@@ -37,8 +37,8 @@ CASES = [
     (train_kaggle, ["--mode", "full", "--lr", "0.003", "--epochs", "2", "--threads", "3",
                     "--holdout-size", "4", "--model", "enhanced", "--genre-weight", "0.2",
                     "--dropout", "0"],
-     {"model": "enhanced", "epochs": 2, "lr": 0.003, "batch_size": 64, "dropout": 0.0,
-      "genre_weight": 0.2, "holdout": 4, "num_threads": 3}),
+     {"model": "enhanced", "epochs": 2, "lr": 0.003, "batch_size": 256, "fanouts": [10, 3],
+      "dropout": 0.0, "genre_weight": 0.2, "holdout": 4, "num_threads": 3}),
     (train_kaggle, ["--config", "CFG", "--heads", "8", "--batch-size", "32", "--pos-per-owner",
                     "2", "--num-neg", "3", "--embedding-dim", "16", "--l2", "0", "--patience", "0",
                     "--seed", "7", "--no-progress"],
@@ -117,3 +117,14 @@ def test_a_bad_value_names_the_flag_as_typed(job, argv, named):
         check_options(job.make_config(job.parse_args(argv)), 1, job.FLAGS)
     for name in named:
         assert f"{name}: " in str(err.value)
+
+
+def test_every_mode_preset_is_a_valid_config():
+    """Each mode's preset (all but max_playlists) is a set of TrainConfig fields in range; only
+    full mode changes the fanouts (issue #15)."""
+    from engine.training.config import MODES, TrainConfig, mode_config
+
+    for mode in MODES:
+        cfg = TrainConfig.validate(mode_config(mode), where=mode)
+        assert cfg.fanouts == ([10, 3] if mode == "full" else TrainConfig().fanouts)
+    assert "max_playlists" not in mode_config("full")

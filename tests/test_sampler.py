@@ -315,3 +315,43 @@ def test_target_edges_dropped(drop):
         for et in (PT, rev(PT)):
             assert b.sub.edge_attr[et].size(0) == b.sub.edge_index[et].size(1)
             assert sum(b.sub.num_sampled_edges[et]) == b.sub.edge_index[et].size(1)
+
+
+def test_uniform_subset_distinct_uniform_seeded():
+    """The negative pool's draw without a catalogue-sized randperm: k distinct values in range,
+    the same for the same seed, each value (and each first position) equally likely."""
+    from engine.graph.batches import uniform_subset
+
+    for n, k in ((1_000_000, 1024), (100, 30), (100, 0), (10, 10), (50, 12)):  # sparse and dense
+        x = uniform_subset(n, k, torch.Generator().manual_seed(1))
+        assert x.numel() == k and x.unique().numel() == k and x.dtype == torch.long
+        assert (k == 0) or (0 <= int(x.min()) and int(x.max()) < n)
+        assert torch.equal(x, uniform_subset(n, k, torch.Generator().manual_seed(1)))
+    assert not torch.equal(uniform_subset(10**6, 64, torch.Generator().manual_seed(1)),
+                           uniform_subset(10**6, 64, torch.Generator().manual_seed(2)))
+    with pytest.raises(ValueError):
+        uniform_subset(5, 6, torch.Generator())
+    # uniform: 4,000 draws of 8 of 200 values; every value's count ~ Binomial(4000, 0.04) = 160 +- 12
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.stack([uniform_subset(200, 8, gen) for _ in range(4000)])
+    counts = torch.bincount(draws.flatten(), minlength=200).float()
+    assert counts.min() > 100 and counts.max() < 220
+    chi2 = float(((counts - 160) ** 2 / 160).sum())  # 199 degrees of freedom: mean 199, sd 20
+    assert chi2 < 300
+    first = torch.bincount(draws[:, 0], minlength=200).float()  # the order is uniform too
+    assert float(((first - 20) ** 2 / 20).sum()) < 300
+
+
+def test_neg_pool_draws_distinct_catalogue_items():
+    """BPRBatches' shared uniform pool: neg_pool distinct items of the catalogue, redrawn each
+    batch, the same batches for the same seed."""
+    g = random_graph()  # 120 tracks, a pool of 8: the O(k) draw, not the randperm
+    b = BPRBatches(g, torch.arange(40), batch_size=4, num_neg=2, fanouts=[2], neg_pool=8,
+                   neg_popularity=0.0, steps=3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        pool = b._uniform_pool(gen)
+        assert pool.numel() == 8 and pool.unique().numel() == 8
+        assert 0 <= int(pool.min()) and int(pool.max()) < g.num_nodes["track"]
+    first = [x.neg_idx for x in b]
+    assert all(torch.equal(a, c) for a, c in zip(first, [x.neg_idx for x in b]))

@@ -83,6 +83,7 @@ def _shared_worker(rank: int, world_size: int, port: int, out: str) -> None:
     import torch.distributed as dist
     from torch import nn
 
+    from engine.training.row_adam import RowAdam
     from engine.training.shared import NodeShared
     from engine.training.sync import sync_gradients
 
@@ -92,7 +93,9 @@ def _shared_worker(rank: int, world_size: int, port: int, out: str) -> None:
     for shared in (False, True):
         torch.manual_seed(0)
         emb = nn.Embedding(50, 8, sparse=True)
-        opt = torch.optim.SparseAdam([emb.weight], lr=0.05)
+        # shared: the loop's RowAdam (torch's SparseAdam bit for bit), non-leaders keeping no
+        # sparse gradient (Optimisers.sync); private: torch's own, on every rank
+        opt = (RowAdam if shared else torch.optim.SparseAdam)([emb.weight], lr=0.05)
         node = NodeShared([emb.weight], opt, Path(out)) if shared else None
         g = torch.Generator().manual_seed(100 + rank)  # each rank its own rows
         for _ in range(5):
@@ -100,7 +103,8 @@ def _shared_worker(rank: int, world_size: int, port: int, out: str) -> None:
             loss = (emb(rows) ** 2).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            sync_gradients([], [emb.weight])
+            sync_gradients([], [emb.weight], keep_sparse=node is None or node.leader)
+            assert (emb.weight.grad is None) == (node is not None and not node.leader)
             node.step() if node is not None else opt.step()
         results[shared] = emb.weight.detach().clone()
         if shared:
@@ -110,8 +114,9 @@ def _shared_worker(rank: int, world_size: int, port: int, out: str) -> None:
 
 
 def test_node_shared_tables_match_private_updates(tmp_path):
-    """Two ranks: SparseAdam applied once per node on shared tables gives, bit for bit, what
-    every rank applying it to its own copy gives; both ranks see the same table; the files are
+    """Two ranks: SparseAdam (RowAdam) applied once per node on shared tables, the non-leader
+    keeping no sparse gradient, gives, bit for bit, what every rank applying torch's SparseAdam
+    to its own copy gives; both ranks see the same table; the files are
     gone once mapped."""
     import socket
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from engine.training.checkpoint import load_state
@@ -87,14 +88,13 @@ def test_early_stopping_stops_when_validation_stalls(tiny_playlists, tmp_path):
 def test_full_mode_stops_early_and_prints_its_eta(tiny_playlists, tmp_path, capsys):
     """Full mode's settings on the path full mode takes (the graph store every worker maps):
     early stopping ends the run, and every epoch line says how long it took and what is left."""
-    from engine.training.config import MODES
+    from engine.training.config import mode_config
     from engine.training.run_data import RunData
 
     cfg = TrainConfig(dataset=str(tiny_playlists), max_val_owners=100)  # _run's data settings
     store = RunData.save_store(cfg, tmp_path / "store")
-    result = _run(tiny_playlists, tmp_path / "run", epochs=MODES["full"]["epochs"], lr=1e-9,
-                  patience=1, min_lr=1e-9, batch_size=MODES["full"]["batch_size"],
-                  graph_store=str(store))
+    result = _run(tiny_playlists, tmp_path / "run", lr=1e-9, patience=1, min_lr=1e-9,
+                  graph_store=str(store), **mode_config("full"))
     # the start is validated first and sets the best; at lr 1e-9 the first epoch stalls
     assert result["epochs_run"] == 1
     assert result["best_val_recall@10"] == result["start_val_recall@10"]
@@ -253,3 +253,32 @@ def test_id_lr_sets_the_learning_rate_of_the_id_tables_only(tiny_playlists):
     assert not tables & {id(p) for p in dense.adam.param_groups[0]["params"]}
     same = make_optimisers(TrainConfig(**{**cfg.to_dict(), "id_lr": 0.0}), model)
     assert [g["lr"] for g in same.sparse_adam.param_groups] == [0.01]
+
+
+@pytest.mark.parametrize("maximize", [False, True])
+def test_row_adam_is_sparse_adam_bit_for_bit(maximize):
+    """RowAdam (the loop's sparse optimiser) gives torch's SparseAdam's weights and moments bit
+    for bit over several steps of embedding gradients with repeated and untouched rows, and its
+    state dict loads into SparseAdam and back."""
+    from engine.training.row_adam import RowAdam
+
+    torch.manual_seed(0)
+    ref, new = (torch.nn.Embedding(50, 8, sparse=True) for _ in range(2))
+    new.weight.data.copy_(ref.weight.data)
+    o_ref = torch.optim.SparseAdam(ref.parameters(), lr=0.05, maximize=maximize)
+    o_new = RowAdam(new.parameters(), lr=0.05, maximize=maximize)
+    gen = torch.Generator().manual_seed(1)
+    for step in range(6):
+        idx = torch.randint(50, (30,), generator=gen)  # repeats: coalesced sums
+        w = torch.randn(30, 8, generator=gen)
+        for emb, opt in ((ref, o_ref), (new, o_new)):
+            opt.zero_grad()
+            (emb(idx) * w).sum().backward()
+            opt.step()
+        assert torch.equal(ref.weight, new.weight), step
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            a, b = o_ref.state[ref.weight][key], o_new.state[new.weight][key]
+            assert torch.equal(a, b) if torch.is_tensor(a) else a == b
+    o_ref.load_state_dict(o_new.state_dict())
+    o_new.load_state_dict(o_ref.state_dict())
+    assert o_new.state[new.weight]["step"] == 6

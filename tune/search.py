@@ -115,7 +115,8 @@ def build_base(args, out: Path) -> dict:
     if args.pipeline == "kaggle":
         mode = MODES[args.mode]
         base = TrainConfig(**{**PIPELINES["kaggle"], "model": args.model or MODEL["kaggle"],
-                              "batch_size": mode["batch_size"]}).to_dict()
+                              "batch_size": mode["batch_size"],
+                              **{k: mode[k] for k in ("fanouts",) if k in mode}}).to_dict()
         if args.data:
             source = Path(args.data)
             if not source.exists():

@@ -36,6 +36,28 @@ def owner_shard(owners: Tensor, rank: int, world_size: int, seed: int) -> Tensor
     return torch.tensor_split(perm, world_size)[rank]
 
 
+def uniform_subset(n: int, k: int, gen: torch.Generator) -> Tensor:
+    """``k`` distinct integers of ``0..n-1``, every ``k``-subset (and order) equally likely, in
+    O(k) time and memory rather than a ``randperm(n)``'s O(n) (the catalogue: 1.18 M tracks at
+    Kaggle scale, a few ms per step each way). The first ``k`` distinct values of i.i.d. uniform
+    draws are a uniform random ``k``-permutation; a few spare draws cover the collisions
+    (``~k^2 / 2n`` expected), and a rare shortfall draws again."""
+    if not 0 <= k <= n:
+        raise ValueError(f"cannot draw {k} distinct values of {n}")
+    if 4 * k >= n:  # dense: a permutation is as cheap, and rejection would stall near k = n
+        return torch.randperm(n, generator=gen)[:k]
+    spare = 16 + 2 * k * k // n
+    draws = torch.empty(0, dtype=torch.long)
+    while True:  # almost always once: fewer than k distinct among k + spare draws is rare
+        draws = torch.cat([draws, torch.randint(n, (k + spare,), generator=gen)])
+        uniq, inv = torch.unique(draws, return_inverse=True)
+        if uniq.numel() >= k:
+            break
+    first = torch.full((uniq.numel(),), draws.numel(), dtype=torch.long)
+    first.scatter_reduce_(0, inv, torch.arange(draws.numel()), "amin")  # first draw of each
+    return draws[torch.sort(first).values[:k]]
+
+
 def steps_per_epoch(num_owners_total: int, world_size: int, batch_size: int,
                     num_edges: int, pos_per_owner: int) -> int:
     """Steps every rank runs per epoch, the same on every rank (DDP needs that).
@@ -178,7 +200,7 @@ class BPRBatches:
         size = self.g.num_nodes[self.g.item_type] if space is None else space.numel()
         if self.neg_pool >= size:
             return space
-        pick = torch.randperm(size, generator=gen)[: self.neg_pool]
+        pick = uniform_subset(size, self.neg_pool, gen)
         return pick if space is None else space[pick]
 
     def __len__(self) -> int:

@@ -44,7 +44,9 @@ MODES: dict[str, dict] = {
     "mini": {"max_playlists": 500, "epochs": 3, "batch_size": 256},
     "quick": {"max_playlists": 1000, "epochs": 5, "batch_size": 128},
     "balanced": {"max_playlists": 5000, "epochs": 8, "batch_size": 96},
-    "full": {"max_playlists": 50000, "epochs": 20, "batch_size": 64},
+    # full: larger batches and a shorter second hop than the other modes (issue #15: at 50,000
+    # playlists a step's 2-hop neighbourhood does not saturate; docs/benchmarks.md)
+    "full": {"max_playlists": 50000, "epochs": 20, "batch_size": 256, "fanouts": [10, 3]},
 }
 
 # Each pipeline's model where it differs from TrainConfig's defaults (the one place for it):
@@ -55,6 +57,12 @@ PIPELINES: dict[str, dict] = {
     "kaggle": {},
     "synthetic": {"model": "enhanced", "embedding_dim": 32, "heads": 4},
 }
+
+
+def mode_config(mode: str) -> dict:
+    """The TrainConfig fields that ``mode`` sets (each key of ``MODES[mode]`` but
+    ``max_playlists``, which picks the data)."""
+    return {k: v for k, v in MODES[mode].items() if k != "max_playlists"}
 
 
 # Field types carry their ranges: one pydantic validation pass (``TrainConfig.validate``) checks

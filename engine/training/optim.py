@@ -2,7 +2,8 @@
 
 Adam on the dense weights and SparseAdam on the ID embedding tables (``nn.Embedding(sparse=True)``,
 :func:`~engine.training.sync.split_parameters`): a step touches a few thousand of a table's rows,
-and SparseAdam updates only those rows' moments. Each has a ``ReduceLROnPlateau`` scheduler on
+and SparseAdam updates only those rows' moments (:class:`~.row_adam.RowAdam`: torch's SparseAdam
+bit for bit, on gathered rows). Each has a ``ReduceLROnPlateau`` scheduler on
 validation Recall@10. With several workers the sparse step runs once per node on shared tables
 (:meth:`Optimisers.share`, :mod:`.shared`).
 """
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from engine.training.config import TrainConfig
+from engine.training.row_adam import RowAdam
 from engine.training.shared import NodeShared
 from engine.training.sync import split_parameters, sync_gradients
 
@@ -24,7 +26,7 @@ class Optimisers:
     dense: list[nn.Parameter]
     sparse: list[nn.Parameter]
     adam: torch.optim.Adam
-    sparse_adam: torch.optim.SparseAdam | None
+    sparse_adam: RowAdam | None
     schedulers: list
     node: NodeShared | None = None
 
@@ -51,8 +53,10 @@ class Optimisers:
 
     def sync(self) -> int:
         """Average the gradients over the ranks (:func:`sync_gradients`); returns the floats
-        this rank sent."""
-        return sync_gradients(self.dense, self.sparse)
+        this rank sent. With shared tables only the node's leader keeps the sparse gradients
+        (only it steps them)."""
+        leader = self.node is None or self.node.leader
+        return sync_gradients(self.dense, self.sparse, keep_sparse=leader)
 
     def share(self, fallback: Path) -> None:
         """Move the ID tables and their moments to memory shared by each node's ranks (call after
@@ -83,7 +87,7 @@ def make_optimisers(cfg: TrainConfig, model: nn.Module) -> Optimisers:
         groups = [{"params": [p for p in dense if id(p) not in tables]},
                   {"params": [p for p in dense if id(p) in tables], "lr": id_lr}]
     adam = torch.optim.Adam([g for g in groups if g["params"]], lr=cfg.lr)
-    sparse_adam = torch.optim.SparseAdam(sparse, lr=id_lr) if sparse else None
+    sparse_adam = RowAdam(sparse, lr=id_lr) if sparse else None
     schedulers = [torch.optim.lr_scheduler.ReduceLROnPlateau(
         o, mode="max", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=cfg.min_lr)
         for o in (adam, sparse_adam) if o is not None]

@@ -59,9 +59,13 @@ def _all_gather_rows(index: Tensor, values: Tensor, world_size: int) -> tuple[Te
     return index[keep], values[keep]
 
 
-def sync_gradients(dense: list[nn.Parameter], sparse: list[nn.Parameter]) -> int:
+def sync_gradients(dense: list[nn.Parameter], sparse: list[nn.Parameter],
+                   keep_sparse: bool = True) -> int:
     """Average gradients over all ranks in place. Returns the number of floats sent by this rank
-    (a measure of communication volume; 0 without a process group)."""
+    (a measure of communication volume; 0 without a process group). ``keep_sparse=False``: this
+    rank sends its sparse rows but does not step the sparse optimiser (a node's non-leader,
+    :mod:`.shared`), so it skips assembling the averaged sparse gradients and leaves them
+    ``None``: the four ranks' rows summed and sorted, per step, for nothing."""
     _, world_size = world()
     if world_size == 1:
         return 0
@@ -92,6 +96,10 @@ def sync_gradients(dense: list[nn.Parameter], sparse: list[nn.Parameter]) -> int
         value = torch.cat(values) if values else params[0].new_zeros((0, width))
         sent += value.numel()  # this rank's rows; the gather pads to the longest rank's
         key, value = _all_gather_rows(key, value, world_size)
+        if not keep_sparse:
+            for p in params:
+                p.grad = None
+            continue
         table, row = key // rows, key % rows
         for t, p in enumerate(params):
             mine = table == t
