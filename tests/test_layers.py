@@ -62,8 +62,9 @@ def test_model_on_sampled_batches_is_unchanged_by_compaction(monkeypatch, tiny_p
     torch.manual_seed(0)
     model = make_model(cfg, g).train()
     batches = BPRBatches(g, torch.arange(g.num_nodes[g.owner_type]), batch_size=8,
-                         num_neg=cfg.num_neg, fanouts=cfg.fanouts, steps=3,
-                         neg_pool=cfg.neg_pool, owner_rows=owner_row_links(cfg, model))
+                         num_neg=cfg.num_neg, fanouts=cfg.fanouts, steps=3, seed=cfg.seed,
+                         pos_per_owner=cfg.pos_per_owner, neg_pool=cfg.neg_pool,
+                         neg_popularity=cfg.neg_popularity, owner_rows=owner_row_links(cfg, model))
     calls = []
     for batch in batches:
         torch.manual_seed(1)

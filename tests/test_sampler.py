@@ -347,7 +347,7 @@ def test_neg_pool_draws_distinct_catalogue_items():
     batch, the same batches for the same seed."""
     g = random_graph()  # 120 tracks, a pool of 8: the O(k) draw, not the randperm
     b = BPRBatches(g, torch.arange(40), batch_size=4, num_neg=2, fanouts=[2], neg_pool=8,
-                   neg_popularity=0.0, steps=3)
+                   neg_popularity=0.0, steps=3, seed=0, pos_per_owner=4, owner_rows=None)
     gen = torch.Generator().manual_seed(0)
     for _ in range(5):
         pool = b._uniform_pool(gen)
