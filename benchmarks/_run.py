@@ -44,3 +44,11 @@ def quick_dataset(data: Path, out: Path, max_playlists: int | None = None) -> Pa
     out.mkdir(parents=True, exist_ok=True)
     n = MODES["quick"]["max_playlists"] if max_playlists is None else max_playlists
     return run_dataset(lambda: load_any(data), data, out, n or None, 0)
+
+
+def validation(fn, split) -> dict:
+    """Validation Recall@10 / NDCG@10 of score function ``fn`` on ``split`` (fit edges masked,
+    the candidates those of the fit edges): how the ablation and start scripts choose."""
+    from engine.eval.evaluate import evaluate_scores
+
+    return evaluate_scores(fn, split.fit, split.val, split.num_items, ks=(10,))

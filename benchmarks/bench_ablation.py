@@ -27,8 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._run import quick_dataset
-from engine.eval.evaluate import evaluate_scores
+from benchmarks._run import quick_dataset, validation
 from engine.models import part_score_fns
 from engine.training.checkpoint import load_state
 from engine.training.config import MODES, TrainConfig, make_model
@@ -244,10 +243,8 @@ def dot_alone_val(cfg: dict) -> float | None:
     parts = part_score_fns(model, graph)
     if "affinity" not in parts:
         return None
-    split = data.split
     with torch.no_grad():
-        m = evaluate_scores(parts["gat"], split.fit, split.val, split.num_items, ks=(10,))
-    return m["recall@10"]
+        return validation(parts["gat"], data.split)["recall@10"]
 
 
 def main() -> None:

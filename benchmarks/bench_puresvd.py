@@ -5,8 +5,9 @@
 
 On quick mode's data (the seeded sample of ``--max-playlists`` playlists, 0 = all) and its
 protocol split, scores the validation playlists with the rank-k truncated SVD of the fit
-matrix (:math:`\\mathbf{U}_k\\boldsymbol{\\Sigma}_k\\mathbf{V}_k^\\top`, the score
-:func:`engine.models.init.svd_init_` puts in PlaylistGAT's ID tables at step 0, seed 0), and
+matrix (:math:`\\mathbf{U}_k\\boldsymbol{\\Sigma}_k\\mathbf{V}_k^\\top`, from
+:func:`engine.models.init.svd_factors` on the fit graph, seed 0: the factors
+:func:`~engine.models.init.svd_init_` puts in PlaylistGAT's ID tables at step 0), and
 prints validation Recall@10 beside item-kNN and EASE (λ 50 / 200 / 500) on the same split,
 candidates and masking. No training: it bounds what the model's dot product starts from and
 shows how far a rank-64 dot product is from a full-rank item–item model. docs/results.md
@@ -23,10 +24,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._run import quick_dataset
+from benchmarks._run import quick_dataset, validation
 from engine.eval.baselines import item_knn_score_fn
-from engine.eval.evaluate import candidate_mask, evaluate_scores
 from engine.eval.strong import ease_score_fn
+from engine.models.init import svd_factors
 from engine.training.config import TrainConfig
 from engine.training.run_data import RunData
 
@@ -40,24 +41,18 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     dataset = quick_dataset(Path(args.data), Path(args.output), args.max_playlists)
-    split = RunData.load(TrainConfig(dataset=str(dataset))).split
+    data = RunData.load(TrainConfig(dataset=str(dataset)))
+    split, graph = data.split, data.graph("fit")
     fit, owners, items = split.fit, split.num_owners, split.num_items
-    cand = candidate_mask(fit, items)
 
     def val(fn) -> str:
-        m = evaluate_scores(fn, fit, split.val, items, ks=(10,), candidates=cand)
-        return f"{m['recall@10']:.4f}"
+        return f"{validation(fn, split)['recall@10']:.4f}"
 
-    x = torch.sparse_coo_tensor(fit, torch.ones(fit.size(1)), (owners, items)).coalesce()
-    x = torch.sparse_coo_tensor(x.indices(), torch.ones(x.indices().size(1)), x.shape)  # 0/1
-    print(f"{len(split.val)} validation playlists, {int(cand.sum()):,} candidate tracks")
+    print(f"{len(split.val)} validation playlists")
     print("| scorer | validation Recall@10 |\n| --- | --- |")
     for k in args.ranks:
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            u, s, v = torch.svd_lowrank(x, q=k, niter=4)
-        us = u * s
-        print(f"| PureSVD, rank {k} | {val(lambda ids, us=us, v=v: us[ids] @ v.T)} |", flush=True)
+        u, v = svd_factors(graph, k, seed=0)  # U S^1/2, V S^1/2: their product is U S V^T
+        print(f"| PureSVD, rank {k} | {val(lambda ids, u=u, v=v: u[ids] @ v.T)} |", flush=True)
     print(f"| item-kNN | {val(item_knn_score_fn(fit, owners, items))} |", flush=True)
     for lam in (50.0, 200.0, 500.0):
         print(f"| EASE, λ {lam:g} | {val(ease_score_fn(fit, owners, items, lam))} |", flush=True)

@@ -21,9 +21,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._run import quick_dataset
+from benchmarks._run import quick_dataset, validation
 from engine.eval.baselines import item_knn_score_fn
-from engine.eval.evaluate import evaluate_scores
 from engine.models import part_score_fns, score_fn
 from engine.models.init import svd_init_
 from engine.training.config import TrainConfig, make_model
@@ -59,7 +58,7 @@ def main() -> None:
 
 def val(fn, split) -> str:
     """Validation Recall@10 / NDCG@10 of a score function (fit edges masked)."""
-    m = evaluate_scores(fn, split.fit, split.val, split.num_items, ks=(10,))
+    m = validation(fn, split)
     return f"{m['recall@10']:.4f} / {m['ndcg@10']:.4f}"
 
 

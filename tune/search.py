@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from engine.errors import BadInput
-from engine.training.config import MODES, PIPELINES, TrainConfig
+from engine.training.config import MODES, PIPELINES, TrainConfig, mode_config
 from jobs.cli import ArgumentParser, run_cli
 from jobs.common import generated_kaggle_csv, run_dataset, session_source
 from jobs.interrupts import (
@@ -114,9 +114,9 @@ def build_base(args, out: Path) -> dict:
     seed = args.seed
     if args.pipeline == "kaggle":
         mode = MODES[args.mode]
-        base = TrainConfig(**{**PIPELINES["kaggle"], "model": args.model or MODEL["kaggle"],
-                              "batch_size": mode["batch_size"],
-                              **{k: mode[k] for k in ("fanouts",) if k in mode}}).to_dict()
+        # the mode's fields (batch size, full mode's fanouts); epochs come from --max-epochs
+        base = TrainConfig(**{**PIPELINES["kaggle"], **mode_config(args.mode),
+                              "model": args.model or MODEL["kaggle"]}).to_dict()
         if args.data:
             source = Path(args.data)
             if not source.exists():

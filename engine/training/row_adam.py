@@ -15,12 +15,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.optim._functional as F  # torch's own alias
 
 
 class RowAdam(torch.optim.SparseAdam):
-    """``SparseAdam`` whose step works on gathered rows (row-sparse gradients, e.g. those of
-    ``nn.Embedding(sparse=True)``); any other sparse layout takes torch's own step."""
+    """``SparseAdam`` whose step works on gathered rows (row-sparse gradients, those of
+    ``nn.Embedding(sparse=True)``); another sparse layout is an error, not a slow path."""
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -45,11 +44,9 @@ class RowAdam(torch.optim.SparseAdam):
                                                            memory_format=torch.preserve_format)
                 state["step"] += 1
                 grad = -p.grad if group.get("maximize", False) else p.grad
-                if grad.sparse_dim() != 1:
-                    F.sparse_adam([p], [grad], [state["exp_avg"]], [state["exp_avg_sq"]],
-                                  [state["step"]], eps=eps, beta1=beta1, beta2=beta2, lr=lr,
-                                  maximize=False)
-                    continue
+                if grad.sparse_dim() != 1:  # not what nn.Embedding(sparse=True) gives
+                    raise RuntimeError("RowAdam steps row-sparse gradients only (sparse_dim 1); "
+                                       "use torch.optim.SparseAdam for other layouts")
                 _row_step(p, grad.coalesce(), state, beta1, beta2, lr, eps)
         return loss
 
@@ -59,7 +56,7 @@ def _row_step(p: torch.Tensor, grad: torch.Tensor, state: dict, beta1: float, be
     """torch's ``sparse_adam`` for one parameter, line by line, on the rows of a coalesced
     row-sparse ``grad`` (unique rows: each ``dense.add_(sparse)`` there adds one value per
     element, which ``index_copy_`` of the same sum and ``index_add_`` reproduce exactly)."""
-    rows, values = grad._indices()[0], grad._values()
+    rows, values = grad.indices()[0], grad.values()
     if values.numel() == 0:
         return
     exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
