@@ -54,3 +54,34 @@ def test_the_space_follows_the_searched_model(tmp_path) -> None:
     assert "model_options.affinity_tau" in load_space(str(path), "playlist")
     with pytest.raises(BadInput, match="the enhanced model takes no option 'affinity_tau'"):
         load_space(str(path), "enhanced")
+
+
+@pytest.mark.timeout(30)
+def test_the_search_can_start_from_the_defaults() -> None:
+    """The default space can draw every default of each mode and pipeline, written as the space
+    writes it; a space that cannot draw one names it and gives no point (Optuna takes a starting
+    point only whole)."""
+    from engine.training.config import MODES, PIPELINES, mode_config
+    from tune.space import default_point, load_space
+
+    for mode in MODES:
+        base = TrainConfig(**mode_config(mode)).to_dict()
+        point, outside = default_point(load_space(None, "playlist"), base, "playlist")
+        assert outside == [] and set(point) == set(DEFAULT_SPACE)
+        assert point["fanouts"] == ",".join(map(str, base["fanouts"]))
+        assert point["lr"] == base["lr"] and point["id_init"] == base["id_init"]
+        assert point["model_options.affinity_tau"] == 2.0  # the model's own default
+    synthetic = TrainConfig(**PIPELINES["synthetic"]).to_dict()
+    point, _ = default_point(load_space(None, "enhanced"), synthetic, "enhanced")
+    assert point["heads"] == synthetic["heads"] and point["embedding_dim"] == 32
+
+    base = TrainConfig(model_options={"affinity_tau": 0.0}).to_dict()
+    space = {"lr": {"type": "loguniform", "low": 1e-4, "high": 1e-3},
+             "heads": {"type": "choice", "values": [1, 2]},
+             "model_options.affinity_tau": {"type": "choice", "values": [0, 1]},
+             "recency": {"type": "choice", "values": [0, 1]}}
+    # lr 0.01 is above the range; False is not the choice 0; tau 0.0 is the choice 0
+    assert default_point(space, base, "playlist") == (None, ["lr", "recency"])
+    del space["lr"], space["recency"]
+    assert default_point(space, base, "playlist") == (
+        {"heads": 2, "model_options.affinity_tau": 0.0}, [])

@@ -129,6 +129,13 @@ def test_trials_with_two_workers_launch_a_torch_trainer(ray_session, tiny_playli
     best = json.loads((out / "best_config.json").read_text())
     assert best["trials"] == 2 and best["epochs_run"] == 2
     assert len(list((out / "train").iterdir())) == 2  # one TorchTrainer run per trial
+    # the default space can draw the defaults, so one trial is the defaults themselves
+    from engine.training.config import TrainConfig
+
+    (defaults,) = [r for r in best["table"] if r["defaults"]]
+    assert defaults["config"]["lr"] == TrainConfig.lr
+    assert defaults["config"]["fanouts"] == ",".join(map(str, TrainConfig().fanouts))
+    assert best["defaults_val_recall@10"] == defaults["best_val_recall@10"]
 
 
 def test_closing_table_shows_whole_trial_ids_and_full_headers(capsys):

@@ -5,6 +5,8 @@
 Each trial runs :func:`engine.training.loop.train_loop_per_worker` and reports every epoch, so ASHA
 can stop weak trials early. One worker per trial: the trial runs the loop itself. More workers: the
 trial launches a ``TorchTrainer`` and reports through ``TuneReportCallback`` (Train V2 pattern).
+The first trial is the defaults (when the space can draw them) and the default space samples
+near them, so the closing table says whether the search beat the defaults on the same budget.
 Trials never look at the test split. The best configuration goes to ``DIR/best_config.json``,
 whose path is the last line printed; ``jobs.train_kaggle --config DIR/best_config.json`` uses it.
 """
@@ -27,7 +29,7 @@ from jobs.interrupts import (
     resume_command,
     sigint_guard,
 )
-from tune.space import load_space, to_train_config, to_tune
+from tune.space import default_point, load_space, to_train_config, to_tune
 
 METRIC = "val_recall@10"
 EXPERIMENT = "search"
@@ -169,7 +171,8 @@ def _cell(v) -> str:
 
 def print_table(rows: list[dict]) -> None:
     """Every trial: its number and whole id, each searched hyper-parameter under its full name,
-    epochs run, best validation Recall@10, whether ASHA stopped it; best first."""
+    epochs run, best validation Recall@10, whether ASHA stopped it; best first. ``*`` marks the
+    trial of the defaults."""
     keys = sorted({k for r in rows for k in r["config"]})
     headers = ["trial", "id", *keys, "epochs", "best val R@10", "stopped"]
 
@@ -177,7 +180,7 @@ def print_table(rows: list[dict]) -> None:
         v = r["best_val_recall@10"]
         return -1.0 if math.isnan(v) else v
 
-    body = [[f"#{r['number']}", r["trial_id"], *(_cell(r["config"].get(k, "")) for k in keys),
+    body = [[f"#{r['number']}" + ("*" if r.get("defaults") else ""), r["trial_id"], *(_cell(r["config"].get(k, "")) for k in keys),
              str(r["epochs"]), f"{r['best_val_recall@10']:.4f}",
              "yes" if r["stopped_early"] else "no"]
             for r in sorted(rows, key=score, reverse=True)]
@@ -215,9 +218,14 @@ def main(argv=None) -> int:
 def _main(args, out: Path, resume: str, phase: dict, presses: dict) -> int:
     if args.trials < 1 or args.max_epochs < 1 or args.workers_per_trial < 1:
         raise BadInput("--trials, --max-epochs and --workers-per-trial must be at least 1")
-    space = load_space(args.space, args.model or MODEL[args.pipeline])
+    model = args.model or MODEL[args.pipeline]
+    space = load_space(args.space, model)
     out.mkdir(parents=True, exist_ok=True)
     base = build_base(args, out)
+    start, outside = default_point(space, base, model)
+    print("the first trial is the defaults" if start else
+          "the space cannot draw the defaults' " + ", ".join(outside) +
+          ": no trial of the defaults to compare with")
 
     from engine.training.ray_train import init_ray
 
@@ -249,7 +257,13 @@ def _main(args, out: Path, resume: str, phase: dict, presses: dict) -> int:
         if exp_path.exists() and not args.resume:
             raise BadInput(f"{exp_path}: a search already exists here; pass --resume to "
                            "continue it or choose another --output")
-        searcher = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=args.seed))
+        # The first trial is the defaults (when the space can draw them), so the search reports
+        # whether it beat them on the same budget; TPE then models after a third of the trials
+        # are drawn at random (Optuna's default is 10, all of a short search).
+        searcher = OptunaSearch(
+            points_to_evaluate=[start] if start else None,
+            sampler=optuna.samplers.TPESampler(
+                seed=args.seed, n_startup_trials=max(1, min(10, args.trials // 3))))
         tuner = tune.Tuner(
             trainable,
             param_space=to_tune(space),
@@ -270,6 +284,8 @@ def _main(args, out: Path, resume: str, phase: dict, presses: dict) -> int:
               f"search is saved in {exp_path}; resume with: {resume}", file=sys.stderr)
         return EXIT_INTERRUPTED
     rows = trial_table(results, args.max_epochs)
+    for r in rows:
+        r["defaults"] = start is not None and r["config"] == start
     print_table(rows)
     ok = [r for r in rows if not math.isnan(r["best_val_recall@10"])]
     if not ok:
@@ -286,6 +302,8 @@ def _main(args, out: Path, resume: str, phase: dict, presses: dict) -> int:
         "epochs_run": total,
         "epochs_without_early_stopping": len(rows) * args.max_epochs,
         "trials_stopped_early": sum(r["stopped_early"] for r in rows),
+        "defaults_val_recall@10": next((r["best_val_recall@10"] for r in rows if r["defaults"]),
+                                       None),
         "table": [{k: v for k, v in r.items()} for r in rows],
     }
     path = out / "best_config.json"
@@ -293,6 +311,9 @@ def _main(args, out: Path, resume: str, phase: dict, presses: dict) -> int:
     print(f"\nbest val Recall@10 {best['best_val_recall@10']:.4f} (trial {best['trial']}); "
           f"{total} epochs run of {len(rows) * args.max_epochs} without early stopping; "
           f"TensorBoard: tensorboard --logdir {out / 'trials'} --host 127.0.0.1")
+    if summary["defaults_val_recall@10"] is not None:
+        print(f"the defaults (the trial marked *): best val Recall@10 "
+              f"{summary['defaults_val_recall@10']:.4f}")
     print(path)
     return 0
 

@@ -30,20 +30,24 @@ from pathlib import Path
 from engine.errors import BadInput
 from engine.training.config import TrainConfig
 
+# Around TrainConfig's defaults (lr 0.01, heads 2, D 64, dropout 0.1, 4 negatives, fanouts
+# [10, 5], neg_popularity 0.5, l2 1e-5, SVD start, BPR; affinity tau 2 and start 2), each of
+# which the space can draw: the search's first trial is the defaults themselves
+# (:func:`default_point`), and the others look near them. A wider search is a space file away.
 DEFAULT_SPACE: dict[str, dict] = {
-    "lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1},
-    "heads": {"type": "choice", "values": [1, 2, 4, 8]},
+    "lr": {"type": "loguniform", "low": 2e-3, "high": 5e-2},
+    "heads": {"type": "choice", "values": [1, 2, 4]},
     "genre_weight": {"type": "uniform", "low": 0.0, "high": 1.0},
     "embedding_dim": {"type": "choice", "values": [32, 64, 128]},
-    "dropout": {"type": "uniform", "low": 0.0, "high": 0.5},
-    "num_neg": {"type": "choice", "values": [1, 2, 4, 8]},
-    "fanouts": {"type": "choice", "values": ["10,5", "15,10", "5,5"]},
+    "dropout": {"type": "uniform", "low": 0.0, "high": 0.3},
+    "num_neg": {"type": "choice", "values": [2, 4, 8]},
+    "fanouts": {"type": "choice", "values": ["10,5", "10,3", "15,10", "5,5"]},
     "neg_popularity": {"type": "uniform", "low": 0.0, "high": 1.0},
-    "l2": {"type": "loguniform", "low": 1e-6, "high": 1e-3},
-    "id_init": {"type": "choice", "values": ["normal", "svd"]},
+    "l2": {"type": "loguniform", "low": 1e-6, "high": 1e-4},
+    "id_init": {"type": "choice", "values": ["svd", "normal"]},
     "loss": {"type": "choice", "values": ["bpr", "softmax"]},
     "model_options.affinity_tau": {"type": "choice", "values": [0.0, 1.0, 2.0, 4.0]},
-    "model_options.affinity_init": {"type": "choice", "values": [0.5, 1.0, 2.0]},
+    "model_options.affinity_init": {"type": "choice", "values": [0.5, 1.0, 2.0, 4.0]},
 }
 TYPES = ("loguniform", "uniform", "randint", "choice")
 MODEL_OPTION = "model_options."  # a key "model_options.NAME" searches the model's option NAME
@@ -130,6 +134,36 @@ def validate_space(space, where: Path | str = "search space", model: str | None 
                 raise BadInput(f"{where}: '{name}' value {value!r} is not a list of "
                                "comma-separated integers") from None
             TrainConfig.validate(to_train_config(point, defaults), where=f"{where}: search space")
+
+
+def default_point(space: dict[str, dict], base: dict, model: str) -> tuple[dict | None, list[str]]:
+    """The base configuration's own value of every key of ``space``, written as the space writes
+    it (fanouts ``"10,5"``; a ``model_options.NAME`` from base's model_options, else the model's
+    default), so that a search can start from the defaults. Returns ``(point, [])``, or
+    ``(None, keys)`` naming the keys whose default the space cannot draw (outside a range, not
+    among the choices): Optuna takes a starting point only whole."""
+    from engine.models import model_option_defaults
+
+    options = {**model_option_defaults(model), **(base.get("model_options") or {})}
+    point, outside = {}, []
+    for name, spec in space.items():
+        value = (options.get(name[len(MODEL_OPTION):]) if name.startswith(MODEL_OPTION)
+                 else base.get(name))
+        if name == "fanouts" and isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        if spec["type"] == "choice":
+            # 2 and 2.0 are one choice; True and 1 are not
+            inside = any(value == v and isinstance(value, bool) == isinstance(v, bool)
+                         for v in spec["values"])
+        else:
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            inside = number and (spec["low"] <= value < spec["high"] if spec["type"] == "randint"
+                                 else spec["low"] <= value <= spec["high"])
+        if inside:
+            point[name] = value
+        else:
+            outside.append(name)
+    return (None, outside) if outside else (point, [])
 
 
 def to_tune(space: dict[str, dict]) -> dict:

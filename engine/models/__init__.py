@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from typing import Any
 
 import torch
@@ -37,8 +37,9 @@ MODELS: dict[str, type[nn.Module]] = {
 
 __all__ = ["META_KEYS", "MODELS", "EnhancedGATRecommender", "GATRecommender", "PlaylistGAT",
            "PlaylistGATOptions", "UnknownModelOption", "build_model", "count_parameters",
-           "graph_meta", "infer", "known_option_names", "model_option_names", "part_score_fns",
-           "rank_scores", "score", "score_bias", "score_fn"]
+           "graph_meta", "infer", "known_option_names", "model_option_defaults",
+           "model_option_names", "part_score_fns", "rank_scores", "score", "score_bias",
+           "score_fn"]
 # the constructor arguments every model takes from the graph (graph_meta's keys)
 META_KEYS = ("num_nodes", "owner_type", "item_type", "edge_types", "feature_dims",
              "edge_attr_dims")
@@ -68,6 +69,18 @@ def model_option_names(name: str) -> set[str]:
     if options is not None:
         return {f.name for f in fields(options)}
     return set(inspect.signature(cls.__init__).parameters) - {"self", *META_KEYS}
+
+
+def model_option_defaults(name: str) -> dict[str, Any]:
+    """The defaults of model ``name``'s own options (those :func:`model_option_names` lists that
+    have one; training hyper-parameters such as ``heads`` have theirs in ``TrainConfig``)."""
+    model_option_names(name)  # an unknown name raises
+    cls = MODELS[name]
+    options = getattr(cls, "Options", None)
+    if options is not None:
+        return {f.name: f.default for f in fields(options) if f.default is not MISSING}
+    return {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()
+            if k not in ("self", *META_KEYS) and p.default is not inspect.Parameter.empty}
 
 
 def known_option_names() -> set[str]:
