@@ -298,3 +298,54 @@ def test_restarts_before_any_checkpoint_are_each_recorded(tiny_playlists, tmp_pa
             _run(tiny_playlists, out, epochs=1, hooks=[faults.StopAt(0)])
     result = _run(tiny_playlists, out, epochs=1)
     assert result["resumes"] == [{"from_epoch": 0, "epochs_lost": 1}] * 2
+
+
+@pytest.mark.timeout(120)
+def test_a_local_node_that_misses_rays_start_deadline_is_started_again(monkeypatch, capsys):
+    """Ray gives a new node 30 s to register and raises a bare Exception when a busy machine
+    misses it: init_ray starts it again on a fresh port, says so in one line, and gives up
+    (Ray's own error) after START_TRIES."""
+    import os
+
+    import ray
+
+    from engine.training import ray_train
+
+    for name in ("RAY_ADDRESS", "RAY_GCS_SERVER_PORT", *ray_train.QUIET_ENV,
+                 *ray_train.EMBEDDED_ENV):  # restored after the test, whatever init_ray sets
+        if name in os.environ:
+            monkeypatch.setenv(name, os.environ[name])
+        else:
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(ray_train, "_set_env", [])
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    calls = []
+
+    def slow_node(fails):
+        def init(address=None, **kwargs):
+            calls.append((address, kwargs["runtime_env"]["env_vars"]["RAY_ADDRESS"],
+                          os.environ["RAY_ADDRESS"]))
+            if len(calls) <= fails:
+                raise Exception(  # noqa: TRY002 - what Ray raises"The current node timed out during startup. This could happen "
+                                "because some of the raylet failed to startup or the GCS has "
+                                "become overloaded.")
+        return init
+
+    monkeypatch.setattr(ray, "init", slow_node(fails=1))
+    assert ray_train.init_ray(num_cpus=1) is ray
+    assert [c[0] for c in calls] == ["local", "local"]
+    assert calls[0][1] != calls[1][1]  # a fresh port
+    assert calls[1][1] == calls[1][2]  # spawned processes and this one agree on the address
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "starting it again (2 of 3)" in err[0]
+
+    calls.clear()
+    monkeypatch.setattr(ray, "init", slow_node(fails=ray_train.START_TRIES))
+    with pytest.raises(Exception, match="timed out during startup"):
+        ray_train.init_ray(num_cpus=1)
+    assert len(calls) == ray_train.START_TRIES
+
+    calls.clear()
+    monkeypatch.setattr(ray, "init", lambda **kw: (_ for _ in ()).throw(ValueError("other")))
+    with pytest.raises(ValueError, match="other"):  # any other failure is not retried
+        ray_train.init_ray(num_cpus=1)

@@ -44,6 +44,9 @@ LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 _set_env: list[str] = []  # env vars init_ray set, removed again by shutdown_ray
 
 
+START_TRIES = 3  # embedded Ray: starts of the local node before giving up (init_ray)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -155,8 +158,23 @@ def init_ray(address: str | None = None, dashboard: bool = True, num_cpus: float
             raise BadInput(f"--address {address}: no Ray cluster answers there "
                            f"({str(exc).splitlines()[0]})") from None
     else:
-        # "local": start a new instance even though RAY_ADDRESS is now set
-        ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
+        for attempt in range(1, START_TRIES + 1):
+            try:
+                # "local": start a new instance even though RAY_ADDRESS is now set
+                ray.init(address="local", num_cpus=num_cpus, _node_ip_address="127.0.0.1",
+                         **kwargs)
+                break
+            except Exception as exc:  # Ray raises a bare Exception for this
+                # Ray gives the raylet 30 s to register with the GCS, which a machine busy with
+                # other work can miss: start again on a fresh port.
+                if "timed out during startup" not in str(exc) or attempt == START_TRIES:
+                    raise
+                print(f"Ray's local node did not start within Ray's 30 s (a busy machine?); "
+                      f"starting it again ({attempt + 1} of {START_TRIES})", file=sys.stderr)
+                gcs = f"127.0.0.1:{_free_port()}"
+                _setenv("RAY_GCS_SERVER_PORT", gcs.rsplit(":", 1)[1])
+                _setenv("RAY_ADDRESS", gcs)
+                kwargs["runtime_env"]["env_vars"]["RAY_ADDRESS"] = gcs
         os.environ.pop("RAY_GCS_SERVER_PORT", None)
     return ray
 
