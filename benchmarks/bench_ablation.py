@@ -230,6 +230,15 @@ ROWS.update({  # issue #15: full mode's batch and fanouts, checked at a size tha
                             batch_size=256, fanouts=[10, 3], options=_SVD),
 })
 
+ROWS.update({  # issue #10: a wider dot product (PureSVD rank 256 is above item-kNN at 2,697)
+    "svd_zero_msgs_dim256": _row("new defaults, D = 256 (SVD start of rank 256)", tau=2.0,
+                                 id_init="svd", loss="bpr", embedding_dim=256, options=_SVD),
+    "svd_zero_msgs_dim256_no_track_features_dot_loss1": _row(
+        "D = 256, tracks without feature inputs, + the loss on the dot product alone", tau=2.0,
+        id_init="svd", loss="bpr", embedding_dim=256, dot_loss=1.0,
+        options={**_SVD, "feature_types": []}),
+})
+
 
 def dot_alone_val(cfg: dict) -> float | None:
     """Validation Recall@10 of the best weights' GAT dot product alone (no artist affinity), on

@@ -326,9 +326,9 @@ def test_a_local_node_that_misses_rays_start_deadline_is_started_again(monkeypat
             calls.append((address, kwargs["runtime_env"]["env_vars"]["RAY_ADDRESS"],
                           os.environ["RAY_ADDRESS"]))
             if len(calls) <= fails:
-                raise Exception(  # noqa: TRY002 - what Ray raises"The current node timed out during startup. This could happen "
-                                "because some of the raylet failed to startup or the GCS has "
-                                "become overloaded.")
+                raise Exception(  # noqa: TRY002 - what Ray raises
+                    "The current node timed out during startup. This could happen because some "
+                    "of the raylet failed to startup or the GCS has become overloaded.")
         return init
 
     monkeypatch.setattr(ray, "init", slow_node(fails=1))
