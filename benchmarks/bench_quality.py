@@ -8,8 +8,10 @@ data sizes and seeds.
 For every size N (playlists in the seeded sample; 0 = all 2,697) and seed S:
 
 1. ``python -m jobs.train_kaggle --data DATA --mode MODE --max-playlists N --seed S --workers 1``
-   per variant: ``defaults`` (every hyper-parameter at its default) and ``no_artist`` (the same
-   model trained without the artist-affinity term, ``model_options.affinity_types = []``).
+   per variant: ``defaults`` (every hyper-parameter at its default), ``no_artist`` (the same
+   model trained without the artist-affinity term, ``model_options.affinity_types = []``) and
+   ``tuned`` (``--tuned best_config.json`` of a ``tune.search`` on the same sample: its test
+   figures beside the defaults').
    ``--reuse`` reads a variant's existing ``metrics.json`` instead of training again.
 2. From the defaults run's ``metrics.json``: the model's test metrics beside popularity and
    item-kNN (same split, candidates, masking and tie-break: the run computed them).
@@ -51,15 +53,19 @@ from engine.training.run_data import RunData
 
 KEYS = ("recall@10", "ndcg@10", "recall@50", "r_precision", "distinct_artists@10", "coverage@10")
 BASELINES = ("popularity", "item-kNN", "ALS", "BPR-MF", "EASE", "item-kNN + artist")
-VARIANTS = {"defaults": {}, "no_artist": {"model_options": {"affinity_types": []}}}
+# "tuned": the configuration of --tuned (a tune.search best_config.json)
+VARIANTS = {"defaults": {}, "no_artist": {"model_options": {"affinity_types": []}}, "tuned": {}}
 
 
-def train(data: str, mode: str, out: Path, size: int, seed: int, variant: str) -> None:
+def train(data: str, mode: str, out: Path, size: int, seed: int, variant: str,
+          tuned: str | None = None) -> None:
     cmd = [sys.executable, "-m", "jobs.train_kaggle", "--data", data, "--mode", mode,
            "--workers", "1", "--output", str(out), "--no-progress", "--seed", str(seed),
            "--max-playlists", str(size)]
     out.parent.mkdir(parents=True, exist_ok=True)
-    if VARIANTS[variant]:
+    if variant == "tuned":
+        cmd += ["--config", tuned]
+    elif VARIANTS[variant]:
         cfg = out.parent / f"{variant}.config.json"
         cfg.write_text(json.dumps(VARIANTS[variant]))
         cmd += ["--config", str(cfg)]
@@ -141,7 +147,7 @@ def sample_rows(args, size: int, seed: int) -> dict:
         out = folder / variant
         if not (args.reuse and (out / "metrics.json").exists()):
             shutil.rmtree(out, ignore_errors=True)  # the same folder would resume, not train
-            train(args.data, args.mode, out, size, seed, variant)
+            train(args.data, args.mode, out, size, seed, variant, args.tuned)
         runs[variant] = json.loads((out / "metrics.json").read_text())
     m = runs["defaults"]
     cfg = TrainConfig.from_saved(m["config"])
@@ -151,6 +157,9 @@ def sample_rows(args, size: int, seed: int) -> dict:
     if "no_artist" in runs:
         rows["PlaylistGAT trained without the artist term"] = {
             "test": runs["no_artist"]["test"], "train_seconds": runs["no_artist"]["train_seconds"]}
+    if "tuned" in runs:
+        rows["PlaylistGAT, tune.search's best configuration"] = {
+            "test": runs["tuned"]["test"], "train_seconds": runs["tuned"]["train_seconds"]}
     rows["popularity"] = {"test": m["baselines"]["popularity"]}
     rows["item-kNN"] = {"test": m["baselines"]["item_knn"]}
     if not args.no_implicit:
@@ -221,6 +230,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--variants", nargs="+", choices=sorted(VARIANTS),
                    default=["defaults", "no_artist"])
+    p.add_argument("--tuned", default=None, help="variant tuned: this best_config.json of "
+                   "tune.search (its search ran on the same data, mode and seed)")
     p.add_argument("--reuse", action="store_true", help="read existing metrics.json, no training")
     p.add_argument("--summary", action="store_true",
                    help="only print the summary of the samples' existing rows.json files")
@@ -229,6 +240,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if "defaults" not in args.variants:
         p.error("--variants must include defaults")
+    if ("tuned" in args.variants) != bool(args.tuned):
+        p.error("variant tuned and --tuned go together")
     if args.summary:
         files = [Path(args.output) / f"n{size}_s{seed}" / "rows.json"
                  for size in args.sizes for seed in args.seeds]
