@@ -300,52 +300,100 @@ def test_restarts_before_any_checkpoint_are_each_recorded(tiny_playlists, tmp_pa
     assert result["resumes"] == [{"from_epoch": 0, "epochs_lost": 1}] * 2
 
 
-@pytest.mark.timeout(120)
-def test_a_local_node_that_misses_rays_start_deadline_is_started_again(monkeypatch, capsys):
-    """Ray gives a new node 30 s to register and raises a bare Exception when a busy machine
-    misses it: init_ray starts it again on a fresh port, says so in one line, and gives up
-    (Ray's own error) after START_TRIES."""
+@pytest.fixture
+def fake_ray_start(monkeypatch):
+    """init_ray against a fake ``ray.init`` (the real module otherwise): what init_ray puts in the
+    environment is restored before each start and afterwards, and a shared Ray session of other
+    tests is untouched.
+    Yields ``start(fails)``: installs a ray.init that raises Ray's start-timeout error on its
+    first ``fails`` calls and records each call's address, runtime_env and environment."""
     import os
 
     import ray
 
     from engine.training import ray_train
 
-    for name in ("RAY_ADDRESS", "RAY_GCS_SERVER_PORT", *ray_train.QUIET_ENV,
-                 *ray_train.EMBEDDED_ENV):  # restored after the test, whatever init_ray sets
-        if name in os.environ:
-            monkeypatch.setenv(name, os.environ[name])
-        else:
-            monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(ray_train, "_set_env", [])
+    names = ("RAY_ADDRESS", "RAY_GCS_SERVER_PORT", "RAY_DEDUP_LOGS", *ray_train.QUIET_ENV,
+             *ray_train.EMBEDDED_ENV)
+    before = {name: os.environ.get(name) for name in names}
+    for name in names:  # recorded, so that teardown restores (or removes) each of them
+        monkeypatch.setenv(name, before[name] or "")
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     calls = []
 
-    def slow_node(fails):
+    def start(fails: int = 0):
+        # each start sees the environment as it was before the test (a fresh process)
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        monkeypatch.setattr(ray_train, "_set_env", [])
+
         def init(address=None, **kwargs):
-            calls.append((address, kwargs["runtime_env"]["env_vars"]["RAY_ADDRESS"],
-                          os.environ["RAY_ADDRESS"]))
+            calls.append({"address": address, "env_vars": dict(kwargs["runtime_env"]["env_vars"]),
+                          "environ": dict(os.environ)})
             if len(calls) <= fails:
                 raise Exception(  # noqa: TRY002 - what Ray raises
                     "The current node timed out during startup. This could happen because some "
                     "of the raylet failed to startup or the GCS has become overloaded.")
-        return init
+        calls.clear()
+        monkeypatch.setattr(ray, "init", init)
+        return calls
 
-    monkeypatch.setattr(ray, "init", slow_node(fails=1))
+    yield start
+
+
+@pytest.mark.timeout(120)
+def test_a_local_node_that_misses_rays_start_deadline_is_started_again(fake_ray_start, capsys):
+    """Ray gives a new node 30 s to register and raises a bare Exception when a busy machine
+    misses it: init_ray starts it again on a fresh port, says so in one line, and gives up
+    (Ray's own error) after START_TRIES."""
+    import ray
+
+    from engine.training import ray_train
+
+    calls = fake_ray_start(fails=1)
     assert ray_train.init_ray(num_cpus=1) is ray
-    assert [c[0] for c in calls] == ["local", "local"]
-    assert calls[0][1] != calls[1][1]  # a fresh port
-    assert calls[1][1] == calls[1][2]  # spawned processes and this one agree on the address
+    assert [c["address"] for c in calls] == ["local", "local"]
+    first, second = (c["env_vars"]["RAY_ADDRESS"] for c in calls)
+    assert first != second  # a fresh port
+    assert calls[1]["environ"]["RAY_ADDRESS"] == second  # spawned processes and this one agree
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "starting it again (2 of 3)" in err[0]
 
-    calls.clear()
-    monkeypatch.setattr(ray, "init", slow_node(fails=ray_train.START_TRIES))
+    calls = fake_ray_start(fails=ray_train.START_TRIES)
     with pytest.raises(Exception, match="timed out during startup"):
         ray_train.init_ray(num_cpus=1)
     assert len(calls) == ray_train.START_TRIES
 
-    calls.clear()
-    monkeypatch.setattr(ray, "init", lambda **kw: (_ for _ in ()).throw(ValueError("other")))
+    def other(**kwargs):
+        raise ValueError("other")
+
+    calls = fake_ray_start()
+    import ray as ray_module
+
+    ray_module.init = other  # restored by the fixture's monkeypatch
     with pytest.raises(ValueError, match="other"):  # any other failure is not retried
         ray_train.init_ray(num_cpus=1)
+
+
+@pytest.mark.timeout(120)
+def test_tune_search_turns_off_rays_folding_of_alike_lines(fake_ray_start):
+    """Concurrent trials' epoch lines differ only in their figures, and Ray's log dedup prints
+    one of them with a "[repeated 2x across cluster]" note: tune.search starts Ray without it
+    (and the job's processes get the setting); training jobs keep Ray's default."""
+    from engine.training import ray_train
+
+    calls = fake_ray_start()
+    ray_train.init_ray(num_cpus=1, dedup_logs=False)
+    assert calls[0]["env_vars"]["RAY_DEDUP_LOGS"] == "0"
+    assert calls[0]["environ"]["RAY_DEDUP_LOGS"] == "0"
+    calls = fake_ray_start()
+    ray_train.init_ray(num_cpus=1)
+    assert calls[0]["env_vars"]["RAY_DEDUP_LOGS"] == "1"
+    import inspect
+
+    from tune import search
+
+    assert "dedup_logs=False" in inspect.getsource(search._main)

@@ -231,7 +231,8 @@ def _main(args, out: Path, resume: str, phase: dict, presses: dict) -> int:
 
     # before any other Ray import: an embedded Ray binds to loopback only if it is started by
     # the first import (engine.training.ray_train.init_ray); Ray's own lines: out/ray.log
-    ray = init_ray(address=args.address, log_dir=out)
+    # dedup off: concurrent trials' epoch lines differ only in their figures
+    ray = init_ray(address=args.address, log_dir=out, dedup_logs=False)
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler

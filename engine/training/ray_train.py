@@ -104,7 +104,7 @@ def _resolve_address(address: str) -> str:
 
 
 def init_ray(address: str | None = None, dashboard: bool = True, num_cpus: float | None = None,
-             log_dir: str | Path | None = None):
+             log_dir: str | Path | None = None, dedup_logs: bool = True):
     """Start Ray embedded (no address) or join a cluster (``auto`` or ``HOST:PORT``).
 
     Whatever it starts or joins, the cluster's address goes into ``RAY_ADDRESS`` of this process
@@ -112,7 +112,13 @@ def init_ray(address: str | None = None, dashboard: bool = True, num_cpus: float
     cleaner uses the state API) never guess among several Ray instances on one machine.
     Embedded Ray binds its services to 127.0.0.1 on a port chosen here. The dashboard is on by
     default because the state API needs it; it listens on 127.0.0.1. With ``log_dir``, Ray's
-    own log lines go to ``<log_dir>/ray.log`` (see :func:`route_ray_logs`)."""
+    own log lines go to ``<log_dir>/ray.log`` (see :func:`route_ray_logs`). ``dedup_logs=False``
+    turns off Ray's folding of alike lines from several processes (read when Ray is imported, so
+    it takes effect when Ray is not imported yet): the lines of concurrent Tune trials differ
+    only in their figures, and Ray would print one of them with a "[repeated 2x across
+    cluster]" note."""
+    if not dedup_logs:
+        _setenv("RAY_DEDUP_LOGS", "0", force=False)
     if not address and "ray" not in sys.modules:
         # Ray's single-machine mode (its default on macOS/Windows): the node's address is
         # 127.0.0.1, so GCS, raylet, agents and workers listen on loopback only. Read once when
@@ -127,7 +133,7 @@ def init_ray(address: str | None = None, dashboard: bool = True, num_cpus: float
     if ray.is_initialized():
         return ray
     route_ray_logs(log_dir)
-    env = dict(QUIET_ENV)
+    env = dict(QUIET_ENV) if dedup_logs else {**QUIET_ENV, "RAY_DEDUP_LOGS": "0"}
     if address:
         try:
             gcs = _resolve_address(address)
