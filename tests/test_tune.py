@@ -140,7 +140,8 @@ def test_trials_with_two_workers_launch_a_torch_trainer(ray_session, tiny_playli
 
 def test_closing_table_shows_whole_trial_ids_and_full_headers(capsys):
     rows = [{"trial": "trial_8a9e59b6_1_dropout=0.1234,embedding_dim=64_2026-12-04",
-             "trial_id": "8a9e59b6_00000", "number": search.trial_number("8a9e59b6_00000", 9),
+             "trial_id": "8a9e59b6_00000",
+             "number": search.trial_number("t1", "8a9e59b6_00000", 9),
              "config": {"dropout": 0.123456, "embedding_dim": 64, "genre_weight": 0.5},
              "epochs": 2, "best_val_recall@10": 0.25, "stopped_early": False, "error": None},
             {"trial": "t2", "trial_id": "8a9e59b6_00001", "number": 2, "config": {},
@@ -152,3 +153,13 @@ def test_closing_table_shows_whole_trial_ids_and_full_headers(capsys):
                               "epochs", "best", "val", "R@10", "stopped"]
     assert first.split()[:2] == ["#1", "8a9e59b6_00000"] and "0.1235" in first
     assert second.split()[:2] == ["#2", "8a9e59b6_00001"] and second.endswith("ERROR boom")
+
+
+def test_trial_numbers_come_from_tunes_folder_names():
+    """Tune 2.60's trial ids are 8 hex digits without a counter; one made of decimal digits only
+    was read as a counter (trial "#25722107" in a 24-trial search)."""
+    folder = "trial_25722106_3_dropout=0.2831,embedding_dim=32_2026-12-07_05-52-19"
+    assert search.trial_number(folder, "25722106", 7) == 3
+    assert search.trial_number("trial_57224c9d_1_dropout=0.1", "57224c9d", 7) == 1
+    assert search.trial_number("elsewhere", "25722106", 7) == 7
+    assert search.trial_number("elsewhere", "8a9e59b6_00003", 7) == 4

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -144,10 +145,16 @@ def build_base(args, out: Path) -> dict:
     return base
 
 
-def trial_number(trial_id: str, default: int) -> int:
-    """Tune's trial ids end in a creation counter (``8a9e59b6_00003``): trial 4 of the search."""
-    tail = trial_id.rsplit("_", 1)[-1]
-    return int(tail) + 1 if tail.isdigit() else default
+def trial_number(folder: str, trial_id: str, default: int) -> int:
+    """The trial's number in the search: Tune names a trial's folder
+    ``trial_<id>_<number>_<config>``; an id with a creation counter (``8a9e59b6_00003``, older
+    Tune) gives trial 4; else ``default``. Tune 2.60's ids are 8 hex digits, which can all be
+    decimal digits, so the id alone is not a counter."""
+    match = re.match(rf"trial_{re.escape(trial_id)}_(\d+)_", folder)
+    if match:
+        return int(match.group(1))
+    head, _, tail = trial_id.rpartition("_")
+    return int(tail) + 1 if head and tail.isdigit() else default
 
 
 def trial_table(results, max_epochs: int) -> list[dict]:
@@ -158,7 +165,8 @@ def trial_table(results, max_epochs: int) -> list[dict]:
         best = float(df[METRIC].max()) if df is not None and METRIC in df else float("nan")
         trial_id = str((r.metrics or {}).get("trial_id") or Path(r.path).name)
         rows.append({"trial": Path(r.path).name, "trial_id": trial_id,
-                     "number": trial_number(trial_id, i + 1), "config": r.config or {},
+                     "number": trial_number(Path(r.path).name, trial_id, i + 1),
+                     "config": r.config or {},
                      "epochs": epochs, "best_val_recall@10": best,
                      "stopped_early": epochs < max_epochs,
                      "error": str(r.error).splitlines()[0] if r.error else None})
