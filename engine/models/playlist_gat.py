@@ -17,7 +17,8 @@ Feature projections start at the scale of the ID embeddings (``init_std``) so ne
 other. A training run may instead give tracks ID embeddings too and start the playlist and track
 tables from a truncated SVD of the training matrix (``id_init = "svd"``, :mod:`.init`): then the
 track table starts from co-occurrence rather than noise, and a track without training edges starts
-at zero and is still its features plus its neighbours.
+at zero and is still its features plus its neighbours; with ``id_rows`` (:mod:`.id_rows`) so is a
+track below ``id_min_edges`` fit edges, which has no row at all.
 
 **Layers.** ``num_layers`` heterogeneous GAT layers (:class:`~.layers.HeteroGAT`: one
 ``GATConv(heads, concat=False, add_self_loops=False)`` per edge type, summed per destination):
@@ -79,6 +80,7 @@ from torch import Tensor, nn
 
 from engine.graph.types import EdgeType, Subgraph
 from engine.models.affinity import ScoreBias, link_affinity
+from engine.models.id_rows import RowEmbedding
 from engine.models.layers import (
     Attention,
     GenreAffinity,
@@ -118,6 +120,8 @@ class PlaylistGATOptions:
     r""":math:`w \in [0, 1]`, the genre-affinity share of the score (module docstring)."""
     id_embeddings: Iterable[str] | None = None
     """node types with ID embeddings; ``None``: every type read except a featured item type."""
+    id_rows: dict[str, int] | None = None
+    """rows of the ID table of types where only some nodes have one (:mod:`.id_rows`)."""
     genre_type: str = "genre"
     """name of the genre node type."""
     artist_type: str = "artist"
@@ -238,8 +242,10 @@ class PlaylistGAT(nn.Module):
         bare = [t for t in types if t not in with_id and t not in feature_dims]
         if bare:
             raise ValueError(f"node types {bare} have neither ID embeddings nor features")
+        rows = dict(o.id_rows or {})  # the others: a row per node
         self.emb = nn.ModuleDict(
-            {t: nn.Embedding(num_nodes[t], embedding_dim) for t in types if t in with_id})
+            {t: RowEmbedding(num_nodes[t], rows[t], embedding_dim) if t in rows
+             else nn.Embedding(num_nodes[t], embedding_dim) for t in types if t in with_id})
         self.proj = nn.ModuleDict(
             {t: nn.Linear(feature_dims[t], embedding_dim) for t in types if t in feature_dims})
         self.types = types
