@@ -57,7 +57,7 @@ class RowEmbedding(nn.Embedding):
         r = self.row[ids]
         has = torch.nonzero(r >= 0).flatten()
         vec = F.embedding(r[has].long(), self.weight, sparse=self.sparse)
-        return vec.new_zeros(ids.size(0), self.embedding_dim).index_add(0, has, vec)
+        return vec.new_zeros(ids.size(0), self.embedding_dim).index_add_(0, has, vec)
 
     def match_rows(self, state: dict, prefix: str) -> None:
         """Resize the table to the rows of ``state``'s (a saved model's) weight, so that its

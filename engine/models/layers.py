@@ -59,6 +59,13 @@ def local_edge_attr(sub: Subgraph, edge_type: EdgeType, dim: int | None, num_edg
     return ea.to(device=device, dtype=torch.float).view(-1, dim)
 
 
+def plus(a: Tensor, b: Tensor) -> Tensor:
+    """``a + b``; without autograd (full-graph inference), into ``a``: at the Kaggle file's size
+    each such sum of track states is a 300 MB copy (``a`` must be a fresh tensor of the
+    caller's). The same values either way."""
+    return a + b if torch.is_grad_enabled() else a.add_(b)
+
+
 def run_gat(conv: GATConv, edge_type: EdgeType, x_src: Tensor, x_dst: Tensor, sub: Subgraph,
             attention: Attention | None = None) -> Tensor:
     """``conv((x_src, x_dst), edges)`` over the local edges of ``edge_type`` (with their edge
@@ -127,17 +134,24 @@ def gat_by_destination(conv: GATConv, x_src: Tensor, x_dst: Tensor, ei: Tensor,
     n_dst = x_dst.size(0)
     order = torch.argsort(ei[1], stable=True)
     ends = torch.bincount(ei[1], minlength=n_dst).cumsum(0)  # in-edges of dst < v+1
-    out, lo = [], 0
+    if not n_dst:
+        return conv((x_src, x_dst), ei, edge_attr=ea)
+    # each group writes its rows into one output: no list of groups plus their concatenation,
+    # two copies of a 1.2 M-row state at once (round 3 of issue #15)
+    out, lo = None, 0
     while lo < n_dst:  # a loop over groups (E / chunk of them), not over edges
         first = int(ends[lo - 1]) if lo else 0
         hi = int(torch.searchsorted(ends, first + chunk, right=True))
         hi = min(max(hi, lo + 1), n_dst)
         sel = order[first:int(ends[hi - 1])]
         src, inverse = torch.unique(ei[0, sel], return_inverse=True)
-        out.append(conv((x_src[src], x_dst[lo:hi]), torch.stack([inverse, ei[1, sel] - lo]),
-                        edge_attr=None if ea is None else ea[sel], size=(src.numel(), hi - lo)))
+        y = conv((x_src[src], x_dst[lo:hi]), torch.stack([inverse, ei[1, sel] - lo]),
+                 edge_attr=None if ea is None else ea[sel], size=(src.numel(), hi - lo))
+        if out is None:
+            out = y.new_empty(n_dst, y.size(1))
+        out[lo:hi] = y
         lo = hi
-    return torch.cat(out) if out else conv((x_src, x_dst), ei, edge_attr=ea)
+    return out
 
 
 def layer_trim(sub: Subgraph, num_layers: int
@@ -228,7 +242,7 @@ class HeteroGAT(nn.Module):
             src, _, dst = et
             x_dst = h[dst] if rows is None else h[dst][:rows[dst]]
             y = run_gat(self.convs[edge_key(et)], et, h[src], x_dst, sub, attention)
-            out[dst] = out[dst] + y if dst in out else y
+            out[dst] = plus(out[dst], y) if dst in out else y
         return out
 
 

@@ -91,6 +91,7 @@ from engine.models.layers import (
     local_edges,
     node_ids,
     plan_layers,
+    plus,
     run_gat,
 )
 
@@ -296,14 +297,14 @@ class PlaylistGAT(nn.Module):
             n = sub.num_nodes(t)
             v = torch.zeros(n, self.embedding_dim, device=device)
             if t in self.emb:
-                v = v + self.emb[t](node_ids(sub, t, device))
+                v = plus(v, self.emb[t](node_ids(sub, t, device)))
             if t in self.proj:
                 x = sub.x.get(t)
                 width = self.proj[t].in_features
                 if x is None and n:
                     raise ValueError(f"node type {t!r} needs features x of width {width}")
                 x = torch.zeros(0, width) if x is None else x  # keeps proj in the autograd graph
-                v = v + self.proj[t](x.to(device=device, dtype=torch.float))
+                v = plus(v, self.proj[t](x.to(device=device, dtype=torch.float)))
             h[t] = v
         return h
 
@@ -357,8 +358,11 @@ class PlaylistGAT(nn.Module):
             last = depth == len(self.layers) - 1
             act = (lambda m: m) if last or not self.activation else F.elu
             h = {t: v[:rows[t]] if rows else v for t, v in h.items()}
-            h = {t: norms[t]((v if self.residual else 0.0)
-                             + F.dropout(act(msg[t]), self.dropout, self.training))
+            # in place without autograd (layers.plus) unless the genre path still reads h0
+            add = plus if genre_in is None or depth else torch.add
+            h = {t: norms[t](add(v, F.dropout(act(msg[t]), self.dropout, self.training))
+                             if self.residual else F.dropout(act(msg[t]), self.dropout,
+                                                             self.training))
                  if t in msg else v for t, v in h.items()}
             del msg
             for t in keep:
