@@ -5,18 +5,25 @@
 Builds full mode's model (``mode_config("full")`` of the checkout on ``PYTHONPATH``, so an older
 commit runs with its own preset) on the fit graph, SVD-started as a run starts, and times
 ``engine.models.infer`` (the full-graph forward every validation and the test run make) in a
-fresh process per repeat (2 threads). The peak is ``ru_maxrss`` after the forward minus before
-it, so the process must be fresh: a high-water mark set earlier hides it. Prints one JSON line
-per repeat.
+fresh process per repeat (2 threads). The peak extra memory is the process's high-water RSS
+during the forward (``VmHWM``, reset to the current RSS just before it through
+``/proc/self/clear_refs``: the SVD start sets a higher mark first) minus its RSS before it.
+Prints one JSON line per repeat.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import multiprocessing
-import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+
+def _status_gb(key: str) -> float:
+    line = next(ln for ln in Path("/proc/self/status").read_text().splitlines()
+                if ln.startswith(key + ":"))
+    return int(line.split()[1]) / 2**20  # kB
 
 
 def one(dataset: str) -> dict:
@@ -32,13 +39,14 @@ def one(dataset: str) -> dict:
     graph = RunData.load(cfg).graph("fit")
     model = make_model(cfg, graph)
     svd_init_(model, graph, cfg.seed)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    Path("/proc/self/clear_refs").write_text("5")  # the high-water mark := the RSS now
+    base = _status_gb("VmRSS")
     t0 = time.perf_counter()
     vecs = infer(model, graph)
     seconds = time.perf_counter() - t0
-    extra = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
-    return {"seconds": round(seconds, 1), "peak_extra_gb": round(extra / 2**30, 3),
-            "base_gb": round(base * 1024 / 2**30, 3),
+    extra = _status_gb("VmHWM") - base
+    return {"seconds": round(seconds, 1), "peak_extra_gb": round(extra, 3),
+            "base_gb": round(base, 3),
             "parameters": sum(p.numel() for p in model.parameters()),
             "vectors_sum": float(sum(v.double().sum() for v in vecs.values()))}
 
