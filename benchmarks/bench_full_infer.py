@@ -26,15 +26,16 @@ def _status_gb(key: str) -> float:
     return int(line.split()[1]) / 2**20  # kB
 
 
-def one(dataset: str) -> dict:
+def one(dataset: str, chunk: int) -> dict:
     import torch
 
-    from engine.models import infer
+    from engine.models import infer, layers
     from engine.models.init import svd_init_
     from engine.training.config import TrainConfig, make_model, mode_config
     from engine.training.run_data import RunData
 
     torch.set_num_threads(2)
+    layers.CHUNK_EDGES = chunk or layers.CHUNK_EDGES
     cfg = TrainConfig(dataset=dataset, **mode_config("full"))
     graph = RunData.load(cfg).graph("fit")
     model = make_model(cfg, graph)
@@ -45,7 +46,7 @@ def one(dataset: str) -> dict:
     vecs = infer(model, graph)
     seconds = time.perf_counter() - t0
     extra = _status_gb("VmHWM") - base
-    return {"seconds": round(seconds, 1), "peak_extra_gb": round(extra, 3),
+    return {"chunk_edges": layers.CHUNK_EDGES, "seconds": round(seconds, 1), "peak_extra_gb": round(extra, 3),
             "base_gb": round(base, 3),
             "parameters": sum(p.numel() for p in model.parameters()),
             "vectors_sum": float(sum(v.double().sum() for v in vecs.values()))}
@@ -55,11 +56,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--chunk-edges", type=int, nargs="+", default=[0],
+                    help="layers.CHUNK_EDGES values to alternate (0: the code's own)")
     args = ap.parse_args()
     ctx = multiprocessing.get_context("spawn")
     for _ in range(args.repeat):
-        with ProcessPoolExecutor(1, mp_context=ctx) as pool:
-            print(json.dumps(pool.submit(one, args.dataset).result()), flush=True)
+        for chunk in args.chunk_edges:
+            with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+                print(json.dumps(pool.submit(one, args.dataset, chunk).result()), flush=True)
     return 0
 
 
