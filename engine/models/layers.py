@@ -19,8 +19,11 @@ from engine.graph.types import EdgeType, Subgraph
 
 Attention = dict[EdgeType, tuple[Tensor, Tensor]]
 # Without autograd (full-graph inference), an edge type with more edges runs by destination groups
-# of this many edges (gat_by_destination); training steps and small graphs never reach it.
-CHUNK_EDGES = 1 << 18
+# of this many edges (gat_by_destination); training steps and small graphs never reach it. Each
+# group's per-edge tensors ([E, heads, D]) set the forward's peak at the Kaggle file's size: 64 k
+# edges instead of 256 k take 0.35 GB off rank 0's validation at the same speed (docs/benchmarks.md,
+# round 3).
+CHUNK_EDGES = 1 << 16
 
 
 def edge_key(edge_type: EdgeType) -> str:
