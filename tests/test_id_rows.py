@@ -43,6 +43,8 @@ def test_rows_go_to_the_items_with_enough_fit_edges_in_node_order(graphs, one_th
     table = model.emb["track"]
     assert isinstance(table, RowEmbedding) and table.num_embeddings == int(keep.sum())
     assert torch.equal(table.row, row)
+    assert dict(model.options.id_rows) == {"track": int(keep.sum())}
+    hash(model.options)  # options stay hashable, as the other iterable fields
     assert type(model.emb["playlist"]) is torch.nn.Embedding  # owners keep a row each
     # the default (every mode but full) builds the table as before: a row per track
     assert type(make_model(TrainConfig(**SMALL), fit).emb["track"]) is torch.nn.Embedding

@@ -121,7 +121,7 @@ class PlaylistGATOptions:
     r""":math:`w \in [0, 1]`, the genre-affinity share of the score (module docstring)."""
     id_embeddings: Iterable[str] | None = None
     """node types with ID embeddings; ``None``: every type read except a featured item type."""
-    id_rows: dict[str, int] | None = None
+    id_rows: dict[str, int] | tuple[tuple[str, int], ...] | None = None
     """rows of the ID table of types where only some nodes have one (:mod:`.id_rows`)."""
     genre_type: str = "genre"
     """name of the genre node type."""
@@ -155,6 +155,8 @@ class PlaylistGATOptions:
             value = getattr(self, name)
             if value is not None:  # one pass over a generator; hashable, order kept
                 object.__setattr__(self, name, tuple(value))
+        if self.id_rows is not None:  # hashable too: (type, rows) pairs
+            object.__setattr__(self, "id_rows", tuple(sorted(dict(self.id_rows).items())))
         if self.num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {self.num_layers}")
         if not 0.0 <= self.genre_weight <= 1.0:
