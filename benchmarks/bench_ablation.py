@@ -228,7 +228,13 @@ ROWS.update({  # issue #15: full mode's batch and fanouts, checked at a size tha
                            batch_size=64, fanouts=[10, 3], options=_SVD),
     "full_b256_f10_3": _row("batch 256, fanouts 10,3", tau=2.0, id_init="svd", loss="bpr",
                             batch_size=256, fanouts=[10, 3], options=_SVD),
+    # round 3: track ID rows only for tracks with >= 2 fit edges (TrainConfig.id_min_edges)
+    "full_b256_f10_3_idmin2": _row("batch 256, fanouts 10,3, track IDs for >= 2 fit edges",
+                                   tau=2.0, id_init="svd", loss="bpr", batch_size=256,
+                                   fanouts=[10, 3], id_min_edges=2, options=_SVD),
 })
+for _name in ("full_b64_f10_5", "full_b64_f10_3", "full_b256_f10_3"):  # measured with a row each
+    ROWS[_name][1].setdefault("id_min_edges", 1)
 
 ROWS.update({  # issue #10: a wider dot product (PureSVD rank 256 is above item-kNN at 2,697)
     "svd_zero_msgs_dim256": _row("new defaults, D = 256 (SVD start of rank 256)", tau=2.0,

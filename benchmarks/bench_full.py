@@ -209,7 +209,8 @@ def main() -> int:
     from engine.training.config import MODES
 
     batch = MODES["full"]["batch_size"]
-    shape = {k: v for k, v in MODES["full"].items() if k == "fanouts"}  # full mode's step
+    # full mode's step: its fanouts and track ID rows (round 3), at both sizes
+    shape = {k: v for k, v in MODES["full"].items() if k in ("fanouts", "id_min_edges")}
     if "step" in args.parts:
         small = out / "quick_size_dataset"
         if not small.exists():

@@ -12,6 +12,10 @@ variant sees the same load on average; each step is timed by phase as in ``bench
   every local node (no ``layers.gat_compact``), torch's ``SparseAdam``;
 * ``after``: ``batches.uniform_subset``, ``layers.gat_compact``, ``row_adam.RowAdam``.
 
+With ``--id-min-edges 1 2`` (round 3) both variants run today's code, each with a model of its
+own: ``before`` with a track ID row per track, ``after`` with rows only for tracks with at least
+2 fit edges (``TrainConfig.id_min_edges``); both draw the same batches (same sampler and seed).
+
 Both variants step the same model (one after the other) with their own optimisers; what is
 compared is time, not training. Prints median ms per phase, sampled nodes and us per triple,
 and per shape the median over steps of (after's step / before's step taken just before it).
@@ -36,6 +40,9 @@ def main() -> int:
     ap.add_argument("--dataset", required=True, help="prepared full-mode dataset folder")
     ap.add_argument("--configs", nargs="+", default=["64:10,5"], help="batch:fanouts shapes")
     ap.add_argument("--steps", type=int, default=10, help="timed steps per variant and shape")
+    ap.add_argument("--id-min-edges", type=int, nargs=2, metavar=("BEFORE", "AFTER"),
+                    help="compare two values of TrainConfig.id_min_edges instead (round 3): "
+                    "two models, today's code, the same batches")
     args = ap.parse_args()
 
     import torch
@@ -53,19 +60,22 @@ def main() -> int:
     torch.set_num_threads(1)
     cfg = TrainConfig(dataset=args.dataset)
     graph = RunData.load(cfg).graph("fit")
-    model = make_model(cfg, graph)
-    svd_init_(model, graph, cfg.seed)
+    models = {}
+    for name, k in zip(("before", "after"), args.id_min_edges or [cfg.id_min_edges]):
+        models[name] = make_model(TrainConfig(dataset=args.dataset, id_min_edges=k), graph)
+        svd_init_(models[name], graph, cfg.seed)
+    model = models.setdefault("after", models["before"])  # round 2: one model, both variants
     owners = owner_shard(torch.nonzero(graph.csr[graph.interaction].degree() > 0).flatten(),
                          0, 1, cfg.seed)
     fast = {"pool": B.uniform_subset, "conv": layers.gat_compact}
     slow = {"pool": lambda n, k, gen: torch.randperm(n, generator=gen)[:k],
             "conv": lambda conv, xs, xd, ei, ea: conv((xs, xd), ei, edge_attr=ea)}
     variants = {}
-    for name, fns in (("before", slow), ("after", fast)):
-        opts = make_optimisers(cfg, model)
-        if name == "before":
+    for name, fns in (("before", fast if args.id_min_edges else slow), ("after", fast)):
+        opts = make_optimisers(cfg, models[name])
+        if fns is slow:
             opts.sparse_adam = torch.optim.SparseAdam(opts.sparse, lr=cfg.lr)
-        assert isinstance(opts.sparse_adam, RowAdam) == (name == "after")
+        assert isinstance(opts.sparse_adam, RowAdam) == (fns is fast)
         variants[name] = (fns, opts)
     shapes = {}
     for spec in args.configs:
@@ -87,10 +97,10 @@ def main() -> int:
                 t = [time.perf_counter()]
                 b = next(its[name])
                 t.append(time.perf_counter())
-                vecs = model(b.sub)
+                vecs = models[name](b.sub)
                 t.append(time.perf_counter())
                 loss = criterion(vecs, graph.owner_type, graph.item_type, b, shape.l2,
-                                 score_bias(model, b.sub))
+                                 score_bias(models[name], b.sub))
                 t.append(time.perf_counter())
                 opts.zero_grad()
                 loss.backward()

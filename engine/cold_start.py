@@ -139,6 +139,9 @@ def fit_state(state: dict, model: torch.nn.Module, where: str, grow: int = 0
     naming the tensors: missing, unexpected, and shapes (saved vs. this model)."""
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise BadInput(f"{where}: not a model state dict (a checkpoint of weights)")
+    for name, module in model.named_modules():  # tables with a saved row map take its rows
+        if hasattr(module, "match_rows"):
+            module.match_rows(state, f"{name}." if name else "")
     want = model.state_dict()
     missing = [k for k in want if k not in state]
     unexpected = [k for k in state if k not in want]

@@ -25,7 +25,7 @@ DEFAULTS = {
     "num_threads": 0, "progress": True, "final_test": True,
 }
 # fields added after 814ebb2, at their defaults (what every run before them trained with)
-DEFAULTS.update({"dot_loss": 0.0, "id_lr": 0.0})
+DEFAULTS.update({"dot_loss": 0.0, "id_lr": 0.0, "id_min_edges": 1})
 CONFIG_FILE = {"lr": 0.05, "heads": 4, "fanouts": [5, 5], "num_layers": 3}
 SYNTHETIC = {"model": "enhanced", "epochs": 10, "embedding_dim": 32, "heads": 4,
              "genre_weight": 0.3}
@@ -38,7 +38,7 @@ CASES = [
                     "--holdout-size", "4", "--model", "enhanced", "--genre-weight", "0.2",
                     "--dropout", "0"],
      {"model": "enhanced", "epochs": 2, "lr": 0.003, "batch_size": 256, "fanouts": [10, 3],
-      "dropout": 0.0, "genre_weight": 0.2, "holdout": 4, "num_threads": 3}),
+      "id_min_edges": 2, "dropout": 0.0, "genre_weight": 0.2, "holdout": 4, "num_threads": 3}),
     (train_kaggle, ["--config", "CFG", "--heads", "8", "--batch-size", "32", "--pos-per-owner",
                     "2", "--num-neg", "3", "--embedding-dim", "16", "--l2", "0", "--patience", "0",
                     "--seed", "7", "--no-progress"],
@@ -84,7 +84,7 @@ def test_hparams_are_the_fields_marked_so():
     assert set(hp) == {"model", "lr", "batch_size", "pos_per_owner", "num_neg", "embedding_dim",
                        "heads", "num_layers", "dropout", "genre_weight", "l2", "neg_popularity",
                        "owner_rows", "id_init", "loss", "seed", "fanouts",
-                       "dot_loss", "id_lr"}  # the last two: added since
+                       "dot_loss", "id_lr", "id_min_edges"}  # the last three: added since
     assert hp["fanouts"] == "15,10" and hp["lr"] == 0.01
 
 

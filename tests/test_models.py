@@ -357,8 +357,9 @@ def test_playlist_gat_options_object_and_keyword_dict_build_the_same_model():
     :class:`PlaylistGATOptions` give the same state dict and outputs for the same seed; the
     options differ from the defaults, so a dropped or misrouted key shows."""
     sub = _graph()
-    # the constructor keyword arguments of PlaylistGAT before it took an options object
-    assert model_option_names("playlist") == set(SAVED_OPTIONS)
+    # the constructor keyword arguments of PlaylistGAT before it took an options object, and the
+    # options added since (id_rows: issue #15, round 3; its default builds what it built before)
+    assert model_option_names("playlist") == set(SAVED_OPTIONS) | {"id_rows"}
     torch.manual_seed(5)
     old = build_model("playlist", _meta(sub), strict=True, **SAVED_OPTIONS).eval()
     torch.manual_seed(5)
@@ -554,3 +555,29 @@ def test_zero_message_start_keeps_the_input_tables_and_still_learns():
     assert not torch.allclose(glorot(sub)[ITEM], glorot.emb[ITEM].weight)
     with pytest.raises(ValueError, match="message_init"):
         _build("playlist", sub, message_init="ones")
+
+
+@pytest.mark.parametrize("genre_weight", [0.0, 0.3])
+def test_inference_adds_in_place_and_gives_the_autograd_forwards_vectors(tiny_playlists,
+                                                                          genre_weight):
+    """Without autograd the states are summed in place (layers.plus; issue #15, round 3: a
+    1.2 M-row copy less per sum at the Kaggle file's size): bit for bit the vectors of the same
+    forward with autograd, the genre path (which reads the input states after the layers)
+    included, and a second inference gives them again (nothing the model keeps was changed)."""
+    from engine.models import infer
+    from engine.training.config import TrainConfig, make_model
+    from engine.training.run_data import RunData
+
+    cfg = TrainConfig(dataset=str(tiny_playlists), embedding_dim=8, heads=2,
+                      genre_weight=genre_weight, model_options={"message_init": "glorot"})
+    g = RunData.load(cfg).graph("fit")
+    torch.manual_seed(0)
+    model = make_model(cfg, g).eval()
+    with torch.enable_grad():
+        want = {t: v.detach() for t, v in model(g.full()).items()}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for _ in range(2):
+        got = infer(model, g)
+        for t, v in want.items():
+            assert torch.equal(got[t], v), t
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

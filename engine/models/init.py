@@ -13,7 +13,8 @@ with :math:`c_o, c_i` scaling each table to the standard deviation of its random
 model's own init scale), so :math:`\langle \mathbf{E}_p, \mathbf{E}_t \rangle \propto (\mathbf{U}\boldsymbol{\Sigma}
 \mathbf{V}^\top)_{pt}`: the co-occurrence structure of the whole matrix (PureSVD) is there at
 step 0, and BPR fine-tunes it. An item without training edges gets a zero row (its vector comes
-from its features and neighbours). The cost is a few sparse products with the edges, linear in
+from its features and neighbours); an item without a row (``id_min_edges``, :mod:`.id_rows`) keeps
+none, and the others get the rows they would get with a row for every item. The cost is a few sparse products with the edges, linear in
 the number of edges.
 """
 from __future__ import annotations
@@ -71,5 +72,11 @@ def svd_init_(model: nn.Module, graph: GraphData, seed: int) -> list[str]:
     factors = {graph.owner_type: u, graph.item_type: v}
     for t in types:
         f, w = factors[t], emb[t].weight
-        w.copy_(f * (w.std() / f.std().clamp(min=1e-12)))  # the scale its random start had
+        f = f * (w.std() / f.std().clamp(min=1e-12))  # the scale its random start had
+        row = getattr(emb[t], "row", None)  # engine.models.id_rows: only some nodes have rows
+        if row is None:
+            w.copy_(f)
+        else:  # a node with a row starts where it would with a row for every node
+            has = torch.nonzero(row >= 0).flatten()
+            w.index_copy_(0, row[has].long(), f[has])
     return types

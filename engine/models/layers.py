@@ -19,8 +19,11 @@ from engine.graph.types import EdgeType, Subgraph
 
 Attention = dict[EdgeType, tuple[Tensor, Tensor]]
 # Without autograd (full-graph inference), an edge type with more edges runs by destination groups
-# of this many edges (gat_by_destination); training steps and small graphs never reach it.
-CHUNK_EDGES = 1 << 18
+# of this many edges (gat_by_destination); training steps and small graphs never reach it. Each
+# group's per-edge tensors ([E, heads, D]) set the forward's peak at the Kaggle file's size: 64 k
+# edges instead of 256 k take 0.35 GB off rank 0's validation at the same speed (docs/benchmarks.md,
+# round 3).
+CHUNK_EDGES = 1 << 16
 
 
 def edge_key(edge_type: EdgeType) -> str:
@@ -57,6 +60,13 @@ def local_edge_attr(sub: Subgraph, edge_type: EdgeType, dim: int | None, num_edg
             raise ValueError(f"edge type {edge_type} needs edge_attr of width {dim}")
         return torch.zeros(0, dim, device=device)
     return ea.to(device=device, dtype=torch.float).view(-1, dim)
+
+
+def plus(a: Tensor, b: Tensor) -> Tensor:
+    """``a + b``; without autograd (full-graph inference), into ``a``: at the Kaggle file's size
+    each such sum of track states is a 300 MB copy (``a`` must be a fresh tensor of the
+    caller's). The same values either way."""
+    return a + b if torch.is_grad_enabled() else a.add_(b)
 
 
 def run_gat(conv: GATConv, edge_type: EdgeType, x_src: Tensor, x_dst: Tensor, sub: Subgraph,
@@ -127,17 +137,24 @@ def gat_by_destination(conv: GATConv, x_src: Tensor, x_dst: Tensor, ei: Tensor,
     n_dst = x_dst.size(0)
     order = torch.argsort(ei[1], stable=True)
     ends = torch.bincount(ei[1], minlength=n_dst).cumsum(0)  # in-edges of dst < v+1
-    out, lo = [], 0
+    if not n_dst:
+        return conv((x_src, x_dst), ei, edge_attr=ea)
+    # each group writes its rows into one output: no list of groups plus their concatenation,
+    # two copies of a 1.2 M-row state at once (round 3 of issue #15)
+    out, lo = None, 0
     while lo < n_dst:  # a loop over groups (E / chunk of them), not over edges
         first = int(ends[lo - 1]) if lo else 0
         hi = int(torch.searchsorted(ends, first + chunk, right=True))
         hi = min(max(hi, lo + 1), n_dst)
         sel = order[first:int(ends[hi - 1])]
         src, inverse = torch.unique(ei[0, sel], return_inverse=True)
-        out.append(conv((x_src[src], x_dst[lo:hi]), torch.stack([inverse, ei[1, sel] - lo]),
-                        edge_attr=None if ea is None else ea[sel], size=(src.numel(), hi - lo)))
+        y = conv((x_src[src], x_dst[lo:hi]), torch.stack([inverse, ei[1, sel] - lo]),
+                 edge_attr=None if ea is None else ea[sel], size=(src.numel(), hi - lo))
+        if out is None:
+            out = y.new_empty(n_dst, y.size(1))
+        out[lo:hi] = y
         lo = hi
-    return torch.cat(out) if out else conv((x_src, x_dst), ei, edge_attr=ea)
+    return out
 
 
 def layer_trim(sub: Subgraph, num_layers: int
@@ -228,7 +245,7 @@ class HeteroGAT(nn.Module):
             src, _, dst = et
             x_dst = h[dst] if rows is None else h[dst][:rows[dst]]
             y = run_gat(self.convs[edge_key(et)], et, h[src], x_dst, sub, attention)
-            out[dst] = out[dst] + y if dst in out else y
+            out[dst] = plus(out[dst], y) if dst in out else y
         return out
 
 

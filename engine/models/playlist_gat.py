@@ -17,7 +17,8 @@ Feature projections start at the scale of the ID embeddings (``init_std``) so ne
 other. A training run may instead give tracks ID embeddings too and start the playlist and track
 tables from a truncated SVD of the training matrix (``id_init = "svd"``, :mod:`.init`): then the
 track table starts from co-occurrence rather than noise, and a track without training edges starts
-at zero and is still its features plus its neighbours.
+at zero and is still its features plus its neighbours; with ``id_rows`` (:mod:`.id_rows`) so is a
+track below ``id_min_edges`` fit edges, which has no row at all.
 
 **Layers.** ``num_layers`` heterogeneous GAT layers (:class:`~.layers.HeteroGAT`: one
 ``GATConv(heads, concat=False, add_self_loops=False)`` per edge type, summed per destination):
@@ -79,6 +80,7 @@ from torch import Tensor, nn
 
 from engine.graph.types import EdgeType, Subgraph
 from engine.models.affinity import ScoreBias, link_affinity
+from engine.models.id_rows import RowEmbedding
 from engine.models.layers import (
     Attention,
     GenreAffinity,
@@ -89,6 +91,7 @@ from engine.models.layers import (
     local_edges,
     node_ids,
     plan_layers,
+    plus,
     run_gat,
 )
 
@@ -118,6 +121,8 @@ class PlaylistGATOptions:
     r""":math:`w \in [0, 1]`, the genre-affinity share of the score (module docstring)."""
     id_embeddings: Iterable[str] | None = None
     """node types with ID embeddings; ``None``: every type read except a featured item type."""
+    id_rows: dict[str, int] | tuple[tuple[str, int], ...] | None = None
+    """rows of the ID table of types where only some nodes have one (:mod:`.id_rows`)."""
     genre_type: str = "genre"
     """name of the genre node type."""
     artist_type: str = "artist"
@@ -150,6 +155,8 @@ class PlaylistGATOptions:
             value = getattr(self, name)
             if value is not None:  # one pass over a generator; hashable, order kept
                 object.__setattr__(self, name, tuple(value))
+        if self.id_rows is not None:  # hashable too: (type, rows) pairs
+            object.__setattr__(self, "id_rows", tuple(sorted(dict(self.id_rows).items())))
         if self.num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {self.num_layers}")
         if not 0.0 <= self.genre_weight <= 1.0:
@@ -238,8 +245,10 @@ class PlaylistGAT(nn.Module):
         bare = [t for t in types if t not in with_id and t not in feature_dims]
         if bare:
             raise ValueError(f"node types {bare} have neither ID embeddings nor features")
+        rows = dict(o.id_rows or {})  # the others: a row per node
         self.emb = nn.ModuleDict(
-            {t: nn.Embedding(num_nodes[t], embedding_dim) for t in types if t in with_id})
+            {t: RowEmbedding(num_nodes[t], rows[t], embedding_dim) if t in rows
+             else nn.Embedding(num_nodes[t], embedding_dim) for t in types if t in with_id})
         self.proj = nn.ModuleDict(
             {t: nn.Linear(feature_dims[t], embedding_dim) for t in types if t in feature_dims})
         self.types = types
@@ -290,14 +299,14 @@ class PlaylistGAT(nn.Module):
             n = sub.num_nodes(t)
             v = torch.zeros(n, self.embedding_dim, device=device)
             if t in self.emb:
-                v = v + self.emb[t](node_ids(sub, t, device))
+                v = plus(v, self.emb[t](node_ids(sub, t, device)))
             if t in self.proj:
                 x = sub.x.get(t)
                 width = self.proj[t].in_features
                 if x is None and n:
                     raise ValueError(f"node type {t!r} needs features x of width {width}")
                 x = torch.zeros(0, width) if x is None else x  # keeps proj in the autograd graph
-                v = v + self.proj[t](x.to(device=device, dtype=torch.float))
+                v = plus(v, self.proj[t](x.to(device=device, dtype=torch.float)))
             h[t] = v
         return h
 
@@ -351,8 +360,11 @@ class PlaylistGAT(nn.Module):
             last = depth == len(self.layers) - 1
             act = (lambda m: m) if last or not self.activation else F.elu
             h = {t: v[:rows[t]] if rows else v for t, v in h.items()}
-            h = {t: norms[t]((v if self.residual else 0.0)
-                             + F.dropout(act(msg[t]), self.dropout, self.training))
+            # in place without autograd (layers.plus) unless the genre path still reads h0
+            add = plus if genre_in is None or depth else torch.add
+            h = {t: norms[t](add(v, F.dropout(act(msg[t]), self.dropout, self.training))
+                             if self.residual else F.dropout(act(msg[t]), self.dropout,
+                                                             self.training))
                  if t in msg else v for t, v in h.items()}
             del msg
             for t in keep:

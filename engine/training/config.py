@@ -46,7 +46,8 @@ MODES: dict[str, dict] = {
     "balanced": {"max_playlists": 5000, "epochs": 8, "batch_size": 96},
     # full: larger batches and a shorter second hop than the other modes (issue #15: at 50,000
     # playlists a step's 2-hop neighbourhood does not saturate; docs/benchmarks.md)
-    "full": {"max_playlists": 50000, "epochs": 20, "batch_size": 256, "fanouts": [10, 3]},
+    "full": {"max_playlists": 50000, "epochs": 20, "batch_size": 256, "fanouts": [10, 3],
+             "id_min_edges": 2},
 }
 
 # Each pipeline's model where it differs from TrainConfig's defaults (the one place for it):
@@ -84,7 +85,8 @@ RUNTIME_KEYS = frozenset({"output", "dataset", "graph_store", "progress", "num_t
                           "eval_batch_size"})
 RETIRED_KEYS = frozenset({"fail_at_epoch"})  # in configs saved before it left the loop
 # keys added after runs were saved, with the value every run saved before them trained with
-LEGACY_VALUES = {"id_init": "normal", "loss": "bpr", "logq": False, "dot_loss": 0.0, "id_lr": 0.0}
+LEGACY_VALUES = {"id_init": "normal", "loss": "bpr", "logq": False, "dot_loss": 0.0, "id_lr": 0.0,
+                 "id_min_edges": 1}
 
 # field sections (``opt(section=...)``) and their titles: the training CLIs group their flags
 # under these titles in --help, in this order
@@ -164,6 +166,13 @@ class TrainConfig:
     id_init: Literal["normal", "svd"] = opt(
         "svd", "model", "how the owner and item ID embeddings start: \"svd\", a truncated SVD "
         "of the training owner x item matrix, or \"normal\"", hparam=True)
+    # engine.models.init.id_row_map. At the Kaggle file's size 55 % of the tracks have one fit
+    # edge: their rows were most of the table, its Adam moments and its gradient sync, and a row
+    # fitted to a single edge mostly memorises it (docs/benchmarks.md, round 3)
+    id_min_edges: PosInt = opt(
+        1, "model", "items (tracks) get an ID embedding row only with at least this many fit "
+        "(training) edges; the others are their features plus their neighbours (1: every item; "
+        "PlaylistGAT with item IDs)", hparam=True)
 
     # optimiser, learning-rate schedule and early stopping
     lr: PosFloat = opt(0.01, "optimiser", "Adam learning rate (start value)", hparam=True)
@@ -307,19 +316,39 @@ def model_options(cfg: TrainConfig, graph: GraphData) -> dict:
         opts["id_embeddings"] = list(graph.num_nodes)  # the types it reads get tables
     if cfg.model == "playlist" and cfg.id_init == "svd" and "message_init" not in opts:
         opts["message_init"] = "zeros"  # the layers start as the identity: PureSVD at step 0
+    if id_rows_apply(cfg, graph, opts):
+        from engine.models.id_rows import id_row_map  # torch loads with the model, not --help
+
+        opts["id_rows"] = {graph.item_type: int(
+            (id_row_map(graph, cfg.id_min_edges) >= 0).sum())}
     return opts
+
+
+def id_rows_apply(cfg: TrainConfig, graph: GraphData, opts: dict) -> bool:
+    """Whether ``id_min_edges`` leaves some items without an ID row: PlaylistGAT whose options
+    ``opts`` give the item type an ID table (``id_init = "svd"``, or ``id_embeddings``)."""
+    return (cfg.model == "playlist" and cfg.id_min_edges > 1
+            and graph.item_type in (opts.get("id_embeddings") or ()))
 
 
 def make_model(cfg: TrainConfig, graph: GraphData) -> nn.Module:
     """``build_model(cfg.model, graph, **model_options(cfg, graph))``, for training and for
     loading a finished run's weights (the same arguments both times). A ``model_options`` key
-    that no model takes is bad input (BadInput, exit 2), named."""
+    that no model takes is bad input (BadInput, exit 2), named. With ``id_min_edges > 1`` the
+    item table has a row only for the items with that many edges in ``graph`` (the fit graph
+    when training; a checkpoint brings its own map, :class:`engine.models.id_rows.RowEmbedding`)."""
     from engine.models import UnknownModelOption, build_model
 
     try:
-        return build_model(cfg.model, graph, **model_options(cfg, graph))
+        model = build_model(cfg.model, graph, **(opts := model_options(cfg, graph)))
     except UnknownModelOption as exc:
         raise BadInput(f"model_options: {exc}") from None
+    if id_rows_apply(cfg, graph, opts):
+        from engine.models.id_rows import id_row_map
+
+        # the map of this graph; loading a checkpoint replaces it with the one it trained with
+        model.emb[graph.item_type].set_rows(id_row_map(graph, cfg.id_min_edges))
+    return model
 
 
 def owner_row_links(cfg: TrainConfig, model: nn.Module) -> list[str] | None:
