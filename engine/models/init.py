@@ -14,8 +14,8 @@ model's own init scale), so :math:`\langle \mathbf{E}_p, \mathbf{E}_t \rangle \p
 \mathbf{V}^\top)_{pt}`: the co-occurrence structure of the whole matrix (PureSVD) is there at
 step 0, and BPR fine-tunes it. An item without training edges gets a zero row (its vector comes
 from its features and neighbours); an item without a row (``id_min_edges``, :mod:`.id_rows`) keeps
-none, and the others get the rows they would get with a row for every item. The cost is a few sparse products with the edges, linear in
-the number of edges.
+none, and the others get the rows they would get with a row for every item. The cost is a few
+sparse products with the edges, linear in the number of edges.
 """
 from __future__ import annotations
 
