@@ -188,7 +188,8 @@ def print_table(rows: list[dict]) -> None:
         v = r["best_val_recall@10"]
         return -1.0 if math.isnan(v) else v
 
-    body = [[f"#{r['number']}" + ("*" if r.get("defaults") else ""), r["trial_id"], *(_cell(r["config"].get(k, "")) for k in keys),
+    body = [[f"#{r['number']}" + ("*" if r.get("defaults") else ""), r["trial_id"],
+             *(_cell(r["config"].get(k, "")) for k in keys),
              str(r["epochs"]), f"{r['best_val_recall@10']:.4f}",
              "yes" if r["stopped_early"] else "no"]
             for r in sorted(rows, key=score, reverse=True)]
