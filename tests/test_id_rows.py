@@ -130,6 +130,14 @@ def test_id_min_edges_is_validated_and_only_full_mode_sets_it() -> None:
         assert TrainConfig(**mode_config(mode)).id_min_edges == 1
 
 
+def test_id_rows_by_hand_is_refused(graphs, one_thread) -> None:
+    """``id_rows`` is derived (a row count that needs its map): set by hand in model_options it
+    gave a table without a map, so no track had a row. It is exit 2, naming id_min_edges."""
+    fit = graphs[0]
+    with pytest.raises(BadInput, match="'id_rows' is derived from id_min_edges"):
+        make_model(TrainConfig(**SMALL, model_options={"id_rows": {"track": 3}}), fit)
+
+
 def test_a_row_map_of_another_size_is_refused() -> None:
     table = RowEmbedding(5, 2, 3)
     assert torch.equal(table(torch.arange(5)), torch.zeros(5, 3))  # no rows until set

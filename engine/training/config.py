@@ -308,6 +308,9 @@ def model_options(cfg: TrainConfig, graph: GraphData) -> dict:
     ``genre_weight > 0`` the genre-affinity path still reads the genre edges, title-derived or
     not: the user asked for it, and validation measures what it costs.
     """
+    if "id_rows" in cfg.model_options:  # a row count without its map: tracks would get none
+        raise BadInput("model_options: 'id_rows' is derived from id_min_edges and the graph; "
+                       "set id_min_edges instead")
     opts = {"embedding_dim": cfg.embedding_dim, "heads": cfg.heads, "num_layers": cfg.num_layers,
             "dropout": cfg.dropout, "genre_weight": cfg.genre_weight, **cfg.model_options}
     if cfg.model == "playlist" and graph.genre_source == "titles" and "skip_types" not in opts:
