@@ -3,10 +3,10 @@
 At the Kaggle file's size most tracks have one training edge or none: 643 k of the 1.18 M
 tracks of full mode's 50,000 playlists have fewer than two fit edges (docs/benchmarks.md, round
 3). A free row per such track is mostly memory (the row, two Adam moments, its share of every
-gradient sync) fitted to one edge. :class:`RowEmbedding` keeps rows only for the nodes :func:`id_row_map` picks (the
-items with at least ``min_edges`` edges in the fit graph); the others read a zero vector, so a
-track without a row is its features plus its neighbours, as a track without training edges
-already was (:mod:`.playlist_gat`).
+gradient sync) fitted to one edge. :class:`RowEmbedding` keeps rows only for the nodes
+:func:`id_row_map` picks (the items with at least ``min_edges`` edges in the fit graph); the
+others read a zero vector, so a track without a row is its features plus its neighbours, as a
+track without training edges already was (:mod:`.playlist_gat`).
 
 The map is a buffer of the module (``row``, int32 [num_nodes], -1 = no row), saved in the state
 dict beside the weights: a checkpoint brings the map it trained with, and loading it into a model

@@ -166,7 +166,7 @@ class TrainConfig:
     id_init: Literal["normal", "svd"] = opt(
         "svd", "model", "how the owner and item ID embeddings start: \"svd\", a truncated SVD "
         "of the training owner x item matrix, or \"normal\"", hparam=True)
-    # engine.models.init.id_row_map. At the Kaggle file's size 55 % of the tracks have one fit
+    # engine.models.id_rows.id_row_map. At the Kaggle file's size 55 % of the tracks have one fit
     # edge: their rows were most of the table, its Adam moments and its gradient sync, and a row
     # fitted to a single edge mostly memorises it (docs/benchmarks.md, round 3)
     id_min_edges: PosInt = opt(
@@ -287,7 +287,8 @@ def describe_diff(diff: dict[str, tuple]) -> str:
 def model_options(cfg: TrainConfig, graph: GraphData) -> dict:
     """The model's options for ``graph`` as a flat keyword dict (what :func:`build_model` takes;
     for PlaylistGAT the fields of :class:`~engine.models.PlaylistGATOptions`): the config's
-    hyper-parameters and ``model_options``, plus two derived defaults.
+    hyper-parameters and ``model_options``, plus two derived defaults. (The item table's row
+    count under ``id_min_edges`` is :func:`make_model`'s: it needs the row map it sizes.)
 
     With ``id_init = "svd"`` PlaylistGAT gives every node type an ID embedding, tracks included
     (unless ``model_options`` sets ``id_embeddings``): the SVD start fills the track table with
@@ -319,11 +320,6 @@ def model_options(cfg: TrainConfig, graph: GraphData) -> dict:
         opts["id_embeddings"] = list(graph.num_nodes)  # the types it reads get tables
     if cfg.model == "playlist" and cfg.id_init == "svd" and "message_init" not in opts:
         opts["message_init"] = "zeros"  # the layers start as the identity: PureSVD at step 0
-    if id_rows_apply(cfg, graph, opts):
-        from engine.models.id_rows import id_row_map  # torch loads with the model, not --help
-
-        opts["id_rows"] = {graph.item_type: int(
-            (id_row_map(graph, cfg.id_min_edges) >= 0).sum())}
     return opts
 
 
@@ -342,15 +338,21 @@ def make_model(cfg: TrainConfig, graph: GraphData) -> nn.Module:
     when training; a checkpoint brings its own map, :class:`engine.models.id_rows.RowEmbedding`)."""
     from engine.models import UnknownModelOption, build_model
 
-    try:
-        model = build_model(cfg.model, graph, **(opts := model_options(cfg, graph)))
-    except UnknownModelOption as exc:
-        raise BadInput(f"model_options: {exc}") from None
+    opts = model_options(cfg, graph)
+    row = None
     if id_rows_apply(cfg, graph, opts):
         from engine.models.id_rows import id_row_map
 
-        # the map of this graph; loading a checkpoint replaces it with the one it trained with
-        model.emb[graph.item_type].set_rows(id_row_map(graph, cfg.id_min_edges))
+        # the map of this graph (one pass over its edges) sizes the table and fills it; loading
+        # a checkpoint replaces it with the one it trained with
+        row = id_row_map(graph, cfg.id_min_edges)
+        opts["id_rows"] = {graph.item_type: int((row >= 0).sum())}
+    try:
+        model = build_model(cfg.model, graph, **opts)
+    except UnknownModelOption as exc:
+        raise BadInput(f"model_options: {exc}") from None
+    if row is not None:
+        model.emb[graph.item_type].set_rows(row)
     return model
 
 
