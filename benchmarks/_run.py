@@ -33,6 +33,18 @@ def load() -> str:
         return f.read().split()[0]
 
 
+def quick_data_args(p, output: str, sample: bool = True) -> None:
+    """The options of a benchmark on quick mode's data (:func:`quick_dataset`): ``--data`` (the
+    MPD slices), ``--output`` (``runs/<output>``: the prepared dataset and any runs) and, with
+    ``sample``, ``--max-playlists``."""
+    p.add_argument("--data", default=str(MPD))
+    p.add_argument("--output", default=str(ROOT / "runs" / output))
+    if sample:
+        p.add_argument("--max-playlists", type=int, default=None,
+                       help="the seeded sample's size (0 = every playlist); default quick "
+                            "mode's")
+
+
 def quick_dataset(data: Path, out: Path, max_playlists: int | None = None) -> Path:
     """Quick mode's prepared dataset of ``data`` (the seeded 1,000-playlist sample, as
     ``jobs.train_kaggle --mode quick`` makes it, or ``max_playlists`` of them, 0 = all) under

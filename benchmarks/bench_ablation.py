@@ -27,7 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._run import quick_dataset, validation
+from benchmarks._run import quick_data_args, quick_dataset, validation
 from engine.models import part_score_fns
 from engine.training.checkpoint import load_state
 from engine.training.config import MODES, TrainConfig, make_model
@@ -268,12 +268,9 @@ def dot_alone_val(cfg: dict) -> float | None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=str(ROOT.parent / "shared/data/mpd/slices"))
-    p.add_argument("--output", default=str(ROOT / "runs/ablation"))
+    quick_data_args(p, "ablation")
     p.add_argument("--only", nargs="*", choices=sorted(ROWS), default=list(ROWS))
     p.add_argument("--seeds", nargs="*", type=int, default=[0])
-    p.add_argument("--max-playlists", type=int, default=MODES["quick"]["max_playlists"],
-                   help="the seeded sample's size (0 = every playlist); default quick mode's")
     args = p.parse_args()
     out, mode = Path(args.output), MODES["quick"]
     dataset = quick_dataset(Path(args.data), out, args.max_playlists)

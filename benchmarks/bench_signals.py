@@ -30,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._run import quick_dataset
+from benchmarks._run import quick_data_args, quick_dataset
 from engine.eval.baselines import evaluate_with_baselines, item_knn_score_fn
 from engine.eval.evaluate import evaluate_scores
 from engine.graph.split import rank_within_owner
@@ -40,8 +40,7 @@ from engine.training.run_data import RunData
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=str(ROOT.parent / "shared/data/mpd/slices"))
-    p.add_argument("--output", default=str(ROOT / "runs/signals"))
+    quick_data_args(p, "signals", sample=False)
     args = p.parse_args()
     path = quick_dataset(Path(args.data), Path(args.output))
     data = RunData.load(TrainConfig(dataset=str(path)))  # the split the quick-mode runs use

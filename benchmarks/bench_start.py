@@ -21,7 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._run import quick_dataset, validation
+from benchmarks._run import quick_data_args, quick_dataset, validation
 from engine.eval.baselines import item_knn_score_fn
 from engine.models import part_score_fns, score_fn
 from engine.models.init import svd_init_
@@ -31,9 +31,7 @@ from engine.training.run_data import RunData
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=str(ROOT.parent / "shared/data/mpd/slices"))
-    p.add_argument("--output", default=str(ROOT / "runs/ablation"))
-    p.add_argument("--max-playlists", type=int, default=1000)
+    quick_data_args(p, "ablation")
     args = p.parse_args()
     dataset = quick_dataset(Path(args.data), Path(args.output), args.max_playlists)
     torch.set_num_threads(1)
