@@ -18,7 +18,7 @@ from torch import nn
 from engine.training.config import TrainConfig
 from engine.training.row_adam import RowAdam
 from engine.training.shared import NodeShared
-from engine.training.sync import split_parameters, sync_gradients
+from engine.training.sync import id_tables, split_parameters, sync_gradients
 
 
 @dataclass
@@ -83,7 +83,7 @@ def make_optimisers(cfg: TrainConfig, model: nn.Module) -> Optimisers:
     groups = [{"params": dense}]
     if id_lr != cfg.lr:  # dense ID tables in a group of their own (one group otherwise, so
         # checkpoints written before id_lr existed still load)
-        tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+        tables = {id(m.weight) for m in id_tables(model)}
         groups = [{"params": [p for p in dense if id(p) not in tables]},
                   {"params": [p for p in dense if id(p) in tables], "lr": id_lr}]
     adam = torch.optim.Adam([g for g in groups if g["params"]], lr=cfg.lr)

@@ -21,14 +21,18 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 
+def id_tables(model: nn.Module) -> list[nn.Embedding]:
+    """The model's ID tables: its ``nn.Embedding`` modules (``RowEmbedding`` included)."""
+    return [m for m in model.modules() if isinstance(m, nn.Embedding)]
+
+
 def split_parameters(model: nn.Module, sparse: bool) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """Mark ``nn.Embedding`` tables sparse (when asked) and return (dense params, sparse params)."""
+    """Mark the ID tables sparse (when asked) and return (dense params, sparse params)."""
     sparse_params: list[nn.Parameter] = []
-    for module in model.modules():
-        if isinstance(module, nn.Embedding):
-            module.sparse = sparse
-            if sparse:
-                sparse_params.append(module.weight)
+    for module in id_tables(model):
+        module.sparse = sparse
+        if sparse:
+            sparse_params.append(module.weight)
     ids = {id(p) for p in sparse_params}
     dense = [p for p in model.parameters() if id(p) not in ids and p.requires_grad]
     return dense, sparse_params
