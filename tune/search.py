@@ -147,9 +147,9 @@ def build_base(args, out: Path) -> dict:
 
 def trial_number(folder: str, trial_id: str, default: int) -> int:
     """The trial's number in the search: Tune names a trial's folder
-    ``trial_<id>_<number>_<config>``; an id with a creation counter (``8a9e59b6_00003``, older
-    Tune) gives trial 4; else ``default``. Tune 2.60's ids are 8 hex digits, which can all be
-    decimal digits, so the id alone is not a counter."""
+    ``trial_<id>_<number>_<config>``; else an id with a creation counter (Tune's basic variant
+    generator: ``8a9e59b6_00003``) gives trial 4; else ``default``. A search algorithm's ids
+    (Optuna's here) are 8 hex digits with no counter, which can all be decimal digits."""
     match = re.match(rf"trial_{re.escape(trial_id)}_(\d+)_", folder)
     if match:
         return int(match.group(1))
