@@ -303,8 +303,8 @@ def test_restarts_before_any_checkpoint_are_each_recorded(tiny_playlists, tmp_pa
 @pytest.fixture
 def fake_ray_start(monkeypatch):
     """init_ray against a fake ``ray.init`` (the real module otherwise): what init_ray puts in the
-    environment is restored before each start and afterwards, and a shared Ray session of other
-    tests is untouched.
+    environment is cleared before each start (a fresh process) and restored afterwards, and a
+    shared Ray session of other tests is untouched.
     Yields ``start(fails)``: installs a ray.init that raises Ray's start-timeout error on its
     first ``fails`` calls and records each call's address, runtime_env and environment."""
     import os
@@ -322,12 +322,10 @@ def fake_ray_start(monkeypatch):
     calls = []
 
     def start(fails: int = 0):
-        # each start sees the environment as it was before the test (a fresh process)
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        # each start sees a fresh process without the user's own settings: none of these set
+        # (a shared Ray session of earlier tests set them; teardown restores them)
+        for name in names:
+            os.environ.pop(name, None)
         monkeypatch.setattr(ray_train, "_set_env", [])
 
         def init(address=None, **kwargs):
