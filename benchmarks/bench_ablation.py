@@ -248,11 +248,24 @@ ROWS.update({  # issue #10: a wider dot product (PureSVD rank 256 is above item-
         "same, lr 0.002", tau=2.0, id_init="svd", loss="bpr", embedding_dim=256, dot_loss=1.0,
         lr=0.002, options={**_SVD, "feature_types": []}),
 })
+ROWS.update({  # issue #10: an exact item-kNN term beside the dot product and the artist term
+    "svd_zero_msgs_knn1": _row("defaults + item-kNN term, kappa from 1", tau=2.0, id_init="svd",
+                               loss="bpr", options={**_SVD, "knn_init": 1.0}),
+    "svd_zero_msgs_no_playlist_ids": _row(
+        "defaults, no playlist ID table (a playlist is its count feature and its tracks' "
+        "messages)", tau=2.0, id_init="svd", loss="bpr",
+        options={**_SVD, "id_embeddings": ["track", "artist", "genre"],
+                 "feature_types": ["playlist", "track"]}),
+    "svd_zero_msgs_no_artist_knn1": _row("same, without the artist term", tau=2.0,
+                                         affinity=False, id_init="svd", loss="bpr",
+                                         options={**_SVD, "knn_init": 1.0}),
+})
 
 
-def dot_alone_val(cfg: dict) -> float | None:
-    """Validation Recall@10 of the best weights' GAT dot product alone (no artist affinity), on
-    the fit graph as the run validated them; None for a model without an affinity term."""
+def part_vals(cfg: dict) -> dict[str, float]:
+    """Validation Recall@10 of each part of the best weights' score alone ("gat": the dot
+    product; "knn": the item-kNN term, where the model has one), on the fit graph as the run
+    validated them; empty for a model whose score is the dot product alone."""
     tc = TrainConfig.from_dict(cfg)
     data = RunData.load(tc)
     graph = data.graph("fit")
@@ -260,10 +273,11 @@ def dot_alone_val(cfg: dict) -> float | None:
     model.load_state_dict(load_state(Path(cfg["output"]) / "best_model.pt"))
     model.eval()
     parts = part_score_fns(model, graph)
-    if "affinity" not in parts:
-        return None
+    if len(parts) == 1:
+        return {}
     with torch.no_grad():
-        return validation(parts["gat"], data.split)["recall@10"]
+        return {k: validation(parts[k], data.split)["recall@10"] for k in ("gat", "knn")
+                if k in parts}
 
 
 def main() -> None:
@@ -290,13 +304,14 @@ def main() -> None:
               f"{r['train_seconds']:.0f} |", flush=True)
         curve = " ".join(f"{h['val_recall@10']:.4f}" for h in r["history"])
         print(f"    validation Recall@10 per epoch: {curve}", flush=True)
-        dot = dot_alone_val(cfg)
-        if dot is not None:
-            print(f"    its GAT dot product alone, validation Recall@10: {dot:.4f}", flush=True)
+        vals = part_vals(cfg)
+        for k, name in (("gat", "GAT dot product"), ("knn", "item-kNN term")):
+            if k in vals:
+                print(f"    its {name} alone, validation Recall@10: {vals[k]:.4f}", flush=True)
         (Path(cfg["output"]) / "row.json").write_text(json.dumps(
             {"label": label, "options": over, "wall_s": time.perf_counter() - t0,
              "val_history": [h["val_recall@10"] for h in r["history"]],
-             "val_dot_alone": dot}) + "\n")
+             "val_dot_alone": vals.get("gat"), "val_knn_alone": vals.get("knn")}) + "\n")
 
 
 if __name__ == "__main__":

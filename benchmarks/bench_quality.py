@@ -119,17 +119,18 @@ def implicit_rows(data: RunData, threads: int) -> dict[str, dict]:
 
 
 def part_rows(cfg: TrainConfig, data: RunData, out: Path) -> dict[str, dict]:
-    """The trained model's two score parts on their own (``engine.models.part_score_fns``), on
+    """The trained model's score parts on their own (``engine.models.part_score_fns``), on
     the test split; empty for a model whose score is the dot product alone."""
     graph = data.graph("train")
     model = make_model(cfg, graph)
     model.load_state_dict(load_state(out / "best_model.pt"))
     parts = part_score_fns(model, graph)
-    if "affinity" not in parts:
+    if len(parts) == 1:
         return {}
     split = data.split
     cand = candidate_mask(split.train, split.num_items)
-    names = {"gat": "GAT dot product alone", "affinity": "artist affinity alone"}
+    names = {"gat": "GAT dot product alone", "affinity": "artist affinity alone",
+             "knn": "item-kNN term alone"}
     return {names[k]: {"test": evaluate_scores(fn, split.train, split.test, split.num_items,
                                                candidates=cand, item_artist=split.item_artist)}
             for k, fn in parts.items()}

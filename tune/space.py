@@ -48,6 +48,7 @@ DEFAULT_SPACE: dict[str, dict] = {
     "loss": {"type": "choice", "values": ["bpr", "softmax"]},
     "model_options.affinity_tau": {"type": "choice", "values": [0.0, 1.0, 2.0, 4.0]},
     "model_options.affinity_init": {"type": "choice", "values": [0.5, 1.0, 2.0, 4.0]},
+    "model_options.knn_init": {"type": "choice", "values": [0.0, 1.0]},  # 0: no item-kNN term
 }
 TYPES = ("loguniform", "uniform", "randint", "choice")
 MODEL_OPTION = "model_options."  # a key "model_options.NAME" searches the model's option NAME

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from engine.graph.cooccur import ItemKNN
 from engine.graph.negatives import sample_negatives
 from engine.graph.neighbours import (
     Fanouts,
@@ -23,6 +24,7 @@ from engine.graph.neighbours import (
     sample_subgraph,
     whole_graph,
 )
+from engine.graph.ops import PAIR
 from engine.graph.types import CSR, EdgeType, GraphData, Subgraph, rev
 
 
@@ -138,6 +140,10 @@ class BPRBatches:
     (``g.edge_pos``; ``None`` without positions or with custom ``positives``), the slot at which the
     model's recency count scores the triple (:mod:`engine.models.affinity`).
 
+    ``pair_knn``: with it, each batch also holds one ``(owner, PAIR, item)`` edge per scored
+    pair with the pair's item-kNN value on the whole training graph (:mod:`.cooccur`), for a model
+    with an item-kNN term (``engine.models.knn_term``).
+
     ``neg_popularity``: the share of each positive's ``num_neg`` negatives drawn in proportion to
     item degree (from the training edge list) instead of uniformly. Uniform negatives are mostly
     items seen once, which a model tells from positives by popularity alone; popularity-matched
@@ -164,7 +170,7 @@ class BPRBatches:
                  rank: int = 0, steps: int | None = None, positives: CSR | None = None,
                  neg_candidates: Tensor | None = None, drop_target_edges: bool = True,
                  replace: bool = False, backend: str = "auto",
-                 min_pos_degree: int | None = None) -> None:
+                 min_pos_degree: int | None = None, pair_knn: ItemKNN | None = None) -> None:
         self.g, self.pos = g, positives if positives is not None else g.csr[g.interaction]
         self.positives_are_edges = positives is None  # then CSR perm indexes g's edges
         deg = self.pos.degree()
@@ -186,6 +192,7 @@ class BPRBatches:
         self.draw = _eligible_rows(self.pos, g.num_nodes[g.item_type], min_pos_degree)
         self.neg_pool = int(neg_pool)
         self.owner_rows = owner_rows
+        self.pair_knn = pair_knn
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -245,7 +252,22 @@ class BPRBatches:
             add_owner_rows(g, sub, torch.unique(sub.seed_local[g.owner_type]), self.owner_rows)
         if self.drop_target_edges:
             _drop_pairs(sub, g.interaction, owner_idx, pos_idx)  # ROW edges stay: see ROW
+        if self.pair_knn is not None:
+            _add_pair_values(sub, g, owner_idx, torch.cat([pos_idx[:, None], neg_idx], 1),
+                             self.pair_knn)
         return Batch(sub, owner_idx, pos_idx, neg_idx, pos_rank)
+
+
+def _add_pair_values(sub: Subgraph, g: GraphData, owner_idx: Tensor, item_idx: Tensor,
+                     knn: ItemKNN) -> None:
+    """Add ``(owner, PAIR, item)`` edges for every local (owner, item) pair the batch scores
+    (``owner_idx`` [T], ``item_idx`` [T, k]) with their item-kNN values on the whole training
+    graph (``knn``; own edge left out) as ``edge_attr``, for the model's item-kNN term."""
+    o = owner_idx[:, None].expand_as(item_idx).reshape(-1)
+    t = item_idx.reshape(-1)
+    et = (g.owner_type, PAIR, g.item_type)
+    sub.edge_index[et] = torch.stack([o, t])
+    sub.edge_attr[et] = knn.pairs(sub.n_id[g.owner_type][o], sub.n_id[g.item_type][t])
 
 
 def _eligible_rows(p: CSR, num_items: int, min_degree: int) -> CSR:

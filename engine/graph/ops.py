@@ -2,7 +2,8 @@
 
 ``segment_arange`` and ``row_positions`` expand CSR rows into flat positions without a Python loop
 over rows; ``ROW`` names the relation of the whole-row edges that the sampler adds to a batch
-subgraph and that owner aggregates (``engine.models.affinity``) read.
+subgraph and that owner aggregates (``engine.models.affinity``) read, ``PAIR`` that of its
+per-pair values (``engine.models.knn_term``).
 """
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ from torch import Tensor
 #: scored pair's own edge itself, so a positive's counts hold every other track of its row, as at
 #: test time.
 ROW = "row"
+
+#: Relation of the ``(owner, PAIR, item)`` edges a batch holds when its model scores pairs with a
+#: value computed on the whole training graph (``engine.graph.cooccur``): one edge per scored
+#: (owner, item) pair, the value in ``edge_attr``. No layer reads them.
+PAIR = "pair"
 
 
 def segment_arange(counts: Tensor) -> Tensor:

@@ -190,14 +190,19 @@ def score_fn(model: nn.Module, graph: GraphData) -> Callable[[Tensor], Tensor]:
 
 @torch.no_grad()
 def part_score_fns(model: nn.Module, graph: GraphData) -> dict[str, Callable[[Tensor], Tensor]]:
-    """The two parts of :func:`score_fn` as full-ranking scorers of their own: ``"gat"`` (the
-    dot product of the full-graph vectors) and, for a model with a :func:`score_bias`,
-    ``"affinity"`` (its sparse term alone); they add up to :func:`score_fn`. Benchmarks rank
-    each part on its own to show what it carries."""
+    """The parts of :func:`score_fn` as full-ranking scorers of their own: ``"gat"`` (the dot
+    product of the full-graph vectors) and, for a model with a :func:`score_bias`,
+    ``"affinity"`` (its attribute terms alone, where it has them) and ``"knn"`` (its item-kNN
+    term alone, where it has one); they add up to :func:`score_fn`. Benchmarks rank each part on
+    its own to show what it carries."""
     vecs = infer(model, graph)
     parts = {"gat": rank_scores(vecs, None, graph.owner_type, graph.item_type)}
     bias = score_bias(model, graph.full())
     if bias is not None:
         n = graph.num_nodes[graph.item_type]
-        parts["affinity"] = torch.no_grad()(lambda ids: bias.rows(ids.long(), n))
+        if bias.terms:
+            parts["affinity"] = torch.no_grad()(
+                lambda ids: bias.rows(ids.long(), n, ("affinity",)))
+        if bias.knn is not None:
+            parts["knn"] = torch.no_grad()(lambda ids: bias.rows(ids.long(), n, ("knn",)))
     return parts

@@ -46,6 +46,7 @@ from torch import Tensor
 
 from engine.graph.ops import ROW, row_positions, segment_arange
 from engine.graph.types import Subgraph
+from engine.models.knn_term import KnnTerm
 
 # Owners per dense [b, K] block in ``score_rows`` is chosen so that b * K stays below this.
 _BLOCK_FLOATS = 1 << 24
@@ -233,10 +234,12 @@ def link_affinity(sub: Subgraph, owner_type: str, item_type: str, link_type: str
 
 @dataclass
 class ScoreBias:
-    r"""The affinity terms of a model on one (sub)graph: :math:`\sum_T \mathrm{aff}_T(p, t;
-    \rho)`, added to the dot-product score."""
+    r"""The sparse terms of a model on one (sub)graph, added to the dot-product score:
+    :math:`\sum_T \mathrm{aff}_T(p, t; \rho)` and, with ``knn``, :math:`\kappa \log(1 + k(p,
+    t))` (:mod:`.knn_term`)."""
 
     terms: list[tuple[Tensor, Tensor, LinkAffinity]]  # (beta_T, gamma_T, counts of T)
+    knn: tuple[Tensor, KnnTerm] | None = None  # (kappa, its values)
 
     def pairs(self, owner_idx: Tensor, item_idx: Tensor, slot: Tensor | None = None) -> Tensor:
         """The bias of each (owner, item) pair, local indices of one shape; ``slot`` as in
@@ -245,9 +248,20 @@ class ScoreBias:
         for beta, gamma, aff in self.terms:
             plain, recent = aff.pairs(owner_idx, item_idx, slot)
             out = out + beta * plain + gamma * recent
+        if self.knn is not None:
+            kappa, knn = self.knn
+            out = out + kappa * torch.log1p(knn.pairs(owner_idx, item_idx))
         return out
 
-    def rows(self, owner_ids: Tensor, num_items: int) -> Tensor:
-        """[b, num_items] bias of every item for local ``owner_ids`` (slot -1)."""
-        return sum(aff.score_rows(owner_ids, num_items, beta, gamma)
-                   for beta, gamma, aff in self.terms)
+    def rows(self, owner_ids: Tensor, num_items: int,
+             parts: tuple[str, ...] = ("affinity", "knn")) -> Tensor:
+        """[b, num_items] bias of every item for local ``owner_ids`` (slot -1): the sum of
+        ``parts`` ("affinity": the attribute terms, "knn": the item-kNN term)."""
+        out = torch.zeros(owner_ids.numel(), num_items, device=owner_ids.device)
+        if "affinity" in parts:
+            for beta, gamma, aff in self.terms:
+                out += aff.score_rows(owner_ids, num_items, beta, gamma)
+        if "knn" in parts and self.knn is not None:
+            kappa, knn = self.knn
+            out += kappa * torch.log1p(knn.rows(owner_ids, num_items))
+        return out

@@ -65,6 +65,9 @@ many of the playlist's tracks share the track's artist, and how many of its trac
 scored slot :math:`\rho` do (scale ``affinity_tau``; 0 drops that count). A playlist's vector
 is an average of its tracks' states, so in :math:`D` dimensions the share of one of thousands of
 artists reaches the dot product only blurred by the others; the sparse term keeps it exact.
+With ``knn_init`` :math:`> 0` the score also adds :math:`\kappa \log(1 + k(p, t))`, the exact
+cosine item-kNN score with a learnt weight (:mod:`.knn_term`): the co-occurrence a rank-:math:`D`
+dot product can only approximate.
 Consumers score with :func:`engine.models.score_fn` (full ranking) or
 :func:`engine.models.score` with ``bias`` (pairs).
 """
@@ -81,6 +84,7 @@ from torch import Tensor, nn
 from engine.graph.types import EdgeType, Subgraph
 from engine.models.affinity import ScoreBias, link_affinity
 from engine.models.id_rows import RowEmbedding
+from engine.models.knn_term import KnnTerm
 from engine.models.layers import (
     Attention,
     GenreAffinity,
@@ -147,6 +151,9 @@ class PlaylistGATOptions:
     """start value of the affinity weights (beta and gamma)."""
     affinity_tau: float = 2.0
     """distance scale of the recency count; 0 means no recency count."""
+    knn_init: float = 0.0
+    r"""start value of :math:`\kappa`, the weight of the exact item-kNN term (:mod:`.knn_term`);
+    0 means no such term."""
     message_init: str = "glorot"
     """``"glorot"`` (PyG's start) or ``"zeros"`` (each layer starts as the identity)."""
 
@@ -167,6 +174,8 @@ class PlaylistGATOptions:
         if self.affinity_tau < 0:
             raise ValueError(
                 f"affinity_tau must be >= 0 (0: no recency count), got {self.affinity_tau}")
+        if self.knn_init < 0:
+            raise ValueError(f"knn_init must be >= 0 (0: no item-kNN term), got {self.knn_init}")
 
 
 class PlaylistGAT(nn.Module):
@@ -267,11 +276,15 @@ class PlaylistGAT(nn.Module):
         width = 2 if o.affinity_tau > 0 else 1
         self.affinity_weight = (nn.Parameter(torch.empty(len(self.affinity_types), width))
                                 if self.affinity_types else None)
+        self.knn_init = float(o.knn_init)
+        self.knn_weight = nn.Parameter(torch.empty(())) if o.knn_init > 0 else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         if self.affinity_weight is not None:
             nn.init.constant_(self.affinity_weight, self.affinity_init)
+        if self.knn_weight is not None:
+            nn.init.constant_(self.knn_weight, self.knn_init)
         for emb in self.emb.values():
             nn.init.normal_(emb.weight, std=self.init_std)
         for proj in self.proj.values():
@@ -387,9 +400,9 @@ class PlaylistGAT(nn.Module):
                         self.item_type: g_item[:n[self.item_type]]}
 
     def score_bias(self, sub: Subgraph) -> ScoreBias | None:
-        r""":math:`\sum_T \beta_T \mathrm{aff}_T` on ``sub`` (:mod:`.affinity`), or ``None``
-        without ``affinity_types``."""
-        if self.affinity_weight is None:
+        r""":math:`\sum_T \mathrm{aff}_T` (:mod:`.affinity`) and :math:`\kappa \log(1 + k)`
+        (:mod:`.knn_term`) on ``sub``, or ``None`` without either term."""
+        if self.affinity_weight is None and self.knn_weight is None:
             return None
         w, terms = self.affinity_weight, []
         for k, t in enumerate(self.affinity_types):
@@ -399,7 +412,9 @@ class PlaylistGAT(nn.Module):
             else:  # no recency count: gamma = 0 (a constant, not a parameter)
                 aff = link_affinity(sub, self.owner_type, self.item_type, t)
                 terms.append((w[k, 0], w.new_zeros(()), aff))
-        return ScoreBias(terms)
+        knn = None if self.knn_weight is None else (
+            self.knn_weight, KnnTerm(sub, self.owner_type, self.item_type))
+        return ScoreBias(terms, knn)
 
     def forward(self, sub: Subgraph) -> dict[str, Tensor]:
         """Score vectors of all local owner and item nodes of ``sub`` (``D`` entries, or ``2D``

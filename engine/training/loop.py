@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.graph.cooccur import ItemKNN
 from engine.graph.sampler import BPRBatches, owner_shard, steps_per_epoch
 from engine.models import count_parameters
 from engine.models.init import svd_init_, svd_types
@@ -120,11 +121,13 @@ def make_run_model(cfg: TrainConfig, graph, chief: bool = True):
 @dataclass
 class EpochPlan:
     """What every epoch's batches are drawn from: this rank's shard of owners, the steps per
-    epoch (the same on every rank), the owner rows the affinity term needs."""
+    epoch (the same on every rank), the owner rows the affinity term needs, and the item-kNN
+    scorer of the fit graph that an item-kNN term needs (built once, read by every epoch)."""
 
     shard: torch.Tensor
     steps: int
     row_links: list[str] | None
+    pair_knn: ItemKNN | None = None
 
     @classmethod
     def make(cls, cfg: TrainConfig, graph, model, rank: int, world_size: int) -> EpochPlan:
@@ -132,15 +135,17 @@ class EpochPlan:
         fit_edges = int(graph.csr[graph.interaction].indices.numel())
         steps = cfg.steps_per_epoch or steps_per_epoch(
             len(train_owners), world_size, cfg.batch_size, fit_edges, cfg.pos_per_owner)
+        knn = (ItemKNN(graph.csr[graph.interaction], graph.num_nodes[graph.item_type])
+               if getattr(model, "knn_weight", None) is not None else None)
         return cls(owner_shard(train_owners, rank, world_size, cfg.seed), steps,
-                   owner_row_links(cfg, model))
+                   owner_row_links(cfg, model), knn)
 
     def batches(self, cfg: TrainConfig, graph, epoch: int, rank: int) -> BPRBatches:
         return BPRBatches(graph, self.shard, batch_size=cfg.batch_size, num_neg=cfg.num_neg,
                           fanouts=cfg.fanouts, seed=cfg.seed, epoch=epoch, rank=rank,
                           steps=self.steps, pos_per_owner=cfg.pos_per_owner,
                           neg_pool=cfg.neg_pool, neg_popularity=cfg.neg_popularity,
-                          owner_rows=self.row_links)
+                          owner_rows=self.row_links, pair_knn=self.pair_knn)
 
 
 def report_epoch(ctx, state: TrainState, cfg: TrainConfig, metrics: dict,

@@ -1,0 +1,141 @@
+"""The exact item-kNN term of PlaylistGAT: values against a brute-force count (a training pair
+scored as if held out), the baseline's full ranking, the sampler's per-pair values, the model's
+parts and the weight's gradient."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from engine.eval.baselines import item_knn_score_fn
+from engine.graph.cooccur import ItemKNN
+from engine.graph.ops import PAIR
+from engine.graph.sampler import BPRBatches
+from engine.models import build_model, infer, part_score_fns, score_bias, score_fn
+from engine.training.losses import bpr_loss
+from tests.test_affinity import random_graph
+from tests.test_models import PLAYLIST_HPARAMS
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+PT = ("playlist", "to", "track")
+SMALL = {**PLAYLIST_HPARAMS, "embedding_dim": 8, "heads": 1}
+
+
+def brute_knn(edges: set[tuple[int, int]], owner: int, item: int, n_items: int) -> float:
+    """Cosine item-kNN of ``item`` for ``owner`` in plain Python, the pair's own edge removed
+    first (for a pair that is not an edge, nothing changes)."""
+    e = edges - {(owner, item)}
+    deg = [sum(1 for _, t in e if t == j) for j in range(n_items)]
+    row = {t for p, t in e if p == owner}
+    owners_of = {j: {p for p, t in e if t == j} for j in range(n_items)}
+    total = 0.0
+    for j in row - {item}:
+        c = len(owners_of[j] & owners_of[item])
+        if c:
+            total += c / math.sqrt(deg[j] * deg[item])
+    return total
+
+
+def test_pairs_leave_a_training_edge_out_and_rows_match_the_baseline():
+    g = random_graph(5)
+    ei = g.edge_index[PT]
+    n_p, n_t = g.num_nodes["playlist"], g.num_nodes["track"]
+    knn = ItemKNN(g.csr[PT], n_t)
+    edges = set(map(tuple, ei.t().tolist()))
+    gen = torch.Generator().manual_seed(0)
+    own = torch.randint(ei.size(1), (40,), generator=gen)
+    owner = torch.cat([ei[0, own], torch.randint(n_p, (60,), generator=gen)])
+    item = torch.cat([ei[1, own], torch.randint(n_t, (60,), generator=gen)])
+    got = knn.pairs(owner, item)
+    want = torch.tensor([brute_knn(edges, int(p), int(t), n_t) for p, t in zip(owner, item)])
+    assert torch.allclose(got, want, atol=1e-5)
+    assert (want[:40] > 0).sum() >= 10 and knn.is_edge(owner[:40], item[:40]).all()
+    # full rows: the protocol's item-kNN baseline on every non-own item
+    rows = knn.rows_of(torch.arange(n_p))
+    base = item_knn_score_fn(ei, n_p, n_t)(torch.arange(n_p))
+    ranked = torch.ones(n_p, n_t, dtype=torch.bool)
+    ranked[tuple(ei)] = False
+    assert torch.allclose(rows[ranked], base[ranked], atol=1e-5)
+    assert (rows[ranked] > 0).any()
+
+
+def test_batches_carry_one_value_per_scored_pair():
+    g = random_graph(6)
+    knn = ItemKNN(g.csr[PT], g.num_nodes["track"])
+    batch = next(iter(BPRBatches(g, torch.arange(30), batch_size=6, num_neg=3, fanouts=[2, 2],
+                                 seed=1, pos_per_owner=2, neg_pool=0, neg_popularity=0.5,
+                                 owner_rows=None, pair_knn=knn)))
+    sub = batch.sub
+    pair = sub.edge_index[("playlist", PAIR, "track")]
+    items = torch.cat([batch.pos_idx[:, None], batch.neg_idx], 1)
+    assert pair.size(1) == items.numel()
+    glob_o = sub.n_id["playlist"][pair[0]]
+    glob_t = sub.n_id["track"][pair[1]]
+    assert torch.equal(sub.edge_attr[("playlist", PAIR, "track")], knn.pairs(glob_o, glob_t))
+    # the layers never read PAIR edges: the same vectors without them
+    model = build_model("playlist", g, **SMALL, knn_init=1.0).eval()
+    with torch.no_grad():
+        with_pairs = model(sub)
+        del sub.edge_index[("playlist", PAIR, "track")]
+        without = model(sub)
+    assert all(torch.equal(with_pairs[t], without[t]) for t in with_pairs)
+
+
+def test_the_weight_learns_and_parts_add_up_to_the_score():
+    g = random_graph(7)
+    torch.manual_seed(0)
+    model = build_model("playlist", g, **SMALL, knn_init=0.5)
+    assert model.knn_weight.item() == 0.5
+    knn = ItemKNN(g.csr[PT], g.num_nodes["track"])
+    batch = next(iter(BPRBatches(g, torch.arange(30), batch_size=8, num_neg=2, fanouts=[3, 2],
+                                 seed=0, pos_per_owner=4, neg_pool=0, neg_popularity=0.5,
+                                 owner_rows=["artist"], pair_knn=knn)))
+    bias = score_bias(model, batch.sub)
+    own = bias.knn[1].pairs(batch.owner_idx, batch.pos_idx)
+    want = knn.pairs(batch.sub.n_id["playlist"][batch.owner_idx],
+                     batch.sub.n_id["track"][batch.pos_idx])
+    assert torch.equal(own, want)
+    loss = bpr_loss(model(batch.sub), "playlist", "track", batch, 0.0, bias)
+    loss.backward()
+    assert model.knn_weight.grad is not None and model.knn_weight.grad != 0
+    model.eval()
+    owners = torch.arange(g.num_nodes["playlist"])
+    parts = part_score_fns(model, g)
+    assert set(parts) == {"gat", "affinity", "knn"}
+    total = score_fn(model, g)(owners)
+    assert torch.allclose(sum(fn(owners) for fn in parts.values()), total, atol=1e-5)
+    base = item_knn_score_fn(g.edge_index[PT], len(owners), g.num_nodes["track"])(owners)
+    assert torch.allclose(parts["knn"](owners), 0.5 * torch.log1p(base), atol=1e-5)
+    vecs = infer(model, g)
+    assert torch.allclose(parts["gat"](owners), vecs["playlist"] @ vecs["track"].T)
+
+
+def test_options_and_a_batch_without_values():
+    g = random_graph(8)
+    assert build_model("playlist", g, **SMALL).knn_weight is None  # off by default here
+    with pytest.raises(ValueError, match="knn_init"):
+        build_model("playlist", g, **SMALL, knn_init=-1.0)
+    model = build_model("playlist", g, **SMALL, affinity_types=[], knn_init=1.0)
+    batch = next(iter(BPRBatches(g, torch.arange(30), batch_size=4, num_neg=2, fanouts=[2, 2],
+                                 seed=0, pos_per_owner=2, neg_pool=0, neg_popularity=0.0,
+                                 owner_rows=None)))
+    with pytest.raises(ValueError, match="pair_knn"):  # a batch from a sampler without values
+        score_bias(model, batch.sub)
+
+
+def test_an_epoch_plan_gives_values_only_to_a_model_with_the_term():
+    from engine.training.config import TrainConfig
+    from engine.training.loop import EpochPlan
+
+    g = random_graph(9)
+    cfg = TrainConfig(batch_size=8, num_neg=2, fanouts=[2, 2], pos_per_owner=2)
+    with_term = build_model("playlist", g, **SMALL, knn_init=1.0)
+    plan = EpochPlan.make(cfg, g, with_term, rank=0, world_size=1)
+    batch = next(iter(plan.batches(cfg, g, epoch=0, rank=0)))
+    assert ("playlist", PAIR, "track") in batch.sub.edge_index
+    score_bias(with_term, batch.sub)  # the term finds its values
+    plain = EpochPlan.make(cfg, g, build_model("playlist", g, **SMALL), rank=0, world_size=1)
+    assert plain.pair_knn is None
+    assert ("playlist", PAIR, "track") not in next(iter(plain.batches(cfg, g, 0, 0))).sub.edge_index
