@@ -1,7 +1,8 @@
 """Synthetic listening sessions: the Enhanced GAT against item-kNN, and what ``genre_weight`` does.
 
     .venv/bin/python benchmarks/bench_sessions.py [--users 1000] [--days 30] [--seeds 0]
-        [--weights 0 0.25 0.5 0.75 1] [--id-init svd normal] [--output runs/bench_sessions]
+        [--weights 0 0.25 0.5 0.75 1] [--id-init svd normal] [--knn-init 0 1]
+        [--output runs/bench_sessions]
 
 Generates the seeded session dataset that ``python -m jobs.train_synthetic`` uses (``--users``
 × ``--days``, seed 0; the same folder under ``data/generated/``), then for every ``genre_weight``,
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--weights", nargs="+", type=float, default=[0.0, 0.25, 0.5, 0.75, 1.0])
     p.add_argument("--id-init", nargs="+", choices=["svd", "normal"], default=["svd", "normal"])
+    p.add_argument("--knn-init", nargs="+", type=float, default=[0.0],
+                   help="model_options knn_init values (0: no item-kNN term)")
     p.add_argument("--output", default=str(ROOT / "runs" / "bench_sessions"))
     args = p.parse_args(argv)
     data = dataset(args.users, args.days)
@@ -51,23 +54,24 @@ def main(argv: list[str] | None = None) -> None:
     base = TrainConfig(model="enhanced", epochs=10, batch_size=128, embedding_dim=32, heads=4,
                        fixed_lr=False, progress=False, num_threads=1).to_dict()
     print(f"load {os.getloadavg()[0]:.1f}; data {data}")
-    print("| id_init | genre_weight | seed | test R@10 | test NDCG@10 | item-kNN R@10 / NDCG@10 "
+    print("| id_init | knn_init | genre_weight | seed | test R@10 | test NDCG@10 | item-kNN R@10 / NDCG@10 "
           "| popularity R@10 | R@10 / item-kNN | epochs | train s |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
-    for init in args.id_init:
-        for w in args.weights:
-            for seed in args.seeds:
-                out = Path(args.output) / f"{init}_w{w:g}_s{seed}"
-                cfg = dict(base, dataset=str(data), output=str(out), genre_weight=w,
-                           seed=seed, id_init=init)
-                t0 = time.perf_counter()
-                r = train_loop_per_worker(cfg)
-                t, knn = r["test"], r["baselines"]["item_knn"]
-                pop = r["baselines"]["popularity"]
-                print(f"| {init} | {w:g} | {seed} | {t['recall@10']:.4f} | {t['ndcg@10']:.4f} | "
-                      f"{knn['recall@10']:.4f} / {knn['ndcg@10']:.4f} | {pop['recall@10']:.4f} | "
-                      f"{t['recall@10'] / knn['recall@10']:.2f} | {r['epochs_run']} | "
-                      f"{time.perf_counter() - t0:.0f} |", flush=True)
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
+    runs = [(i, k, w, s) for i in args.id_init for k in args.knn_init for w in args.weights
+            for s in args.seeds]
+    for init, knn_init, w, seed in runs:
+        name = f"{init}_w{w:g}_s{seed}" + (f"_knn{knn_init:g}" if knn_init else "")
+        out = Path(args.output) / name
+        cfg = dict(base, dataset=str(data), output=str(out), genre_weight=w, seed=seed,
+                   id_init=init, model_options={"knn_init": knn_init} if knn_init else {})
+        t0 = time.perf_counter()
+        r = train_loop_per_worker(cfg)
+        t, knn = r["test"], r["baselines"]["item_knn"]
+        pop = r["baselines"]["popularity"]
+        print(f"| {init} | {knn_init:g} | {w:g} | {seed} | {t['recall@10']:.4f} | "
+              f"{t['ndcg@10']:.4f} | {knn['recall@10']:.4f} / {knn['ndcg@10']:.4f} | "
+              f"{pop['recall@10']:.4f} | {t['recall@10'] / knn['recall@10']:.2f} | "
+              f"{r['epochs_run']} | {time.perf_counter() - t0:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

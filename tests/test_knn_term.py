@@ -139,3 +139,30 @@ def test_an_epoch_plan_gives_values_only_to_a_model_with_the_term():
     plain = EpochPlan.make(cfg, g, build_model("playlist", g, **SMALL), rank=0, world_size=1)
     assert plain.pair_knn is None
     assert ("playlist", PAIR, "track") not in next(iter(plain.batches(cfg, g, 0, 0))).sub.edge_index
+
+
+def test_the_enhanced_model_takes_the_term_too(tiny_sessions):
+    from engine.training.config import TrainConfig, make_model
+    from engine.training.loop import EpochPlan
+    from engine.training.run_data import RunData
+
+    cfg = TrainConfig(dataset=str(tiny_sessions), model="enhanced", embedding_dim=8, heads=1,
+                      batch_size=16, model_options={"knn_init": 2.0})
+    data = RunData.load(cfg)
+    g = data.graph("fit")
+    model = make_model(cfg, g)
+    assert model.knn_weight.item() == 2.0
+    plan = EpochPlan.make(cfg, g, model, rank=0, world_size=1)
+    batch = next(iter(plan.batches(cfg, g, epoch=0, rank=0)))
+    loss = bpr_loss(model(batch.sub), g.owner_type, g.item_type, batch, 0.0,
+                    score_bias(model, batch.sub))
+    loss.backward()
+    assert model.knn_weight.grad != 0
+    model.eval()
+    owners = torch.arange(g.num_nodes[g.owner_type])
+    parts = part_score_fns(model, g)
+    assert set(parts) == {"gat", "knn"}
+    assert torch.allclose(parts["gat"](owners) + parts["knn"](owners), score_fn(model, g)(owners),
+                          atol=1e-5)
+    plain = make_model(TrainConfig(dataset=str(tiny_sessions), model="enhanced"), g)
+    assert plain.knn_weight is None and score_bias(plain, g.full()) is None

@@ -28,6 +28,9 @@ owner's items); see :class:`~.layers.GenreAffinity`.
     \mathrm{score}(o, i) = (1 - w)\,\langle \mathbf{c}_o, \mathbf{c}_i \rangle
     + w\,\langle \mathbf{g}_o, \mathbf{g}_i \rangle .
 
+With ``knn_init`` :math:`> 0` the score adds :math:`\kappa \log(1 + k(o, i))`, the exact cosine
+item-kNN score with a learnt weight (:mod:`.knn_term`).
+
 :math:`w = 0` is the purely collaborative model (the genre path is still computed, times zero,
 so its parameters keep a (zero) gradient under DDP); :math:`w = 1` scores by genre affinity only.
 """
@@ -40,6 +43,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine.graph.types import EdgeType, Subgraph
+from engine.models.affinity import ScoreBias
+from engine.models.knn_term import KnnTerm
 from engine.models.layers import (
     Attention,
     GenreAffinity,
@@ -66,6 +71,8 @@ class EnhancedGATRecommender(nn.Module):
         dropout: attention dropout and dropout on each layer's messages.
         genre_weight: :math:`w \in [0, 1]`; :math:`w > 0` needs a genre route.
         genre_type, artist_type: names of those node types.
+        knn_init: start value of :math:`\kappa`, the weight of the exact item-kNN term
+            (:mod:`.knn_term`); 0 (the default) means no such term.
 
     The training hyper-parameters (``embedding_dim`` to ``genre_weight``) have no default: theirs
     is :class:`engine.training.config.TrainConfig`'s, which a model cannot import.
@@ -91,12 +98,15 @@ class EnhancedGATRecommender(nn.Module):
         genre_weight: float,
         genre_type: str = "genre",
         artist_type: str = "artist",
+        knn_init: float = 0.0,
     ):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         if not 0.0 <= genre_weight <= 1.0:
             raise ValueError(f"genre_weight must be in [0, 1], got {genre_weight}")
+        if knn_init < 0:
+            raise ValueError(f"knn_init must be >= 0 (0: no item-kNN term), got {knn_init}")
         edge_types = [tuple(et) for et in edge_types]
         edge_attr_dims = dict(edge_attr_dims or {})
         self.owner_type, self.item_type, self.genre_type = owner_type, item_type, genre_type
@@ -123,9 +133,13 @@ class EnhancedGATRecommender(nn.Module):
         self.emb = nn.ModuleDict({t: nn.Embedding(num_nodes[t], embedding_dim) for t in types})
         self.genre_emb = (nn.Embedding(num_nodes[genre_type], embedding_dim)
                           if self.genre is not None else None)
+        self.knn_init = float(knn_init)
+        self.knn_weight = nn.Parameter(torch.empty(())) if knn_init > 0 else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        if self.knn_weight is not None:
+            nn.init.constant_(self.knn_weight, self.knn_init)
         for emb in [*self.emb.values(), self.genre_emb]:
             if emb is not None:
                 nn.init.normal_(emb.weight, std=0.1)
@@ -157,6 +171,12 @@ class EnhancedGATRecommender(nn.Module):
         if g_att is not None:
             self.last_genre_attention = g_att
         return collab, {self.owner_type: g_owner, self.item_type: g_item}
+
+    def score_bias(self, sub: Subgraph) -> ScoreBias | None:
+        r""":math:`\kappa \log(1 + k)` on ``sub`` (:mod:`.knn_term`), or ``None`` without it."""
+        if self.knn_weight is None:
+            return None
+        return ScoreBias([], (self.knn_weight, KnnTerm(sub, self.owner_type, self.item_type)))
 
     def forward(self, sub: Subgraph) -> dict[str, Tensor]:
         """Score vectors ``[sqrt(1-w) c || sqrt(w) g]`` of all local owner and item nodes."""
