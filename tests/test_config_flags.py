@@ -24,8 +24,9 @@ DEFAULTS = {
     "fixed_lr": False, "sparse_embeddings": True, "seed": 0, "eval_batch_size": 1024,
     "num_threads": 0, "progress": True, "final_test": True,
 }
-# fields added after 814ebb2, at their defaults (what every run before them trained with)
-DEFAULTS.update({"dot_loss": 0.0, "id_lr": 0.0, "id_min_edges": 1})
+# fields added after 814ebb2, at their defaults (the first three: what every run before them
+# trained with; knn_init: a term runs before it did not have)
+DEFAULTS.update({"dot_loss": 0.0, "id_lr": 0.0, "id_min_edges": 1, "knn_init": 1.0})
 CONFIG_FILE = {"lr": 0.05, "heads": 4, "fanouts": [5, 5], "num_layers": 3}
 SYNTHETIC = {"model": "enhanced", "epochs": 10, "embedding_dim": 32, "heads": 4,
              "genre_weight": 0.3}
@@ -84,7 +85,7 @@ def test_hparams_are_the_fields_marked_so():
     assert set(hp) == {"model", "lr", "batch_size", "pos_per_owner", "num_neg", "embedding_dim",
                        "heads", "num_layers", "dropout", "genre_weight", "l2", "neg_popularity",
                        "owner_rows", "id_init", "loss", "seed", "fanouts",
-                       "dot_loss", "id_lr", "id_min_edges"}  # the last three: added since
+                       "dot_loss", "id_lr", "id_min_edges", "knn_init"}  # the last four: added since
     assert hp["fanouts"] == "15,10" and hp["lr"] == 0.01
 
 

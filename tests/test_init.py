@@ -73,12 +73,13 @@ def test_score_parts_the_benchmark_ranks_add_up_to_the_model_score(fit_graph, on
     model = make_model(TrainConfig(embedding_dim=8, heads=1), fit_graph)
     svd_init_(model, fit_graph, seed=0)
     parts = part_score_fns(model, fit_graph)
-    assert set(parts) == {"gat", "affinity"}
+    assert set(parts) == {"gat", "affinity", "knn"}
     ids = torch.arange(5)
     total = score_fn(model, fit_graph)(ids)
-    torch.testing.assert_close(parts["gat"](ids) + parts["affinity"](ids), total)
-    assert parts["affinity"](ids).abs().sum() > 0 and parts["gat"](ids).abs().sum() > 0
-    off = make_model(TrainConfig(embedding_dim=8, heads=1,
+    torch.testing.assert_close(parts["gat"](ids) + parts["affinity"](ids) + parts["knn"](ids),
+                               total)
+    assert all(parts[k](ids).abs().sum() > 0 for k in parts)
+    off = make_model(TrainConfig(embedding_dim=8, heads=1, knn_init=0.0,
                                  model_options={"affinity_types": []}), fit_graph)
     assert set(part_score_fns(off, fit_graph)) == {"gat"}
 

@@ -75,7 +75,7 @@ def test_batches_carry_one_value_per_scored_pair():
     glob_t = sub.n_id["track"][pair[1]]
     assert torch.equal(sub.edge_attr[("playlist", PAIR, "track")], knn.pairs(glob_o, glob_t))
     # the layers never read PAIR edges: the same vectors without them
-    model = build_model("playlist", g, **SMALL, knn_init=1.0).eval()
+    model = build_model("playlist", g, **{**SMALL, "knn_init": 1.0}).eval()
     with torch.no_grad():
         with_pairs = model(sub)
         del sub.edge_index[("playlist", PAIR, "track")]
@@ -86,7 +86,7 @@ def test_batches_carry_one_value_per_scored_pair():
 def test_the_weight_learns_and_parts_add_up_to_the_score():
     g = random_graph(7)
     torch.manual_seed(0)
-    model = build_model("playlist", g, **SMALL, knn_init=0.5)
+    model = build_model("playlist", g, **{**SMALL, "knn_init": 0.5})
     assert model.knn_weight.item() == 0.5
     knn = ItemKNN(g.csr[PT], g.num_nodes["track"])
     batch = next(iter(BPRBatches(g, torch.arange(30), batch_size=8, num_neg=2, fanouts=[3, 2],
@@ -114,10 +114,10 @@ def test_the_weight_learns_and_parts_add_up_to_the_score():
 
 def test_options_and_a_batch_without_values():
     g = random_graph(8)
-    assert build_model("playlist", g, **SMALL).knn_weight is None  # off by default here
+    assert build_model("playlist", g, **SMALL).knn_weight is None  # knn_init 0: no term
     with pytest.raises(ValueError, match="knn_init"):
-        build_model("playlist", g, **SMALL, knn_init=-1.0)
-    model = build_model("playlist", g, **SMALL, affinity_types=[], knn_init=1.0)
+        build_model("playlist", g, **{**SMALL, "knn_init": -1.0})
+    model = build_model("playlist", g, **{**SMALL, "knn_init": 1.0}, affinity_types=[])
     batch = next(iter(BPRBatches(g, torch.arange(30), batch_size=4, num_neg=2, fanouts=[2, 2],
                                  seed=0, pos_per_owner=2, neg_pool=0, neg_popularity=0.0,
                                  owner_rows=None)))
@@ -131,7 +131,7 @@ def test_an_epoch_plan_gives_values_only_to_a_model_with_the_term():
 
     g = random_graph(9)
     cfg = TrainConfig(batch_size=8, num_neg=2, fanouts=[2, 2], pos_per_owner=2)
-    with_term = build_model("playlist", g, **SMALL, knn_init=1.0)
+    with_term = build_model("playlist", g, **{**SMALL, "knn_init": 1.0})
     plan = EpochPlan.make(cfg, g, with_term, rank=0, world_size=1)
     batch = next(iter(plan.batches(cfg, g, epoch=0, rank=0)))
     assert ("playlist", PAIR, "track") in batch.sub.edge_index
@@ -164,5 +164,27 @@ def test_the_enhanced_model_takes_the_term_too(tiny_sessions):
     assert set(parts) == {"gat", "knn"}
     assert torch.allclose(parts["gat"](owners) + parts["knn"](owners), score_fn(model, g)(owners),
                           atol=1e-5)
-    plain = make_model(TrainConfig(dataset=str(tiny_sessions), model="enhanced"), g)
+    plain = make_model(TrainConfig(dataset=str(tiny_sessions), model="enhanced", knn_init=0.0), g)
     assert plain.knn_weight is None and score_bias(plain, g.full()) is None
+
+
+def test_the_run_default_reaches_the_models_that_take_it_and_old_runs_keep_none(tiny_playlists):
+    import warnings
+
+    from engine.training.config import TrainConfig, make_model
+    from engine.training.run_data import RunData
+
+    cfg = TrainConfig(dataset=str(tiny_playlists), embedding_dim=8, heads=1)
+    g = RunData.load(cfg).graph("fit")
+    assert make_model(cfg, g).knn_weight.item() == cfg.knn_init == 1.0
+    assert make_model(TrainConfig.from_dict({**cfg.to_dict(), "knn_init": 0.5}),
+                      g).knn_weight.item() == 0.5
+    over = TrainConfig.from_dict({**cfg.to_dict(), "model_options": {"knn_init": 2.0}})
+    assert make_model(over, g).knn_weight.item() == 2.0  # model_options wins, as for any option
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # the basic GAT has no such term, and no warning about it
+        basic = make_model(TrainConfig.from_dict({**cfg.to_dict(), "model": "basic"}), g)
+    assert not hasattr(basic, "knn_weight")
+    assert not [w for w in caught if "knn_init" in str(w.message)]
+    saved = {k: v for k, v in cfg.to_dict().items() if k != "knn_init"}  # a run from before
+    assert make_model(TrainConfig.from_saved(saved), g).knn_weight is None

@@ -71,17 +71,18 @@ def _meta(sub: Subgraph) -> dict:  # the edge types are the subgraph's
 # The models' training hyper-parameters have no defaults (their one default is TrainConfig's);
 # these tests pass the values the models defaulted to when the tests were written.
 PLAYLIST_HPARAMS = {"embedding_dim": 64, "heads": 4, "num_layers": 2, "dropout": 0.1,
-                    "genre_weight": 0.0}
+                    "genre_weight": 0.0, "knn_init": 0.0}
 ENHANCED_HPARAMS = {**PLAYLIST_HPARAMS, "genre_weight": 0.2}
 
 CONFIGS = {
     "basic": {"embedding_dim": 16, "heads": 4, "dropout": 0.0},
     "enhanced": {"embedding_dim": 16, "heads": 2, "num_layers": 2, "dropout": 0.1,
-                 "genre_weight": 0.5},
+                 "genre_weight": 0.5, "knn_init": 0.0},
     "playlist": {"embedding_dim": 16, "heads": 2, "num_layers": 2, "dropout": 0.1,
-                 "genre_weight": 0.0},
+                 "genre_weight": 0.0, "knn_init": 0.0},
     "playlist-genre": {"embedding_dim": 16, "heads": 2, "num_layers": 2, "dropout": 0.1,
-                       "genre_weight": 0.5, "id_embeddings": {"playlist", "artist", "genre"}},
+                       "genre_weight": 0.5, "knn_init": 0.0,
+                       "id_embeddings": {"playlist", "artist", "genre"}},
 }
 
 
@@ -349,7 +350,10 @@ SAVED_OPTIONS = {"embedding_dim": 8, "heads": 1, "num_layers": 3, "dropout": 0.2
                  "activation": True, "residual": False, "init_std": 0.3, "degree_norm": True,
                  "feature_types": ["playlist", "track"], "skip_types": ["genre"],
                  "affinity_types": ["artist"], "affinity_init": 0.5, "affinity_tau": 1.0,
-                 "message_init": "zeros"}
+                 "message_init": "zeros",
+                 # a training hyper-parameter since issue #10 (TrainConfig.knn_init, which
+                 # make_model passes); 0 builds the model from before it
+                 "knn_init": 0.0}
 
 
 def test_playlist_gat_options_object_and_keyword_dict_build_the_same_model():
@@ -416,7 +420,7 @@ def test_playlist_gat_options_are_checked_and_unknown_keys_named():
 def test_build_model_takes_one_shared_config():
     sub = _graph()
     shared = {"embedding_dim": 16, "heads": 2, "num_layers": 3, "dropout": 0.0,
-              "genre_weight": 0.0}
+              "genre_weight": 0.0, "knn_init": 0.0}
     with pytest.warns(UserWarning, match="genre_weight"):
         basic = build_model("basic", _meta(sub), **shared)
     assert isinstance(basic, GATRecommender)

@@ -36,8 +36,7 @@ def test_bad_model_options_in_a_space_are_named(space, message) -> None:
 
 
 def test_the_space_follows_the_searched_model(tmp_path) -> None:
-    """The default space searches PlaylistGAT's affinity and item-kNN options only for
-    PlaylistGAT; a file
+    """The default space searches PlaylistGAT's affinity options only for PlaylistGAT; a file
     that names an option the searched model does not take is refused, naming the model."""
     import json
 
@@ -48,8 +47,7 @@ def test_the_space_follows_the_searched_model(tmp_path) -> None:
     assert "model_options.affinity_tau" in playlist
     assert not [k for k in enhanced if k.startswith("model_options.")]
     assert set(playlist) - set(enhanced) == {"model_options.affinity_tau",
-                                             "model_options.affinity_init",
-                                             "model_options.knn_init"}
+                                             "model_options.affinity_init"}
     path = tmp_path / "space.json"
     path.write_text(json.dumps({"model_options.affinity_tau": {"type": "choice",
                                                                "values": [1.0]}}))

@@ -46,9 +46,9 @@ DEFAULT_SPACE: dict[str, dict] = {
     "l2": {"type": "loguniform", "low": 1e-6, "high": 1e-4},
     "id_init": {"type": "choice", "values": ["svd", "normal"]},
     "loss": {"type": "choice", "values": ["bpr", "softmax"]},
+    "knn_init": {"type": "choice", "values": [0.0, 1.0]},  # 0: no item-kNN term
     "model_options.affinity_tau": {"type": "choice", "values": [0.0, 1.0, 2.0, 4.0]},
     "model_options.affinity_init": {"type": "choice", "values": [0.5, 1.0, 2.0, 4.0]},
-    "model_options.knn_init": {"type": "choice", "values": [0.0, 1.0]},  # 0: no item-kNN term
 }
 TYPES = ("loguniform", "uniform", "randint", "choice")
 MODEL_OPTION = "model_options."  # a key "model_options.NAME" searches the model's option NAME

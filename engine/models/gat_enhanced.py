@@ -70,11 +70,11 @@ class EnhancedGATRecommender(nn.Module):
         num_layers: collaborative GAT layers :math:`L \ge 1`.
         dropout: attention dropout and dropout on each layer's messages.
         genre_weight: :math:`w \in [0, 1]`; :math:`w > 0` needs a genre route.
-        genre_type, artist_type: names of those node types.
         knn_init: start value of :math:`\kappa`, the weight of the exact item-kNN term
-            (:mod:`.knn_term`); 0 (the default) means no such term.
+            (:mod:`.knn_term`); 0 means no such term.
+        genre_type, artist_type: names of those node types.
 
-    The training hyper-parameters (``embedding_dim`` to ``genre_weight``) have no default: theirs
+    The training hyper-parameters (``embedding_dim`` to ``knn_init``) have no default: theirs
     is :class:`engine.training.config.TrainConfig`'s, which a model cannot import.
 
     With ``keep_attention = True`` a forward stores detached ``(edge_index, alpha)`` per edge type
@@ -96,9 +96,9 @@ class EnhancedGATRecommender(nn.Module):
         num_layers: int,
         dropout: float,
         genre_weight: float,
+        knn_init: float,
         genre_type: str = "genre",
         artist_type: str = "artist",
-        knn_init: float = 0.0,
     ):
         super().__init__()
         if num_layers < 1:

@@ -108,7 +108,7 @@ class PlaylistGATOptions:
     (``PlaylistGATOptions(**model_options)``); :func:`engine.models.build_model` builds it from
     keyword arguments. Checks that need no graph run here; those that do, in the model.
 
-    The first five fields are training hyper-parameters without a default here: their one default
+    The first six fields are training hyper-parameters without a default here: their one default
     is :class:`engine.training.config.TrainConfig`'s (a model cannot import it), so leaving one out
     is an error. The others are this model's own, set through ``TrainConfig.model_options``.
     """
@@ -123,6 +123,9 @@ class PlaylistGATOptions:
     """attention dropout and dropout on each layer's messages."""
     genre_weight: float
     r""":math:`w \in [0, 1]`, the genre-affinity share of the score (module docstring)."""
+    knn_init: float
+    r"""start value of :math:`\kappa`, the weight of the exact item-kNN term (:mod:`.knn_term`);
+    0 means no such term."""
     id_embeddings: Iterable[str] | None = None
     """node types with ID embeddings; ``None``: every type read except a featured item type."""
     id_rows: dict[str, int] | tuple[tuple[str, int], ...] | None = None
@@ -151,9 +154,6 @@ class PlaylistGATOptions:
     """start value of the affinity weights (beta and gamma)."""
     affinity_tau: float = 2.0
     """distance scale of the recency count; 0 means no recency count."""
-    knn_init: float = 0.0
-    r"""start value of :math:`\kappa`, the weight of the exact item-kNN term (:mod:`.knn_term`);
-    0 means no such term."""
     message_init: str = "glorot"
     """``"glorot"`` (PyG's start) or ``"zeros"`` (each layer starts as the identity)."""
 

@@ -86,7 +86,7 @@ RUNTIME_KEYS = frozenset({"output", "dataset", "graph_store", "progress", "num_t
 RETIRED_KEYS = frozenset({"fail_at_epoch"})  # in configs saved before it left the loop
 # keys added after runs were saved, with the value every run saved before them trained with
 LEGACY_VALUES = {"id_init": "normal", "loss": "bpr", "logq": False, "dot_loss": 0.0, "id_lr": 0.0,
-                 "id_min_edges": 1}
+                 "id_min_edges": 1, "knn_init": 0.0}
 
 # field sections (``opt(section=...)``) and their titles: the training CLIs group their flags
 # under these titles in --help, in this order
@@ -160,6 +160,11 @@ class TrainConfig:
         0.1, "model", "attention and message dropout", hparam=True)
     genre_weight: Share = opt(0.0, "model", "share w of the genre-affinity score: (1 - w) "
                               "collaborative + w genre", hparam=True)
+    # engine.models.knn_term; chosen on validation at 1,000 and 2,697 MPD playlists (docs/results.md)
+    knn_init: NonNegFloat = opt(
+        1.0, "model", "start of the learnt weight of an exact item-kNN term in the score "
+        "(PlaylistGAT and the Enhanced GAT): kappa * log(1 + cosine item-kNN score); 0: no such "
+        "term", hparam=True)
     model_options: dict = opt(section="model", doc="further model options by name (playlist: "
                               "the fields of engine.models.PlaylistGATOptions)", factory=dict)
     # svd: engine.models.init; the table holds the co-occurrence structure from step 0
@@ -287,7 +292,8 @@ def describe_diff(diff: dict[str, tuple]) -> str:
 def model_options(cfg: TrainConfig, graph: GraphData) -> dict:
     """The model's options for ``graph`` as a flat keyword dict (what :func:`build_model` takes;
     for PlaylistGAT the fields of :class:`~engine.models.PlaylistGATOptions`): the config's
-    hyper-parameters and ``model_options``, plus two derived defaults. (The item table's row
+    hyper-parameters and ``model_options``, plus two derived defaults; ``knn_init`` goes only to
+    the models that take it (not the basic GAT). (The item table's row
     count under ``id_min_edges`` is :func:`make_model`'s: it needs the row map it sizes.)
 
     With ``id_init = "svd"`` PlaylistGAT gives every node type an ID embedding, tracks included
@@ -314,6 +320,10 @@ def model_options(cfg: TrainConfig, graph: GraphData) -> dict:
                        "set id_min_edges instead")
     opts = {"embedding_dim": cfg.embedding_dim, "heads": cfg.heads, "num_layers": cfg.num_layers,
             "dropout": cfg.dropout, "genre_weight": cfg.genre_weight, **cfg.model_options}
+    from engine.models import model_option_names
+
+    if "knn_init" in model_option_names(cfg.model) and "knn_init" not in opts:
+        opts["knn_init"] = cfg.knn_init
     if cfg.model == "playlist" and graph.genre_source == "titles" and "skip_types" not in opts:
         opts["skip_types"] = ["genre"]
     if cfg.model == "playlist" and cfg.id_init == "svd" and "id_embeddings" not in opts:
