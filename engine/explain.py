@@ -12,8 +12,8 @@ For a recommended (owner, item) pair:
   type's neighbours of one node, so they sum to 1 per (node, neighbour type): a track's only
   artist has weight 1.00 (:func:`attention_into` keeps the neighbour count beside them);
 * **score parts** (:func:`score_parts`) — the score split into what adds up to it: the GAT dot
-  product, the genre path's dot product (models with ``genre_weight > 0``), and the exact artist
-  term.
+  product, the genre path's dot product (models with ``genre_weight > 0``), the exact artist
+  term and the exact item-kNN term (:mod:`engine.models.knn_term`).
 
 Everything is computed from one full-graph forward with ``model.keep_attention = True``.
 :func:`ranked_rows` gives the masked top-K of many owners in chunks (batch export) through the
@@ -38,7 +38,7 @@ from engine.models.affinity import ScoreBias
 class Explained:
     item: int
     score: float
-    bias: float = 0.0  # the score's sparse term (artist affinity); 0 for dot-product models
+    bias: float = 0.0  # the score's sparse terms (artist affinity, item-kNN); 0 without them
     similar_items: list[tuple[int, float]] = field(default_factory=list)
     attention: list[tuple[str, int, float]] = field(default_factory=list)  # (type, id, weight)
     # per neighbour type: (top (id, weight) pairs, number of such neighbours)
@@ -121,14 +121,17 @@ def score_parts(vecs: dict, bias: ScoreBias | None, owner_type: str, item_type: 
     """The scores of ``items`` for ``owner`` (global ids, full-graph ``vecs``) as parts that add
     up to :func:`engine.models.rank_scores`'s score of a candidate outside the owner's row:
     ``"GAT"`` (the dot product, or its first ``split_at`` dimensions), ``"genre"`` (the rest,
-    with ``split_at``), and ``bias_name`` (the model's sparse term, when it has one)."""
+    with ``split_at``), ``bias_name`` (the model's attribute affinity, when it has one) and
+    ``"kNN"`` (its item-kNN term, when it has one)."""
     o, i = vecs[owner_type][owner], vecs[item_type][items]
     if split_at is None:
         parts = {"GAT": i @ o}
     else:
         parts = {"GAT": i[:, :split_at] @ o[:split_at], "genre": i[:, split_at:] @ o[split_at:]}
     if bias is not None:
-        parts[bias_name] = bias.pairs(torch.full_like(items, owner), items)
+        names = {"affinity": bias_name, "knn": "kNN"}
+        for key, part in bias.pair_parts(torch.full_like(items, owner), items).items():
+            parts[names[key]] = part
     return parts
 
 

@@ -38,6 +38,8 @@ KEY_LINES = {  # printed for the parts and marks a list has
     "genre": "dot product of the genre path's vectors (models with genre_weight > 0)",
     "artist": "the model's exact artist term: a learnt weight x log(1 + the playlist's tracks by "
               "the pick's artist), plus a recency part for those near the end of the playlist",
+    "kNN": "the model's exact item-kNN term: a learnt weight x log(1 + the pick's cosine "
+           "item-kNN score, how often it shares a playlist with each of this playlist's tracks)",
     "like": "the playlist's own tracks whose vectors are closest to the pick's (cosine; 1 = same)",
     "drew on": "the pick's neighbours in the last attention layer and their weights; weights sum "
                "to 1 over each neighbour type, \"of n\" = how many neighbours of that type it has",

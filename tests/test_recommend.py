@@ -65,15 +65,15 @@ def test_score_parts_add_up_to_the_ranking_score(tiny_run, run_data, one_thread)
     items = torch.tensor([i for i in range(200) if i not in owned][:50])
     parts = score_parts(vecs, bias, graph.owner_type, graph.item_type, 3, items,
                         bias_name="artist")
-    assert set(parts) == {"GAT", "artist"}
-    assert parts["artist"].abs().max() > 0  # the artist part is really there
+    assert set(parts) == {"GAT", "artist", "kNN"}  # the defaults: both sparse terms
+    assert parts["artist"].abs().max() > 0 and parts["kNN"].abs().max() > 0  # really there
     torch.testing.assert_close(sum(parts.values()), row[items], rtol=1e-5, atol=1e-5)
 
 
 def test_one_playlist_lists_parts_key_check_and_diversity(tiny_run, run_data, capsys, one_thread):
     out = run_job(capsys, "--run", str(tiny_run), "--playlist", "3", "--top", "10")
     got = picks(out)
-    assert len(got) == 10 and "key: score = GAT + artist" in out
+    assert len(got) == 10 and "key: score = GAT + artist + kNN" in out
     for _, score, parts, _ in got:  # the printed parts add up to the printed score
         total = sum(float(v) for v in re.findall(r"[A-Za-z+]+ (-?[\d.]+)", parts))
         assert abs(total - score) < 2e-3

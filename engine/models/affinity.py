@@ -244,13 +244,23 @@ class ScoreBias:
     def pairs(self, owner_idx: Tensor, item_idx: Tensor, slot: Tensor | None = None) -> Tensor:
         """The bias of each (owner, item) pair, local indices of one shape; ``slot`` as in
         :meth:`LinkAffinity.pairs`."""
-        out = 0.0
-        for beta, gamma, aff in self.terms:
-            plain, recent = aff.pairs(owner_idx, item_idx, slot)
-            out = out + beta * plain + gamma * recent
+        return sum(self.pair_parts(owner_idx, item_idx, slot).values(),
+                   torch.zeros(item_idx.shape, device=item_idx.device))
+
+    def pair_parts(self, owner_idx: Tensor, item_idx: Tensor, slot: Tensor | None = None
+                   ) -> dict[str, Tensor]:
+        """:meth:`pairs` by term: ``"affinity"`` (the attribute terms, where there are some)
+        and ``"knn"`` (the item-kNN term, where there is one)."""
+        out = {}
+        if self.terms:
+            total = 0.0
+            for beta, gamma, aff in self.terms:
+                plain, recent = aff.pairs(owner_idx, item_idx, slot)
+                total = total + beta * plain + gamma * recent
+            out["affinity"] = total
         if self.knn is not None:
             kappa, knn = self.knn
-            out = out + kappa * torch.log1p(knn.pairs(owner_idx, item_idx))
+            out["knn"] = kappa * torch.log1p(knn.pairs(owner_idx, item_idx))
         return out
 
     def rows(self, owner_ids: Tensor, num_items: int,
