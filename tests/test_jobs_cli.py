@@ -205,6 +205,7 @@ def test_a_run_that_cannot_fit_in_memory_is_exit_2_before_ray(tmp_path, tiny_pla
     monkeypatch.setattr(memory, "DRIVER_BYTES", 0)
     monkeypatch.setattr(memory, "INFER_STATES", 0)
     monkeypatch.setattr(memory, "SCORE_BYTES", 0)
+    monkeypatch.setattr(memory, "KNN_BLOCK_BYTES", 0)
     out = tmp_path / "o"
     with pytest.raises(SystemExit) as exit_:
         run_cli(train_kaggle.main, ["--data", str(tiny_playlists), "--workers", "3",

@@ -188,3 +188,18 @@ def test_the_run_default_reaches_the_models_that_take_it_and_old_runs_keep_none(
     assert not [w for w in caught if "knn_init" in str(w.message)]
     saved = {k: v for k, v in cfg.to_dict().items() if k != "knn_init"}  # a run from before
     assert make_model(TrainConfig.from_saved(saved), g).knn_weight is None
+
+
+def test_the_memory_estimate_counts_the_terms_index():
+    from engine.training.config import TrainConfig
+    from engine.training.memory import estimate, knn_bytes
+
+    g = random_graph(10)
+    on, off = TrainConfig(embedding_dim=8, heads=1), TrainConfig(embedding_dim=8, heads=1,
+                                                                 knn_init=0.0)
+    worker, chief = knn_bytes(on, g)
+    assert worker >= 24 * g.csr[PT].num_edges and chief > 0
+    a, b = estimate(on, g, 2, 0), estimate(off, g, 2, 0)
+    # and kappa itself: weight, gradient and two Adam moments per worker, a best copy on rank 0
+    assert a.per_worker - b.per_worker == worker + 16
+    assert a.chief_extra - b.chief_extra == chief + 4

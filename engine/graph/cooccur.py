@@ -35,7 +35,7 @@ from engine.graph.ops import row_positions
 from engine.graph.types import CSR
 
 # Owners per dense [b, num_owners] block of :meth:`ItemKNN.rows`.
-_BLOCK_FLOATS = 1 << 24
+BLOCK_FLOATS = 1 << 24
 
 
 def _inv_sqrt(deg: Tensor) -> Tensor:
@@ -100,7 +100,7 @@ class ItemKNN:
             warnings.simplefilter("ignore", UserWarning)  # sparse CSR is "beta"
             xn_t = torch.sparse_csr_tensor(self.cols.indptr, self.cols.indices, self.inv[item],
                                            (self.num_items, self.num_owners))
-            step = max(1, _BLOCK_FLOATS // max(self.num_owners, self.num_items, 1))
+            step = max(1, BLOCK_FLOATS // max(self.num_owners, self.num_items, 1))
             parts = [(xn_t @ self.overlaps(owners[lo:lo + step]).T).T
                      for lo in range(0, owners.numel(), step)]  # blocks of owners
         return torch.cat(parts) if parts else torch.zeros(0, self.num_items)

@@ -9,6 +9,8 @@ shape (built on PyTorch's ``meta`` device: shapes, no memory), per node:
 * per worker: :data:`WORKER_BASE` (Python, PyTorch, the Ray worker), the dense weights with their
   gradient and two Adam moments, and a training step's activations, :data:`STEP_BYTES_PER_NODE`
   per node of the sampled subgraph for :func:`subgraph_nodes` nodes;
+* with an item-kNN term (:mod:`engine.graph.cooccur`), per worker its index of the fit edges
+  (:func:`knn_bytes`) and a step's owner overlaps; rank 0's full-ranking blocks on top;
 * rank 0 on top: validation and test. A full-graph forward keeps about
   :data:`INFER_STATES` vectors of width D per node (its per-edge messages run in groups,
   :func:`engine.models.layers.gat_by_destination`), a copy of the best weights, and the evaluation
@@ -27,6 +29,7 @@ from pathlib import Path
 import torch
 
 from engine.eval.evaluate import SCORE_BYTES
+from engine.graph.cooccur import BLOCK_FLOATS
 from engine.graph.types import GraphData
 from engine.training.config import TrainConfig, make_model
 
@@ -35,6 +38,7 @@ WORKER_BASE = int(0.45 * GB)
 DRIVER_BYTES = int(1.2 * GB)
 STEP_BYTES_PER_NODE = 1536
 INFER_STATES = 6
+KNN_BLOCK_BYTES = 4 * 2 * BLOCK_FLOATS  # a block of item-kNN rows and its owner overlaps
 
 
 @dataclass
@@ -75,6 +79,16 @@ def subgraph_nodes(cfg: TrainConfig, num_nodes: int) -> int:
     return min((owners + items) * reach, num_nodes)
 
 
+def knn_bytes(cfg: TrainConfig, graph: GraphData) -> tuple[int, int]:
+    """(per worker, rank 0 on top) for the item-kNN term's :class:`~engine.graph.cooccur.ItemKNN`:
+    three int64 arrays over the fit edges and the item degrees, a step's dense owner overlaps
+    ``[batch, owners]``; at evaluation the sparse ``X D^-1/2`` and one block of rows."""
+    edges = graph.csr[graph.interaction].num_edges
+    owners, items = graph.num_nodes[graph.owner_type], graph.num_nodes[graph.item_type]
+    worker = 24 * edges + 12 * items + 4 * cfg.batch_size * owners
+    return worker, 12 * edges + KNN_BLOCK_BYTES
+
+
 def store_bytes(folder: str | Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).iterdir() if p.is_file())
 
@@ -97,6 +111,10 @@ def estimate(cfg: TrainConfig, graph: GraphData, workers: int, shared_data: int)
     else:
         per_worker += table_state
     chief = 4 * params + 4 * cfg.embedding_dim * n * INFER_STATES + 3 * SCORE_BYTES
+    if getattr(model, "knn_weight", None) is not None:
+        worker_knn, chief_knn = knn_bytes(cfg, graph)
+        per_worker += worker_knn
+        chief += chief_knn
     return Estimate(workers, shared, per_worker, chief, DRIVER_BYTES)
 
 
