@@ -58,10 +58,10 @@ VARIANTS = {"defaults": {}, "no_artist": {"model_options": {"affinity_types": []
 
 
 def train(data: str, mode: str, out: Path, size: int, seed: int, variant: str,
-          tuned: str | None = None) -> None:
+          tuned: str | None = None, threads: int = 0) -> None:
     cmd = [sys.executable, "-m", "jobs.train_kaggle", "--data", data, "--mode", mode,
            "--workers", "1", "--output", str(out), "--no-progress", "--seed", str(seed),
-           "--max-playlists", str(size)]
+           "--max-playlists", str(size), "--threads", str(threads)]
     out.parent.mkdir(parents=True, exist_ok=True)
     if variant == "tuned":
         cmd += ["--config", tuned]
@@ -148,7 +148,7 @@ def sample_rows(args, size: int, seed: int) -> dict:
         out = folder / variant
         if not (args.reuse and (out / "metrics.json").exists()):
             shutil.rmtree(out, ignore_errors=True)  # the same folder would resume, not train
-            train(args.data, args.mode, out, size, seed, variant, args.tuned)
+            train(args.data, args.mode, out, size, seed, variant, args.tuned, args.train_threads)
         runs[variant] = json.loads((out / "metrics.json").read_text())
     m = runs["defaults"]
     cfg = TrainConfig.from_saved(m["config"])
@@ -237,7 +237,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--summary", action="store_true",
                    help="only print the summary of the samples' existing rows.json files")
     p.add_argument("--no-implicit", action="store_true", help="skip ALS / BPR-MF")
-    p.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1))
+    p.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1),
+                   help="ALS / BPR-MF threads")
+    p.add_argument("--train-threads", type=int, default=0,
+                   help="torch threads of the training job (0: its default, the CPUs Ray sees; "
+                        "give 1 to run two of these side by side)")
     args = p.parse_args(argv)
     if "defaults" not in args.variants:
         p.error("--variants must include defaults")
