@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from engine.graph.ops import row_positions
-from engine.graph.types import CSR
+from engine.graph.types import CSR, GraphData, rev
 
 # Owners per dense [b, num_owners] block of :meth:`ItemKNN.rows`.
 BLOCK_FLOATS = 1 << 24
@@ -46,14 +46,22 @@ class ItemKNN:
     """Item-kNN scores over one owner -> item CSR (``rows``, the training edges; a pair's
     duplicates must be gone, as in every graph this project builds)."""
 
-    def __init__(self, rows: CSR, num_items: int) -> None:
+    def __init__(self, rows: CSR, num_items: int, cols: CSR | None = None) -> None:
+        """``cols``: the transpose of ``rows`` (item -> owner), when the graph holds it (a
+        graph's reverse edge type: shared by the workers of a node, not copied); else built."""
         self.rows, self.num_items = rows, int(num_items)
         self.num_owners = rows.indptr.numel() - 1
         owner = torch.repeat_interleave(torch.arange(self.num_owners), rows.degree())
         self.keys = owner * self.num_items + rows.indices  # sorted: rows in order, items sorted
-        self.cols = CSR.from_edge_index(torch.stack([rows.indices, owner]), self.num_items)
+        self.cols = cols if cols is not None else CSR.from_edge_index(
+            torch.stack([rows.indices, owner]), self.num_items)
         self.deg = self.cols.degree()
         self.inv = _inv_sqrt(self.deg)
+
+    @classmethod
+    def of_graph(cls, g: GraphData) -> ItemKNN:
+        """The item-kNN scorer of ``g``'s interaction edges (the fit edges of a fit graph)."""
+        return cls(g.csr[g.interaction], g.num_nodes[g.item_type], g.csr.get(rev(g.interaction)))
 
     def overlaps(self, owners: Tensor) -> Tensor:
         r""":math:`M` [len(owners), num_owners]: :math:`\sum_{j \in R(p) \cap R(q)} d_j^{-1/2}`."""

@@ -135,8 +135,8 @@ class EpochPlan:
         fit_edges = int(graph.csr[graph.interaction].indices.numel())
         steps = cfg.steps_per_epoch or steps_per_epoch(
             len(train_owners), world_size, cfg.batch_size, fit_edges, cfg.pos_per_owner)
-        knn = (ItemKNN(graph.csr[graph.interaction], graph.num_nodes[graph.item_type])
-               if getattr(model, "knn_weight", None) is not None else None)
+        knn = (ItemKNN.of_graph(graph) if getattr(model, "knn_weight", None) is not None
+               else None)
         return cls(owner_shard(train_owners, rank, world_size, cfg.seed), steps,
                    owner_row_links(cfg, model), knn)
 

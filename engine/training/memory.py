@@ -9,7 +9,7 @@ shape (built on PyTorch's ``meta`` device: shapes, no memory), per node:
 * per worker: :data:`WORKER_BASE` (Python, PyTorch, the Ray worker), the dense weights with their
   gradient and two Adam moments, and a training step's activations, :data:`STEP_BYTES_PER_NODE`
   per node of the sampled subgraph for :func:`subgraph_nodes` nodes;
-* with an item-kNN term (:mod:`engine.graph.cooccur`), per worker its index of the fit edges
+* with an item-kNN term (:mod:`engine.graph.cooccur`), per worker its keys of the fit edges
   (:func:`knn_bytes`) and a step's owner overlaps; rank 0's full-ranking blocks on top;
 * rank 0 on top: validation and test. A full-graph forward keeps about
   :data:`INFER_STATES` vectors of width D per node (its per-edge messages run in groups,
@@ -81,11 +81,12 @@ def subgraph_nodes(cfg: TrainConfig, num_nodes: int) -> int:
 
 def knn_bytes(cfg: TrainConfig, graph: GraphData) -> tuple[int, int]:
     """(per worker, rank 0 on top) for the item-kNN term's :class:`~engine.graph.cooccur.ItemKNN`:
-    three int64 arrays over the fit edges and the item degrees, a step's dense owner overlaps
-    ``[batch, owners]``; at evaluation the sparse ``X D^-1/2`` and one block of rows."""
+    one int64 array over the fit edges (the CSRs are the graph's, shared) and the item degrees,
+    a step's dense owner overlaps ``[batch, owners]``; at evaluation the sparse ``X D^-1/2`` and
+    one block of rows."""
     edges = graph.csr[graph.interaction].num_edges
     owners, items = graph.num_nodes[graph.owner_type], graph.num_nodes[graph.item_type]
-    worker = 24 * edges + 12 * items + 4 * cfg.batch_size * owners
+    worker = 8 * edges + 12 * items + 4 * cfg.batch_size * owners
     return worker, 12 * edges + KNN_BLOCK_BYTES
 
 
