@@ -251,6 +251,9 @@ ROWS.update({  # issue #10: a wider dot product (PureSVD rank 256 is above item-
 ROWS.update({  # issue #10: an exact item-kNN term beside the dot product and the artist term
     "svd_zero_msgs_knn1": _row("+ item-kNN term, kappa from 1 (the defaults since)", tau=2.0,
                                id_init="svd", loss="bpr", knn_init=1.0, options=_SVD),
+    "svd_zero_msgs_knn1_dot_loss1": _row(
+        "+ item-kNN term, + the loss on the dot product alone", tau=2.0, id_init="svd",
+        loss="bpr", knn_init=1.0, dot_loss=1.0, options=_SVD),
     "svd_zero_msgs_no_playlist_ids": _row(
         "defaults, no playlist ID table (a playlist is its count feature and its tracks' "
         "messages)", tau=2.0, id_init="svd", loss="bpr",

@@ -207,3 +207,16 @@ def test_the_memory_estimate_counts_the_terms_index():
     # and kappa itself: weight, gradient and two Adam moments per worker, a best copy on rank 0
     assert a.per_worker - b.per_worker == worker + 16
     assert a.chief_extra - b.chief_extra == chief + 4
+
+
+def test_pairs_in_blocks_of_owners_give_the_same_values(monkeypatch):
+    from engine.graph import cooccur
+
+    g = random_graph(11)
+    knn = ItemKNN.of_graph(g)
+    gen = torch.Generator().manual_seed(1)
+    owner = torch.randint(g.num_nodes["playlist"], (300,), generator=gen)
+    item = torch.randint(g.num_nodes["track"], (300,), generator=gen)
+    whole = knn.pairs(owner, item)
+    monkeypatch.setattr(cooccur, "BLOCK_FLOATS", 3 * g.num_nodes["playlist"])  # 3 owners a block
+    assert torch.equal(knn.pairs(owner, item), whole) and (whole > 0).any()

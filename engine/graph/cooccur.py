@@ -22,7 +22,7 @@ of the row's items keep :math:`p` in both cases, as they do at test time.
 
 Everything is a scatter over CSR rows (no loop over owners or items): the work of a batch is
 :math:`\sum_{p}\sum_{j \in R(p)} d_j` for :math:`M` plus :math:`\sum_{(p,t)} d_t` for the pairs,
-and :math:`M` is dense ``[owners in the batch, all owners]``.
+and :math:`M` is dense ``[owners, all owners]`` for blocks of a batch's owners.
 """
 from __future__ import annotations
 
@@ -83,20 +83,28 @@ class ItemKNN:
 
     def pairs(self, owner: Tensor, item: Tensor) -> Tensor:
         r""":math:`k(p, t)` for global ``owner`` / ``item`` ids of one shape, :math:`k^{-}` where
-        :math:`t \in R(p)` (module docstring)."""
+        :math:`t \in R(p)` (module docstring); :math:`M` is built for blocks of distinct owners,
+        so that its dense rows stay below :data:`BLOCK_FLOATS` whatever the number of owners."""
         shape = item.shape
         o, t = owner.reshape(-1).long(), item.reshape(-1).long()
+        out = torch.zeros(t.numel())
         if t.numel() == 0:
-            return torch.zeros(shape)
+            return out.view(shape)
         uniq, local = torch.unique(o, return_inverse=True)
-        m = self.overlaps(uniq)
+        step = max(1, BLOCK_FLOATS // max(self.num_owners, 1))
+        for lo in range(0, uniq.numel(), step):  # blocks of owners, one for a batch of today's
+            at = torch.nonzero((local >= lo) & (local < lo + step)).flatten()
+            out[at] = self._pairs(self.overlaps(uniq[lo:lo + step]), local[at] - lo, o[at], t[at])
+        return out.view(shape)
+
+    def _pairs(self, m: Tensor, row: Tensor, o: Tensor, t: Tensor) -> Tensor:
+        """:meth:`pairs` for owners ``o`` whose overlaps are rows ``row`` of ``m``."""
         which, pos = row_positions(self.cols.indptr, t)  # (pair, q owning t)
-        raw = torch.zeros(t.numel()).index_add_(0, which,
-                                                m[local[which], self.cols.indices[pos]])
+        raw = torch.zeros(t.numel()).index_add_(0, which, m[row[which], self.cols.indices[pos]])
         d_t = self.deg[t]
-        loo = raw - m[local, o] - (d_t - 1).float() * self.inv[t]
+        loo = raw - m[row, o] - (d_t - 1).float() * self.inv[t]
         out = torch.where(self.is_edge(o, t), loo * _inv_sqrt(d_t - 1), raw * self.inv[t])
-        return out.clamp(min=0).view(shape)  # clamp: float rounding of the subtraction
+        return out.clamp(min=0)  # clamp: float rounding of the subtraction
 
     def rows_of(self, owners: Tensor) -> Tensor:
         """[len(owners), num_items]: :math:`k` of every item (full ranking; an owner's own items
