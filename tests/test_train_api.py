@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from engine.graph.cooccur import ItemKNN
 from engine.graph.sampler import BPRBatches
 from engine.training import (
     TrainState,
@@ -66,10 +67,12 @@ def _setup(dataset, **kw):
 
 def _batch(cfg, graph, model):
     owners = torch.nonzero(graph.csr[graph.interaction].degree() > 0).flatten()
+    # the model's item-kNN term (a default) reads each scored pair's value from the batch
+    knn = ItemKNN.of_graph(graph) if model.knn_weight is not None else None
     return next(iter(BPRBatches(graph, owners, batch_size=cfg.batch_size, num_neg=cfg.num_neg,
                                 fanouts=cfg.fanouts, seed=cfg.seed, steps=1,
                                 pos_per_owner=cfg.pos_per_owner, neg_pool=0,
-                                neg_popularity=0.0, owner_rows=None)))
+                                neg_popularity=0.0, owner_rows=None, pair_knn=knn)))
 
 
 @pytest.mark.timeout(120)

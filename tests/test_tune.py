@@ -16,14 +16,15 @@ def test_search_finishes_writes_best_config_and_asha_stops_a_trial(
         ray_session, tiny_playlists, tmp_path, capsys):
     # lr 1e-9 cannot learn, lr 0.05 can: with ASHA (grace 1, reduction factor 4) and trials run
     # one at a time, a trial below the first rung's cutoff must be stopped after epoch 1. Both
-    # start from random IDs with the artist weights at 0: the SVD start and the artist term
-    # rank well before any step, so on this tiny graph an untrained trial could match a
+    # start from random IDs with the artist weights at 0 and no item-kNN term: the SVD start and
+    # those terms rank well before any step, so on this tiny graph an untrained trial could match a
     # trained one and the comparison would be a coin toss (validation recall 0.005-0.019
     # untrained against 0.055-0.068 trained over seeds 0-2, this way).
     space = tmp_path / "space.json"
     space.write_text(json.dumps({"lr": {"type": "choice", "values": [1e-9, 0.05]},
                                  "embedding_dim": {"type": "choice", "values": [16]},
                                  "id_init": {"type": "choice", "values": ["normal"]},
+                                 "knn_init": {"type": "choice", "values": [0.0]},
                                  "model_options.affinity_init": {"type": "choice",
                                                                  "values": [0.0]}}))
     out = tmp_path / "search"

@@ -39,7 +39,8 @@ class KnnTerm:
             self.values = sub.edge_attr[(owner_type, PAIR, item_type)].reshape(-1)[order]
         elif isinstance(sub, SampledSubgraph):  # its owner rows are sampled: wrong counts
             raise ValueError("a batch without item-kNN values: the model's item-kNN term needs "
-                             "BPRBatches(pair_knn=ItemKNN(...)) to add them")
+                             "BPRBatches(..., pair_knn=ItemKNN.of_graph(graph)) to add them "
+                             "(engine.graph.cooccur)")
         else:  # a full graph: every owner's whole row
             rows = sub.edge_index[(owner_type, "to", item_type)]
             self.knn = ItemKNN(CSR.from_edge_index(rows, sub.num_nodes(owner_type)),
