@@ -45,7 +45,7 @@ def step_profile(dataset: str, steps: int, batch_size: int, **over) -> dict:
 
     from engine.graph.sampler import BPRBatches, owner_shard
     from engine.models.init import svd_init_
-    from engine.training.config import TrainConfig, make_model, owner_row_links
+    from engine.training.config import TrainConfig, make_model, owner_row_links, pair_knn
     from engine.training.losses import loss_fn
     from engine.training.optim import make_optimisers
     from engine.training.run_data import RunData
@@ -62,7 +62,8 @@ def step_profile(dataset: str, steps: int, batch_size: int, **over) -> dict:
         graph, owner_shard(owners, 0, 1, cfg.seed), batch_size=cfg.batch_size,
         num_neg=cfg.num_neg, fanouts=cfg.fanouts, seed=cfg.seed, steps=steps + 2,
         pos_per_owner=cfg.pos_per_owner, neg_pool=cfg.neg_pool,
-        neg_popularity=cfg.neg_popularity, owner_rows=owner_row_links(cfg, model)))
+        neg_popularity=cfg.neg_popularity, owner_rows=owner_row_links(cfg, model),
+        pair_knn=pair_knn(model, graph)))
     phases = dict.fromkeys(("sample", "forward", "loss", "backward", "optimiser"), 0.0)
     last, timed = 0.0, False
 

@@ -51,7 +51,7 @@ def main() -> int:
     from engine.graph.sampler import BPRBatches, owner_shard
     from engine.models import layers, score_bias
     from engine.models.init import svd_init_
-    from engine.training.config import TrainConfig, make_model, owner_row_links
+    from engine.training.config import TrainConfig, make_model, owner_row_links, pair_knn
     from engine.training.losses import loss_fn
     from engine.training.optim import make_optimisers
     from engine.training.row_adam import RowAdam
@@ -86,7 +86,8 @@ def main() -> int:
             graph, owners, batch_size=shape.batch_size, num_neg=shape.num_neg,
             fanouts=shape.fanouts, seed=cfg.seed, steps=args.steps + 1,
             pos_per_owner=shape.pos_per_owner, neg_pool=shape.neg_pool,
-            neg_popularity=shape.neg_popularity, owner_rows=owner_row_links(shape, model)))
+            neg_popularity=shape.neg_popularity, owner_rows=owner_row_links(shape, model),
+            pair_knn=pair_knn(model, graph)))
             for name in variants})
     times = {(s, v): {p: [] for p in (*PHASES, "nodes")} for s in shapes for v in variants}
     criterion = loss_fn(cfg.loss)

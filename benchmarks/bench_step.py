@@ -41,7 +41,7 @@ from engine.graph.build import build_graph
 from engine.graph.sampler import BPRBatches
 from engine.graph.split import make_split
 from engine.models import count_parameters
-from engine.training.config import MODES, TrainConfig, make_model, owner_row_links
+from engine.training.config import MODES, TrainConfig, make_model, owner_row_links, pair_knn
 from engine.training.losses import loss_fn
 from engine.training.optim import make_optimisers
 from engine.training.steps import train_step
@@ -110,7 +110,8 @@ def run_pair(base, cfg, graph, owners, batch_size, warmup, steps, full_warmup, f
                           fanouts=cfg.fanouts, seed=cfg.seed, steps=n,
                           pos_per_owner=cfg.pos_per_owner, neg_pool=cfg.neg_pool,
                           neg_popularity=cfg.neg_popularity,
-                          owner_rows=owner_row_links(cfg, base))
+                          owner_rows=owner_row_links(cfg, base),
+                          pair_knn=pair_knn(base, graph))
 
     # Same seed, same shard, same order: the full arm's batches are the sampled arm's first
     # ones, drawn up front (untimed) and turned into global ids.
@@ -172,7 +173,8 @@ def profile_sampled(base, cfg, graph, owners, batch_size, steps, top: int = 20) 
                               fanouts=cfg.fanouts, seed=cfg.seed, steps=steps + 1,
                               pos_per_owner=cfg.pos_per_owner, neg_pool=cfg.neg_pool,
                               neg_popularity=cfg.neg_popularity,
-                              owner_rows=owner_row_links(cfg, base)))
+                              owner_rows=owner_row_links(cfg, base),
+                              pair_knn=pair_knn(base, graph)))
     batch = next(batches)  # warm-up
     train_step(model, opts, batch, ot, it, cfg.l2, criterion)
     with profile(activities=[ProfilerActivity.CPU]) as prof:

@@ -141,7 +141,7 @@ def test_an_epoch_plan_gives_values_only_to_a_model_with_the_term():
     assert ("playlist", PAIR, "track") in batch.sub.edge_index
     score_bias(with_term, batch.sub)  # the term finds its values
     plain = EpochPlan.make(cfg, g, build_model("playlist", g, **SMALL), rank=0, world_size=1)
-    assert plain.pair_knn is None
+    assert plain.knn is None
     assert ("playlist", PAIR, "track") not in next(iter(plain.batches(cfg, g, 0, 0))).sub.edge_index
 
 

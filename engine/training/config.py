@@ -366,6 +366,17 @@ def make_model(cfg: TrainConfig, graph: GraphData) -> nn.Module:
     return model
 
 
+def pair_knn(model: nn.Module, graph: GraphData):
+    """``BPRBatches(pair_knn=...)`` for this model: the item-kNN scorer of ``graph`` (the fit
+    graph; :class:`engine.graph.cooccur.ItemKNN`) when the model has an item-kNN term, so that
+    each batch carries its pairs' values; ``None`` otherwise."""
+    if getattr(model, "knn_weight", None) is None:
+        return None
+    from engine.graph.cooccur import ItemKNN
+
+    return ItemKNN.of_graph(graph)
+
+
 def owner_row_links(cfg: TrainConfig, model: nn.Module) -> list[str] | None:
     """``BPRBatches(owner_rows=...)`` for this run: the model's affinity attribute types
     (``model.affinity_types``, PlaylistGAT's artists) with ``cfg.owner_rows``, so that each batch

@@ -46,7 +46,7 @@ from engine.graph.cooccur import ItemKNN
 from engine.graph.sampler import BPRBatches, owner_shard, steps_per_epoch
 from engine.models import count_parameters
 from engine.models.init import svd_init_, svd_types
-from engine.training.config import TrainConfig, make_model, owner_row_links
+from engine.training.config import TrainConfig, make_model, owner_row_links, pair_knn
 from engine.training.context import make_context
 from engine.training.losses import positive_log_q
 from engine.training.optim import make_optimisers
@@ -127,7 +127,7 @@ class EpochPlan:
     shard: torch.Tensor
     steps: int
     row_links: list[str] | None
-    pair_knn: ItemKNN | None = None
+    knn: ItemKNN | None = None
 
     @classmethod
     def make(cls, cfg: TrainConfig, graph, model, rank: int, world_size: int) -> EpochPlan:
@@ -135,17 +135,15 @@ class EpochPlan:
         fit_edges = int(graph.csr[graph.interaction].indices.numel())
         steps = cfg.steps_per_epoch or steps_per_epoch(
             len(train_owners), world_size, cfg.batch_size, fit_edges, cfg.pos_per_owner)
-        knn = (ItemKNN.of_graph(graph) if getattr(model, "knn_weight", None) is not None
-               else None)
         return cls(owner_shard(train_owners, rank, world_size, cfg.seed), steps,
-                   owner_row_links(cfg, model), knn)
+                   owner_row_links(cfg, model), pair_knn(model, graph))
 
     def batches(self, cfg: TrainConfig, graph, epoch: int, rank: int) -> BPRBatches:
         return BPRBatches(graph, self.shard, batch_size=cfg.batch_size, num_neg=cfg.num_neg,
                           fanouts=cfg.fanouts, seed=cfg.seed, epoch=epoch, rank=rank,
                           steps=self.steps, pos_per_owner=cfg.pos_per_owner,
                           neg_pool=cfg.neg_pool, neg_popularity=cfg.neg_popularity,
-                          owner_rows=self.row_links, pair_knn=self.pair_knn)
+                          owner_rows=self.row_links, pair_knn=self.knn)
 
 
 def report_epoch(ctx, state: TrainState, cfg: TrainConfig, metrics: dict,
