@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--weights", nargs="+", type=float, default=[0.0, 0.25, 0.5, 0.75, 1.0])
     p.add_argument("--id-init", nargs="+", choices=["svd", "normal"], default=["svd", "normal"])
     p.add_argument("--knn-init", nargs="+", type=float, default=[0.0],
-                   help="model_options knn_init values (0: no item-kNN term)")
+                   help="TrainConfig.knn_init values (default 0: no item-kNN term, the table's "
+                        "runs before the term)")
     p.add_argument("--output", default=str(ROOT / "runs" / "bench_sessions"))
     args = p.parse_args(argv)
     data = dataset(args.users, args.days)
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         name = f"{init}_w{w:g}_s{seed}" + (f"_knn{knn_init:g}" if knn_init else "")
         out = Path(args.output) / name
         cfg = dict(base, dataset=str(data), output=str(out), genre_weight=w, seed=seed,
-                   id_init=init, model_options={"knn_init": knn_init} if knn_init else {})
+                   id_init=init, knn_init=knn_init)
         t0 = time.perf_counter()
         r = train_loop_per_worker(cfg)
         t, knn = r["test"], r["baselines"]["item_knn"]

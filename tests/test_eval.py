@@ -212,9 +212,10 @@ def random_graph(seed: int, owners: int = 30, items: int = 40, p: float = 0.15):
     return x, x.nonzero().T.contiguous()
 
 
-@pytest.mark.parametrize("middle_floats", [1 << 25, 60])  # 60 floats: sub-batches of 2 owners
-def test_item_knn_equals_dense_cosine(monkeypatch: pytest.MonkeyPatch, middle_floats: int) -> None:
-    monkeypatch.setattr("engine.eval.baselines._MIDDLE_FLOATS", middle_floats)
+# 30 floats: blocks of 2 of the 30 owners (ItemKNN.rows_of, which the baseline is)
+@pytest.mark.parametrize("block_floats", [1 << 24, 30])
+def test_item_knn_equals_dense_cosine(monkeypatch: pytest.MonkeyPatch, block_floats: int) -> None:
+    monkeypatch.setattr("engine.graph.cooccur.BLOCK_FLOATS", block_floats)
     x, train = random_graph(0)
     xf = x.double()
     norms = xf.norm(dim=0)

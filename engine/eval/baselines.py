@@ -12,7 +12,6 @@ training edge).
 """
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import torch
@@ -23,21 +22,9 @@ from engine.eval.evaluate import (
     ScoreFn,
     candidate_mask,
     evaluate_scores,
-    gather_rows,
 )
+from engine.graph.cooccur import ItemKNN
 from engine.graph.split import HeldOut, Split
-
-# The dense [b' × P] middle factor X_b Xnᵀ is built for sub-batches with b'·P ≤ this.
-_MIDDLE_FLOATS = 1 << 25
-
-
-def _csr(rows: Tensor, cols: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
-    """Sparse CSR from (row, col, value) triples already sorted by (row, col), no duplicates."""
-    crow = torch.zeros(shape[0] + 1, dtype=torch.int64)
-    crow[1:] = torch.bincount(rows, minlength=shape[0]).cumsum(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-        return torch.sparse_csr_tensor(crow, cols, values, shape, check_invariants=False)
 
 
 def unique_edges(train_edges: Tensor, num_items: int) -> tuple[Tensor, Tensor]:
@@ -57,33 +44,12 @@ def popularity_score_fn(train_edges: Tensor, num_items: int) -> ScoreFn:
 
 
 def item_knn_score_fn(train_edges: Tensor, num_owners: int, num_items: int) -> ScoreFn:
-    """``s(p, j) = Σ_{i ∈ train(p)} cos(i, j)`` computed per batch as ``(X_b Xnᵀ) Xn``.
-
-    ``X_b Xnᵀ`` is a sparse×sparse product made dense ([b' × P], sub-batched to stay small);
-    ``S_bᵀ = Xnᵀ (X_b Xnᵀ)ᵀ`` is then a sparse×dense product (multi-threaded).
-    """
-    owner, item = unique_edges(train_edges, num_items)
-    indptr = torch.zeros(num_owners + 1, dtype=torch.int64)
-    indptr[1:] = torch.bincount(owner, minlength=num_owners).cumsum(0)
-    deg = torch.bincount(item, minlength=num_items).float()
-    inv_norm = torch.where(deg > 0, deg.clamp(min=1).rsqrt(), torch.zeros(()))
-    by_item = torch.argsort(item * num_owners + owner)
-    xn_t = _csr(item[by_item], owner[by_item], inv_norm[item[by_item]],
-                (num_items, num_owners))  # Xnᵀ [N × P]
-    chunk = max(1, _MIDDLE_FLOATS // max(num_owners, 1))
+    """``s(p, j) = Σ_{i ∈ train(p)} cos(i, j)`` computed per batch as ``(X_b Xnᵀ) Xn``
+    (:meth:`engine.graph.cooccur.ItemKNN.rows_of`, which PlaylistGAT's item-kNN term uses too)."""
+    knn = ItemKNN.of_edges(train_edges, num_owners, num_items)
 
     def score(owner_ids: Tensor) -> Tensor:
-        owner_ids = owner_ids.cpu().long()
-        parts = []
-        for lo in range(0, owner_ids.numel(), chunk):
-            ids = owner_ids[lo:lo + chunk]
-            row, col = gather_rows(indptr, item, ids)
-            xb = _csr(row, col, torch.ones(col.numel()), (ids.numel(), num_items))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                middle = (xb @ xn_t).to_dense()  # [b' × P] = X_b Xnᵀ
-                parts.append((xn_t @ middle.T).T)  # [b' × N] = (X_b Xnᵀ) Xn
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+        return knn.rows_of(owner_ids)
     return score
 
 

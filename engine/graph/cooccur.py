@@ -20,9 +20,10 @@ out (``own``): :math:`q = p` and :math:`j = t` are left out and :math:`d_t` lose
 playlist's co-occurrences, a label leak that held-out tracks never have. The degrees :math:`d_j`
 of the row's items keep :math:`p` in both cases, as they do at test time.
 
-Everything is a scatter over CSR rows (no loop over owners or items): the work of a batch is
-:math:`\sum_{p}\sum_{j \in R(p)} d_j` for :math:`M` plus :math:`\sum_{(p,t)} d_t` for the pairs,
-and :math:`M` is dense ``[owners, all owners]`` for blocks of a batch's owners.
+No loop over owners or items: :math:`M` is a sparse product made dense (``[owners, all owners]``
+for blocks of a batch's owners), the pairs a scatter over the items' owner lists
+(:math:`\sum_{(p,t)} d_t`), full rows a sparse x dense product. The protocol's item-kNN baseline
+(:func:`engine.eval.baselines.item_knn_score_fn`) is :meth:`ItemKNN.rows_of`.
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ from torch import Tensor
 from engine.graph.ops import row_positions
 from engine.graph.types import CSR, GraphData, rev
 
-# Owners per dense [b, num_owners] block of :meth:`ItemKNN.rows`.
+# Dense floats of a block of owners' overlaps [b, owners] (:meth:`ItemKNN.pairs`; twice that in
+# :meth:`ItemKNN.rows_of`, whose [b, items] output is as large as its caller's batch).
 BLOCK_FLOATS = 1 << 24
 
 
@@ -57,21 +59,43 @@ class ItemKNN:
             torch.stack([rows.indices, owner]), self.num_items)
         self.deg = self.cols.degree()
         self.inv = _inv_sqrt(self.deg)
+        self._xn_t: Tensor | None = None
 
     @classmethod
     def of_graph(cls, g: GraphData) -> ItemKNN:
         """The item-kNN scorer of ``g``'s interaction edges (the fit edges of a fit graph)."""
         return cls(g.csr[g.interaction], g.num_nodes[g.item_type], g.csr.get(rev(g.interaction)))
 
+    @classmethod
+    def of_edges(cls, edges: Tensor, num_owners: int, num_items: int) -> ItemKNN:
+        """From an [2, E] (owner, item) edge list, duplicates allowed (they count once)."""
+        key = torch.unique(edges[0].cpu().long() * num_items + edges[1].cpu().long())
+        return cls(CSR.from_edge_index(torch.stack([key // num_items, key % num_items]),
+                                       num_owners), num_items)
+
+    def xn_t(self) -> Tensor:
+        """:math:`(X D^{-1/2})^\top` as a sparse CSR [items, owners], built once."""
+        if self._xn_t is None:
+            item = torch.repeat_interleave(torch.arange(self.num_items), self.deg)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # sparse CSR is "beta"
+                self._xn_t = torch.sparse_csr_tensor(
+                    self.cols.indptr, self.cols.indices, self.inv[item],
+                    (self.num_items, self.num_owners), check_invariants=False)
+        return self._xn_t
+
     def overlaps(self, owners: Tensor) -> Tensor:
-        r""":math:`M` [len(owners), num_owners]: :math:`\sum_{j \in R(p) \cap R(q)} d_j^{-1/2}`."""
-        which, pos = row_positions(self.rows.indptr, owners)  # (owner, j)
-        j = self.rows.indices[pos]
-        which2, pos2 = row_positions(self.cols.indptr, j)  # (owner, j, q)
-        m = torch.zeros(owners.numel() * self.num_owners)
-        m.index_add_(0, which[which2] * self.num_owners + self.cols.indices[pos2],
-                     self.inv[j][which2])
-        return m.view(owners.numel(), self.num_owners)
+        r""":math:`M` [len(owners), num_owners]: :math:`\sum_{j \in R(p) \cap R(q)} d_j^{-1/2}`,
+        the sparse product :math:`X_b (X D^{-1/2})^\top` made dense."""
+        _, pos = row_positions(self.rows.indptr, owners)
+        crow = torch.zeros(owners.numel() + 1, dtype=torch.long)
+        crow[1:] = torch.cumsum(self.rows.indptr[owners + 1] - self.rows.indptr[owners], 0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            x_b = torch.sparse_csr_tensor(crow, self.rows.indices[pos], torch.ones(pos.numel()),
+                                          (owners.numel(), self.num_items),
+                                          check_invariants=False)
+            return (x_b @ self.xn_t()).to_dense()
 
     def is_edge(self, owner: Tensor, item: Tensor) -> Tensor:
         """Whether each (owner, item) is an edge of ``rows``."""
@@ -107,16 +131,17 @@ class ItemKNN:
         return out.clamp(min=0)  # clamp: float rounding of the subtraction
 
     def rows_of(self, owners: Tensor) -> Tensor:
-        """[len(owners), num_items]: :math:`k` of every item (full ranking; an owner's own items
-        keep their own edge, which ranking masks anyway), in blocks of owners: :math:`M` times
-        the sparse :math:`X D^{-1/2}`."""
-        owners = owners.long()
-        item = torch.repeat_interleave(torch.arange(self.num_items), self.deg)
+        r"""[len(owners), num_items]: :math:`k` of every item (full ranking; an owner's own items
+        keep their own edge, which ranking masks anyway), in blocks of owners:
+        :math:`(X_b (X D^{-1/2})^\top)\, X D^{-1/2}`; the item x item cosine matrix never exists."""
+        owners = owners.cpu().long()
+        xn_t = self.xn_t()
+        # the [b, owners] overlaps bound a block; the [b, items] output is the caller's batch
+        step = max(1, 2 * BLOCK_FLOATS // max(self.num_owners, 1))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # sparse CSR is "beta"
-            xn_t = torch.sparse_csr_tensor(self.cols.indptr, self.cols.indices, self.inv[item],
-                                           (self.num_items, self.num_owners))
-            step = max(1, BLOCK_FLOATS // max(self.num_owners, self.num_items, 1))
             parts = [(xn_t @ self.overlaps(owners[lo:lo + step]).T).T
                      for lo in range(0, owners.numel(), step)]  # blocks of owners
+        if len(parts) == 1:  # a transposed view: a copy would cost as much as the product
+            return parts[0]
         return torch.cat(parts) if parts else torch.zeros(0, self.num_items)

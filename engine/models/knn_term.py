@@ -23,7 +23,7 @@ from torch import Tensor
 from engine.graph.cooccur import ItemKNN
 from engine.graph.neighbours import SampledSubgraph
 from engine.graph.ops import PAIR
-from engine.graph.types import CSR, Subgraph
+from engine.graph.types import Subgraph
 
 
 class KnnTerm:
@@ -42,9 +42,8 @@ class KnnTerm:
                              "BPRBatches(..., pair_knn=ItemKNN.of_graph(graph)) to add them "
                              "(engine.graph.cooccur)")
         else:  # a full graph: every owner's whole row
-            rows = sub.edge_index[(owner_type, "to", item_type)]
-            self.knn = ItemKNN(CSR.from_edge_index(rows, sub.num_nodes(owner_type)),
-                               self.n_items)
+            self.knn = ItemKNN.of_edges(sub.edge_index[(owner_type, "to", item_type)],
+                                        sub.num_nodes(owner_type), self.n_items)
 
     def pairs(self, owner_idx: Tensor, item_idx: Tensor) -> Tensor:
         """:math:`k` of each (owner, item), local indices of one shape."""

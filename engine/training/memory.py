@@ -9,8 +9,8 @@ shape (built on PyTorch's ``meta`` device: shapes, no memory), per node:
 * per worker: :data:`WORKER_BASE` (Python, PyTorch, the Ray worker), the dense weights with their
   gradient and two Adam moments, and a training step's activations, :data:`STEP_BYTES_PER_NODE`
   per node of the sampled subgraph for :func:`subgraph_nodes` nodes;
-* with an item-kNN term (:mod:`engine.graph.cooccur`), per worker its keys of the fit edges
-  (:func:`knn_bytes`) and a step's owner overlaps; rank 0's full-ranking blocks on top;
+* with an item-kNN term (:mod:`engine.graph.cooccur`), per worker its keys and values of the
+  fit edges (:func:`knn_bytes`) and a step's owner overlaps; rank 0's ranking block on top;
 * rank 0 on top: validation and test. A full-graph forward keeps about
   :data:`INFER_STATES` vectors of width D per node (its per-edge messages run in groups,
   :func:`engine.models.layers.gat_by_destination`), a copy of the best weights, and the evaluation
@@ -38,7 +38,7 @@ WORKER_BASE = int(0.45 * GB)
 DRIVER_BYTES = int(1.2 * GB)
 STEP_BYTES_PER_NODE = 1536
 INFER_STATES = 6
-KNN_BLOCK_BYTES = 4 * 2 * BLOCK_FLOATS  # a block of item-kNN rows and its owner overlaps
+KNN_BLOCK_BYTES = 4 * 2 * BLOCK_FLOATS  # a block of owner overlaps of ItemKNN.rows_of
 
 
 @dataclass
@@ -81,13 +81,13 @@ def subgraph_nodes(cfg: TrainConfig, num_nodes: int) -> int:
 
 def knn_bytes(cfg: TrainConfig, graph: GraphData) -> tuple[int, int]:
     """(per worker, rank 0 on top) for the item-kNN term's :class:`~engine.graph.cooccur.ItemKNN`:
-    one int64 array over the fit edges (the CSRs are the graph's, shared) and the item degrees,
-    a step's dense owner overlaps ``[batch, owners]``; at evaluation the sparse ``X D^-1/2`` and
-    one block of rows."""
+    an int64 key and a float value per fit edge (the CSRs it reads are the graph's, shared), the
+    item degrees, a step's dense owner overlaps (``[batch, owners]``, at most
+    :data:`~engine.graph.cooccur.BLOCK_FLOATS`); at evaluation a block of overlaps."""
     edges = graph.csr[graph.interaction].num_edges
     owners, items = graph.num_nodes[graph.owner_type], graph.num_nodes[graph.item_type]
-    worker = 8 * edges + 12 * items + 4 * cfg.batch_size * owners
-    return worker, 12 * edges + KNN_BLOCK_BYTES
+    worker = 12 * edges + 12 * items + 4 * min(cfg.batch_size * owners, BLOCK_FLOATS)
+    return worker, KNN_BLOCK_BYTES
 
 
 def store_bytes(folder: str | Path) -> int:
