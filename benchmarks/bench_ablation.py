@@ -263,6 +263,20 @@ ROWS.update({  # issue #10: an exact item-kNN term beside the dot product and th
                                          affinity=False, id_init="svd", loss="bpr",
                                          knn_init=1.0, options=_SVD),
 })
+ROWS.update({  # issue #10: the item-kNN term's exponents (engine.graph.cooccur; cosine 0.5, 0)
+    "svd_zero_msgs_knn1_pop03_len05": _row(
+        "+ item-kNN term with a popular candidate penalised less (pop_exp 0.3) and long "
+        "playlists counted less (len_exp 0.5)", tau=2.0, id_init="svd", loss="bpr",
+        knn_init=1.0, knn_pop_exp=0.3, knn_len_exp=0.5, options=_SVD),
+    "svd_zero_msgs_knn1_pop03_len05_dot_loss1": _row(
+        "same, + the loss on the dot product alone", tau=2.0, id_init="svd", loss="bpr",
+        knn_init=1.0, knn_pop_exp=0.3, knn_len_exp=0.5, dot_loss=1.0, options=_SVD),
+})
+
+
+# what a row leaves out trains as when the rows were written: no item-kNN term, and the term's
+# cosine when a row adds it without its exponents
+PINNED = {"knn_init": 0.0, "knn_pop_exp": 0.5, "knn_len_exp": 0.0}
 
 
 def part_vals(cfg: dict) -> dict[str, float]:
@@ -298,7 +312,7 @@ def main() -> None:
         label, over = ROWS[name]
         cfg = {"dataset": str(dataset), "output": str(out / f"{name}_seed{seed}"),
                "epochs": mode["epochs"], "batch_size": mode["batch_size"], "progress": False,
-               "num_threads": 1, "seed": seed, "knn_init": 0.0, **over}
+               "num_threads": 1, "seed": seed, **PINNED, **over}
         t0 = time.perf_counter()
         r = train_loop_per_worker(cfg)
         t, knn = r["test"], r["baselines"]["item_knn"]

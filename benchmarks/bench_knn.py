@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._run import validation
-from benchmarks.bench_ablation import ROWS
+from benchmarks.bench_ablation import PINNED, ROWS
 from engine.eval.baselines import item_knn_score_fn
 from engine.graph.cooccur import ItemKNN
 from engine.models import score_fn
@@ -56,7 +56,7 @@ def posthoc(args) -> None:
     cfg = TrainConfig.from_dict({
         "dataset": str(Path(args.output) / "dataset"), "output": str(run),
         "epochs": mode["epochs"], "batch_size": mode["batch_size"], "progress": False,
-        "num_threads": 1, "seed": int(seed), "knn_init": 0.0, **ROWS[name][1]})
+        "num_threads": 1, "seed": int(seed), **PINNED, **ROWS[name][1]})
     data = RunData.load(cfg)
     graph, split = data.graph("fit"), data.split
     model = make_model(cfg, graph)

@@ -25,8 +25,10 @@ DEFAULTS = {
     "num_threads": 0, "progress": True, "final_test": True,
 }
 # fields added after 814ebb2, at their defaults (the first three: what every run before them
-# trained with; knn_init: a term runs before it did not have)
-DEFAULTS.update({"dot_loss": 0.0, "id_lr": 0.0, "id_min_edges": 1, "knn_init": 1.0})
+# trained with; knn_init: a term runs before it did not have; the term's exponents: its cosine
+# in runs saved before them)
+DEFAULTS.update({"dot_loss": 0.0, "id_lr": 0.0, "id_min_edges": 1, "knn_init": 1.0,
+                 "knn_pop_exp": 0.5, "knn_len_exp": 0.0})
 CONFIG_FILE = {"lr": 0.05, "heads": 4, "fanouts": [5, 5], "num_layers": 3}
 SYNTHETIC = {"model": "enhanced", "epochs": 10, "embedding_dim": 32, "heads": 4,
              "genre_weight": 0.3}
@@ -85,7 +87,8 @@ def test_hparams_are_the_fields_marked_so():
     assert set(hp) == {"model", "lr", "batch_size", "pos_per_owner", "num_neg", "embedding_dim",
                        "heads", "num_layers", "dropout", "genre_weight", "l2", "neg_popularity",
                        "owner_rows", "id_init", "loss", "seed", "fanouts",
-                       "dot_loss", "id_lr", "id_min_edges", "knn_init"}  # the last four: added since
+                       "dot_loss", "id_lr", "id_min_edges", "knn_init", "knn_pop_exp",
+                       "knn_len_exp"}  # the last six: added since
     assert hp["fanouts"] == "15,10" and hp["lr"] == 0.01
 
 

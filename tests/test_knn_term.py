@@ -12,6 +12,7 @@ from engine.graph.cooccur import ItemKNN
 from engine.graph.ops import PAIR
 from engine.graph.sampler import BPRBatches
 from engine.models import build_model, infer, part_score_fns, score_bias, score_fn
+from engine.training.config import pair_knn
 from engine.training.losses import bpr_loss
 from tests.test_affinity import random_graph
 from tests.test_models import PLAYLIST_HPARAMS
@@ -22,28 +23,35 @@ PT = ("playlist", "to", "track")
 SMALL = {**PLAYLIST_HPARAMS, "embedding_dim": 8, "heads": 1}
 
 
-def brute_knn(edges: set[tuple[int, int]], owner: int, item: int, n_items: int) -> float:
-    """Cosine item-kNN of ``item`` for ``owner`` in plain Python, the pair's own edge removed
-    first (for a pair that is not an edge, nothing changes)."""
+def brute_knn(edges: set[tuple[int, int]], owner: int, item: int, n_items: int,
+              pop_exp: float = 0.5, len_exp: float = 0.0) -> float:
+    """Item-kNN of ``item`` for ``owner`` in plain Python (cosine with the default exponents),
+    the pair's own edge removed first (for a pair that is not an edge, nothing changes): the
+    owner's other items j, each co-occurring owner q counted n_q^-len_exp (n_q: q's row length
+    with every edge; p itself never co-occurs once its edge is out), over d_j^1/2 d_t^pop_exp
+    (degrees after the removal, as a held-out pair has them)."""
     e = edges - {(owner, item)}
     deg = [sum(1 for _, t in e if t == j) for j in range(n_items)]
+    length = {p: sum(1 for q, _ in edges if q == p) for p, _ in edges}
     row = {t for p, t in e if p == owner}
     owners_of = {j: {p for p, t in e if t == j} for j in range(n_items)}
     total = 0.0
     for j in row - {item}:
-        c = len(owners_of[j] & owners_of[item])
+        c = sum(length[q] ** -len_exp for q in owners_of[j] & owners_of[item])
         if c:
-            total += c / math.sqrt(deg[j] * deg[item])
+            total += c / (math.sqrt(deg[j]) * deg[item] ** pop_exp)
     return total
 
 
-def dense_knn(ei: torch.Tensor, n_p: int, n_t: int) -> torch.Tensor:
-    """[n_p, n_t] cosine item-kNN from the dense matrix (the protocol's formula, no sparse code)."""
+def dense_knn(ei: torch.Tensor, n_p: int, n_t: int, pop_exp: float = 0.5,
+              len_exp: float = 0.0) -> torch.Tensor:
+    """[n_p, n_t] item-kNN from the dense matrix (with the default exponents the protocol's
+    cosine formula), no sparse code: X (D^-1/2 X^T N^-len_exp X D^-pop_exp)."""
     x = torch.zeros(n_p, n_t)
     x[ei[0], ei[1]] = 1.0
-    deg = x.sum(0)
-    cos = (x.T @ x) / (deg[:, None] * deg[None, :]).clamp(min=1).sqrt()
-    return x @ cos
+    deg, n = x.sum(0).clamp(min=1), x.sum(1).clamp(min=1)
+    sim = (x.T * deg[:, None].rsqrt()) @ (x * n[:, None] ** -len_exp) * deg[None, :] ** -pop_exp
+    return x @ sim
 
 
 def test_pairs_leave_a_training_edge_out_and_rows_match_the_dense_formula():
@@ -72,6 +80,32 @@ def test_pairs_leave_a_training_edge_out_and_rows_match_the_dense_formula():
     ranked[tuple(ei)] = False
     assert torch.allclose(rows[ranked], base[ranked], atol=1e-5)
     assert (rows[ranked] > 0).any()
+
+
+@pytest.mark.parametrize("pop_exp,len_exp", [(0.3, 0.5), (0.0, 1.0), (1.0, 0.25)])
+def test_other_exponents_leave_a_training_edge_out_and_match_the_dense_formula(pop_exp, len_exp):
+    g = random_graph(7)
+    ei = g.edge_index[PT]
+    n_p, n_t = g.num_nodes["playlist"], g.num_nodes["track"]
+    knn = ItemKNN.of_graph(g, pop_exp=pop_exp, len_exp=len_exp)
+    edges = set(map(tuple, ei.t().tolist()))
+    gen = torch.Generator().manual_seed(1)
+    own = torch.randint(ei.size(1), (40,), generator=gen)
+    owner = torch.cat([ei[0, own], torch.randint(n_p, (60,), generator=gen)])
+    item = torch.cat([ei[1, own], torch.randint(n_t, (60,), generator=gen)])
+    want = torch.tensor([brute_knn(edges, int(p), int(t), n_t, pop_exp, len_exp)
+                         for p, t in zip(owner, item)])
+    assert torch.allclose(knn.pairs(owner, item), want, atol=1e-5)
+    assert (want[:40] > 0).sum() >= 10
+    cosine = ItemKNN.of_graph(g).pairs(owner, item)
+    assert not torch.allclose(cosine, want, atol=1e-3)  # the exponents change the values
+    rows = knn.rows_of(torch.arange(n_p))
+    ranked = torch.ones(n_p, n_t, dtype=torch.bool)
+    ranked[tuple(ei)] = False
+    base = dense_knn(ei, n_p, n_t, pop_exp, len_exp)
+    assert torch.allclose(rows[ranked], base[ranked], atol=1e-5)
+    with pytest.raises(ValueError, match="pop_exp"):
+        ItemKNN.of_graph(g, pop_exp=1.5)
 
 
 def test_batches_carry_one_value_per_scored_pair():
@@ -204,6 +238,41 @@ def test_the_run_default_reaches_the_models_that_take_it_and_old_runs_keep_none(
     assert not [w for w in caught if "knn_init" in str(w.message)]
     saved = {k: v for k, v in cfg.to_dict().items() if k != "knn_init"}  # a run from before
     assert make_model(TrainConfig.from_saved(saved), g).knn_weight is None
+    # the exponents: the cosine by default and in runs saved before them; a run's own reach
+    # the model and the sampler's scorer
+    assert make_model(cfg, g).knn_exponents == (cfg.knn_pop_exp, cfg.knn_len_exp) == (0.5, 0.0)
+    assert pair_knn(make_model(cfg, g), g).cosine
+    other = TrainConfig.from_dict({**cfg.to_dict(), "knn_pop_exp": 0.3, "knn_len_exp": 0.5})
+    model = make_model(other, g)
+    assert model.knn_exponents == (0.3, 0.5)
+    scorer = pair_knn(model, g)
+    assert (scorer.pop_exp, scorer.len_exp) == (0.3, 0.5) and not scorer.cosine
+    older = {k: v for k, v in other.to_dict().items() if k not in ("knn_pop_exp", "knn_len_exp")}
+    assert make_model(TrainConfig.from_saved(older), g).knn_exponents == (0.5, 0.0)
+
+
+def test_the_model_term_uses_its_exponents_in_batches_and_full_rows():
+    g = random_graph(12)
+    exps = {"knn_pop_exp": 0.3, "knn_len_exp": 0.5}
+    model = build_model("playlist", g, **{**SMALL, "knn_init": 1.0, **exps}).eval()
+    with pytest.raises(ValueError, match="len_exp"):
+        build_model("playlist", g, **{**SMALL, "knn_init": 1.0, "knn_len_exp": -0.1})
+    batch = next(iter(BPRBatches(g, torch.arange(30), batch_size=6, num_neg=3, fanouts=[2, 2],
+                                 seed=0, pos_per_owner=2, neg_pool=0, neg_popularity=0.0,
+                                 owner_rows=None, pair_knn=pair_knn(model, g))))
+    pair = batch.sub.edge_index[("playlist", PAIR, "track")]
+    n = batch.sub.n_id
+    edges = set(map(tuple, g.edge_index[PT].t().tolist()))
+    want = torch.tensor([brute_knn(edges, int(n["playlist"][p]), int(n["track"][t]),
+                                   g.num_nodes["track"], 0.3, 0.5) for p, t in pair.t()])
+    got = batch.sub.edge_attr[("playlist", PAIR, "track")].reshape(-1)
+    assert torch.allclose(got, want, atol=1e-5) and (want > 0).any()
+    owners = torch.arange(g.num_nodes["playlist"])
+    base = dense_knn(g.edge_index[PT], len(owners), g.num_nodes["track"], 0.3, 0.5)
+    ranked = torch.ones_like(base, dtype=torch.bool)
+    ranked[tuple(g.edge_index[PT])] = False
+    knn = part_score_fns(model, g)["knn"](owners)
+    assert torch.allclose(knn[ranked], torch.log1p(base)[ranked], atol=1e-5)
 
 
 def test_the_memory_estimate_counts_the_terms_index():

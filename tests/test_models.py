@@ -70,18 +70,19 @@ def _meta(sub: Subgraph) -> dict:  # the edge types are the subgraph's
 
 # The models' training hyper-parameters have no defaults (their one default is TrainConfig's);
 # these tests pass the values the models defaulted to when the tests were written.
+KNN_EXP = {"knn_pop_exp": 0.5, "knn_len_exp": 0.0}  # the cosine (no term with knn_init 0)
 PLAYLIST_HPARAMS = {"embedding_dim": 64, "heads": 4, "num_layers": 2, "dropout": 0.1,
-                    "genre_weight": 0.0, "knn_init": 0.0}
+                    "genre_weight": 0.0, "knn_init": 0.0, **KNN_EXP}
 ENHANCED_HPARAMS = {**PLAYLIST_HPARAMS, "genre_weight": 0.2}
 
 CONFIGS = {
     "basic": {"embedding_dim": 16, "heads": 4, "dropout": 0.0},
     "enhanced": {"embedding_dim": 16, "heads": 2, "num_layers": 2, "dropout": 0.1,
-                 "genre_weight": 0.5, "knn_init": 0.0},
+                 "genre_weight": 0.5, "knn_init": 0.0, **KNN_EXP},
     "playlist": {"embedding_dim": 16, "heads": 2, "num_layers": 2, "dropout": 0.1,
-                 "genre_weight": 0.0, "knn_init": 0.0},
+                 "genre_weight": 0.0, "knn_init": 0.0, **KNN_EXP},
     "playlist-genre": {"embedding_dim": 16, "heads": 2, "num_layers": 2, "dropout": 0.1,
-                       "genre_weight": 0.5, "knn_init": 0.0,
+                       "genre_weight": 0.5, "knn_init": 0.0, **KNN_EXP,
                        "id_embeddings": {"playlist", "artist", "genre"}},
 }
 
@@ -353,7 +354,7 @@ SAVED_OPTIONS = {"embedding_dim": 8, "heads": 1, "num_layers": 3, "dropout": 0.2
                  "message_init": "zeros",
                  # a training hyper-parameter since issue #10 (TrainConfig.knn_init, which
                  # make_model passes); 0 builds the model from before it
-                 "knn_init": 0.0}
+                 "knn_init": 0.0, **KNN_EXP}
 
 
 def test_playlist_gat_options_object_and_keyword_dict_build_the_same_model():
@@ -420,7 +421,7 @@ def test_playlist_gat_options_are_checked_and_unknown_keys_named():
 def test_build_model_takes_one_shared_config():
     sub = _graph()
     shared = {"embedding_dim": 16, "heads": 2, "num_layers": 3, "dropout": 0.0,
-              "genre_weight": 0.0, "knn_init": 0.0}
+              "genre_weight": 0.0, "knn_init": 0.0, **KNN_EXP}
     with pytest.warns(UserWarning, match="genre_weight"):
         basic = build_model("basic", _meta(sub), **shared)
     assert isinstance(basic, GATRecommender)

@@ -131,3 +131,25 @@ def test_node_shared_tables_match_private_updates(tmp_path):
     assert torch.equal(r0[True], r0[False]) and torch.equal(r1[True], r0[False])
     assert not [f for f in os.listdir("/dev/shm") if f.startswith("gatrec-")]
     assert not [f for f in os.listdir(tmp_path) if f.startswith("gatrec-")]
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_release_heap_gives_freed_step_memory_back():
+    """A waiting worker returns its freed heap pages (engine.training.heap): many blocks below
+    glibc's mmap threshold, freed, stay resident until released."""
+    from engine.training.heap import release_heap
+
+    blocks = [torch.ones(8192) for _ in range(12000)]  # 32 KB each, ~380 MB, from the heap
+    held = _rss_mb()
+    del blocks
+    freed_only = _rss_mb()
+    if not release_heap():
+        pytest.skip("this libc has no malloc_trim")
+    after = _rss_mb()
+    # free() alone gave back 43 MB of these 380 (measured); the release gives back most of them
+    assert held - after > 200, (held, freed_only, after)

@@ -28,8 +28,9 @@ owner's items); see :class:`~.layers.GenreAffinity`.
     \mathrm{score}(o, i) = (1 - w)\,\langle \mathbf{c}_o, \mathbf{c}_i \rangle
     + w\,\langle \mathbf{g}_o, \mathbf{g}_i \rangle .
 
-With ``knn_init`` :math:`> 0` the score adds :math:`\kappa \log(1 + k(o, i))`, the exact cosine
-item-kNN score with a learnt weight (:mod:`.knn_term`).
+With ``knn_init`` :math:`> 0` the score adds :math:`\kappa \log(1 + k(o, i))`, an exact
+item-kNN score (exponents ``knn_pop_exp``, ``knn_len_exp``) with a learnt weight
+(:mod:`.knn_term`).
 
 :math:`w = 0` is the purely collaborative model (the genre path is still computed, times zero,
 so its parameters keep a (zero) gradient under DDP); :math:`w = 1` scores by genre affinity only.
@@ -42,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from engine.graph.cooccur import check_exponents
 from engine.graph.types import EdgeType, Subgraph
 from engine.models.affinity import ScoreBias
 from engine.models.knn_term import KnnTerm
@@ -72,9 +74,11 @@ class EnhancedGATRecommender(nn.Module):
         genre_weight: :math:`w \in [0, 1]`; :math:`w > 0` needs a genre route.
         knn_init: start value of :math:`\kappa`, the weight of the exact item-kNN term
             (:mod:`.knn_term`); 0 means no such term.
+        knn_pop_exp, knn_len_exp: the term's exponents :math:`(\beta, \lambda)`
+            (:mod:`engine.graph.cooccur`).
         genre_type, artist_type: names of those node types.
 
-    The training hyper-parameters (``embedding_dim`` to ``knn_init``) have no default: theirs
+    The training hyper-parameters (``embedding_dim`` to ``knn_len_exp``) have no default: theirs
     is :class:`engine.training.config.TrainConfig`'s, which a model cannot import.
 
     With ``keep_attention = True`` a forward stores detached ``(edge_index, alpha)`` per edge type
@@ -97,6 +101,8 @@ class EnhancedGATRecommender(nn.Module):
         dropout: float,
         genre_weight: float,
         knn_init: float,
+        knn_pop_exp: float,
+        knn_len_exp: float,
         genre_type: str = "genre",
         artist_type: str = "artist",
     ):
@@ -107,6 +113,7 @@ class EnhancedGATRecommender(nn.Module):
             raise ValueError(f"genre_weight must be in [0, 1], got {genre_weight}")
         if knn_init < 0:
             raise ValueError(f"knn_init must be >= 0 (0: no item-kNN term), got {knn_init}")
+        check_exponents(knn_pop_exp, knn_len_exp)
         edge_types = [tuple(et) for et in edge_types]
         edge_attr_dims = dict(edge_attr_dims or {})
         self.owner_type, self.item_type, self.genre_type = owner_type, item_type, genre_type
@@ -135,6 +142,7 @@ class EnhancedGATRecommender(nn.Module):
                           if self.genre is not None else None)
         self.knn_init = float(knn_init)
         self.knn_weight = nn.Parameter(torch.empty(())) if knn_init > 0 else None
+        self.knn_exponents = (float(knn_pop_exp), float(knn_len_exp))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -176,7 +184,8 @@ class EnhancedGATRecommender(nn.Module):
         r""":math:`\kappa \log(1 + k)` on ``sub`` (:mod:`.knn_term`), or ``None`` without it."""
         if self.knn_weight is None:
             return None
-        return ScoreBias([], (self.knn_weight, KnnTerm(sub, self.owner_type, self.item_type)))
+        term = KnnTerm(sub, self.owner_type, self.item_type, self.knn_exponents)
+        return ScoreBias([], (self.knn_weight, term))
 
     def forward(self, sub: Subgraph) -> dict[str, Tensor]:
         """Score vectors ``[sqrt(1-w) c || sqrt(w) g]`` of all local owner and item nodes."""

@@ -1,8 +1,10 @@
 r"""An exact item-kNN term in the score: :math:`\kappa \log(1 + k(p, t))`, :math:`\kappa` learnt.
 
-:math:`k(p, t)` is the protocol's cosine item-kNN score of track :math:`t` for playlist :math:`p`
+:math:`k(p, t)` is an item-kNN score of track :math:`t` for playlist :math:`p`
 (:mod:`engine.graph.cooccur`): how often :math:`t` shares a training playlist with each of
-:math:`p`'s tracks, normalised by both degrees. A :math:`D`-dimensional dot product holds only a
+:math:`p`'s tracks, normalised by the degrees, with the exponents ``(pop_exp, len_exp)``
+(:math:`(1/2, 0)` is the protocol's cosine item-kNN; the models' defaults are
+``TrainConfig.knn_pop_exp`` and ``knn_len_exp``, chosen on validation). A :math:`D`-dimensional dot product holds only a
 rank-:math:`D` view of that co-occurrence; the sparse term keeps it exact (full rank), the way the
 artist affinity (:mod:`.affinity`) keeps the artist count exact, and it grows more accurate as
 playlists are added, which a fixed-width dot product does not. The log puts it on the scale of
@@ -29,7 +31,10 @@ from engine.graph.types import Subgraph
 class KnnTerm:
     """:math:`k(p, t)` on one (sub)graph, in local indices (module docstring)."""
 
-    def __init__(self, sub: Subgraph, owner_type: str, item_type: str) -> None:
+    def __init__(self, sub: Subgraph, owner_type: str, item_type: str,
+                 exponents: tuple[float, float] = (0.5, 0.0)) -> None:
+        """``exponents``: :class:`~engine.graph.cooccur.ItemKNN`'s ``(pop_exp, len_exp)`` for a
+        full graph (a batch's values were computed by the sampler's scorer with the same)."""
         self.n_items = sub.num_nodes(item_type)
         pair = sub.edge_index.get((owner_type, PAIR, item_type))
         self.knn = None
@@ -43,7 +48,7 @@ class KnnTerm:
                              "(engine.graph.cooccur)")
         else:  # a full graph: every owner's whole row
             self.knn = ItemKNN.of_edges(sub.edge_index[(owner_type, "to", item_type)],
-                                        sub.num_nodes(owner_type), self.n_items)
+                                        sub.num_nodes(owner_type), self.n_items, *exponents)
 
     def pairs(self, owner_idx: Tensor, item_idx: Tensor) -> Tensor:
         """:math:`k` of each (owner, item), local indices of one shape."""

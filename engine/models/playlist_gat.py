@@ -65,9 +65,9 @@ many of the playlist's tracks share the track's artist, and how many of its trac
 scored slot :math:`\rho` do (scale ``affinity_tau``; 0 drops that count). A playlist's vector
 is an average of its tracks' states, so in :math:`D` dimensions the share of one of thousands of
 artists reaches the dot product only blurred by the others; the sparse term keeps it exact.
-With ``knn_init`` :math:`> 0` the score also adds :math:`\kappa \log(1 + k(p, t))`, the exact
-cosine item-kNN score with a learnt weight (:mod:`.knn_term`): the co-occurrence a rank-:math:`D`
-dot product can only approximate.
+With ``knn_init`` :math:`> 0` the score also adds :math:`\kappa \log(1 + k(p, t))`, an exact
+item-kNN score (exponents ``knn_pop_exp``, ``knn_len_exp``) with a learnt weight
+(:mod:`.knn_term`): the co-occurrence a rank-:math:`D` dot product can only approximate.
 Consumers score with :func:`engine.models.score_fn` (full ranking) or
 :func:`engine.models.score` with ``bias`` (pairs).
 """
@@ -81,6 +81,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from engine.graph.cooccur import check_exponents
 from engine.graph.types import EdgeType, Subgraph
 from engine.models.affinity import ScoreBias, link_affinity
 from engine.models.id_rows import RowEmbedding
@@ -126,6 +127,10 @@ class PlaylistGATOptions:
     knn_init: float
     r"""start value of :math:`\kappa`, the weight of the exact item-kNN term (:mod:`.knn_term`);
     0 means no such term."""
+    knn_pop_exp: float
+    r"""the term's candidate-popularity exponent :math:`\beta` (:mod:`engine.graph.cooccur`)."""
+    knn_len_exp: float
+    r"""the term's playlist-length exponent :math:`\lambda` (:mod:`engine.graph.cooccur`)."""
     id_embeddings: Iterable[str] | None = None
     """node types with ID embeddings; ``None``: every type read except a featured item type."""
     id_rows: dict[str, int] | tuple[tuple[str, int], ...] | None = None
@@ -176,6 +181,7 @@ class PlaylistGATOptions:
                 f"affinity_tau must be >= 0 (0: no recency count), got {self.affinity_tau}")
         if self.knn_init < 0:
             raise ValueError(f"knn_init must be >= 0 (0: no item-kNN term), got {self.knn_init}")
+        check_exponents(self.knn_pop_exp, self.knn_len_exp)
 
 
 class PlaylistGAT(nn.Module):
@@ -278,6 +284,7 @@ class PlaylistGAT(nn.Module):
                                 if self.affinity_types else None)
         self.knn_init = float(o.knn_init)
         self.knn_weight = nn.Parameter(torch.empty(())) if o.knn_init > 0 else None
+        self.knn_exponents = (float(o.knn_pop_exp), float(o.knn_len_exp))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -413,7 +420,7 @@ class PlaylistGAT(nn.Module):
                 aff = link_affinity(sub, self.owner_type, self.item_type, t)
                 terms.append((w[k, 0], w.new_zeros(()), aff))
         knn = None if self.knn_weight is None else (
-            self.knn_weight, KnnTerm(sub, self.owner_type, self.item_type))
+            self.knn_weight, KnnTerm(sub, self.owner_type, self.item_type, self.knn_exponents))
         return ScoreBias(terms, knn)
 
     def forward(self, sub: Subgraph) -> dict[str, Tensor]:

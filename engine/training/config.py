@@ -86,7 +86,7 @@ RUNTIME_KEYS = frozenset({"output", "dataset", "graph_store", "progress", "num_t
 RETIRED_KEYS = frozenset({"fail_at_epoch"})  # in configs saved before it left the loop
 # keys added after runs were saved, with the value every run saved before them trained with
 LEGACY_VALUES = {"id_init": "normal", "loss": "bpr", "logq": False, "dot_loss": 0.0, "id_lr": 0.0,
-                 "id_min_edges": 1, "knn_init": 0.0}
+                 "id_min_edges": 1, "knn_init": 0.0, "knn_pop_exp": 0.5, "knn_len_exp": 0.0}
 
 # field sections (``opt(section=...)``) and their titles: the training CLIs group their flags
 # under these titles in --help, in this order
@@ -163,8 +163,17 @@ class TrainConfig:
     # engine.models.knn_term; chosen on validation at 1,000 and 2,697 MPD playlists (docs/results.md)
     knn_init: NonNegFloat = opt(
         1.0, "model", "start of the learnt weight of an exact item-kNN term in the score "
-        "(PlaylistGAT and the Enhanced GAT): kappa * log(1 + cosine item-kNN score); 0: no such "
+        "(PlaylistGAT and the Enhanced GAT): kappa * log(1 + item-kNN score); 0: no such "
         "term", hparam=True)
+    # engine.graph.cooccur; (0.5, 0) is the cosine. (0.3, 0.5) ranks 1.2-1.4x better than the
+    # cosine on its own but left the full model level on validation at 500, 1,000 and 2,697 MPD
+    # playlists (docs/results.md), so the defaults stay the protocol's cosine
+    knn_pop_exp: Share = opt(0.5, "model", "item-kNN term: exponent of the candidate's degree "
+                             "in the denominator (0.5: cosine; lower favours popular tracks)",
+                             hparam=True)
+    knn_len_exp: Share = opt(0.0, "model", "item-kNN term: each co-occurring playlist counts "
+                             "its length to the power -this (0: cosine, every playlist counts 1)",
+                             hparam=True)
     model_options: dict = opt(section="model", doc="further model options by name (playlist: "
                               "the fields of engine.models.PlaylistGATOptions)", factory=dict)
     # svd: engine.models.init; the table holds the co-occurrence structure from step 0
@@ -292,9 +301,10 @@ def describe_diff(diff: dict[str, tuple]) -> str:
 def model_options(cfg: TrainConfig, graph: GraphData) -> dict:
     """The model's options for ``graph`` as a flat keyword dict (what :func:`build_model` takes;
     for PlaylistGAT the fields of :class:`~engine.models.PlaylistGATOptions`): the config's
-    hyper-parameters and ``model_options``, plus two derived defaults; ``knn_init`` goes only to
-    the models that take it (not the basic GAT). (The item table's row
-    count under ``id_min_edges`` is :func:`make_model`'s: it needs the row map it sizes.)
+    hyper-parameters and ``model_options``, plus two derived defaults; ``knn_init`` and the
+    term's exponents go only to the models that take them (not the basic GAT). (The item
+    table's row count under ``id_min_edges`` is :func:`make_model`'s: it needs the row map it
+    sizes.)
 
     With ``id_init = "svd"`` PlaylistGAT gives every node type an ID embedding, tracks included
     (unless ``model_options`` sets ``id_embeddings``): the SVD start fills the track table with
@@ -322,8 +332,9 @@ def model_options(cfg: TrainConfig, graph: GraphData) -> dict:
             "dropout": cfg.dropout, "genre_weight": cfg.genre_weight, **cfg.model_options}
     from engine.models import model_option_names
 
-    if "knn_init" in model_option_names(cfg.model) and "knn_init" not in opts:
-        opts["knn_init"] = cfg.knn_init
+    for name in ("knn_init", "knn_pop_exp", "knn_len_exp"):
+        if name in model_option_names(cfg.model) and name not in opts:
+            opts[name] = getattr(cfg, name)
     if cfg.model == "playlist" and graph.genre_source == "titles" and "skip_types" not in opts:
         opts["skip_types"] = ["genre"]
     if cfg.model == "playlist" and cfg.id_init == "svd" and "id_embeddings" not in opts:
@@ -374,7 +385,7 @@ def pair_knn(model: nn.Module, graph: GraphData):
         return None
     from engine.graph.cooccur import ItemKNN
 
-    return ItemKNN.of_graph(graph)
+    return ItemKNN.of_graph(graph, *model.knn_exponents)
 
 
 def owner_row_links(cfg: TrainConfig, model: nn.Module) -> list[str] | None:

@@ -48,6 +48,7 @@ from engine.models import count_parameters
 from engine.models.init import svd_init_, svd_types
 from engine.training.config import TrainConfig, make_model, owner_row_links, pair_knn
 from engine.training.context import make_context
+from engine.training.heap import release_heap
 from engine.training.losses import positive_log_q
 from engine.training.optim import make_optimisers
 from engine.training.run_data import RunData
@@ -264,6 +265,7 @@ def fit(cfg: TrainConfig, ctx, hooks: Sequence[Hook] = ()) -> Result:
     # 5. best weights, test split, baselines, metrics.json (rank 0)
     if not chief:
         tb.close()
+        release_heap()  # this worker's process idles until rank 0's test is done
         return Result(state, None)
     report = final_test(model, state.best_model, data, out, cfg.eval_batch_size,
                         lambda it, total, desc: ctx.progress(it, total=total, desc=desc,

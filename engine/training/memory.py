@@ -82,12 +82,15 @@ def subgraph_nodes(cfg: TrainConfig, num_nodes: int) -> int:
 def knn_bytes(cfg: TrainConfig, graph: GraphData) -> tuple[int, int]:
     """(per worker, rank 0 on top) for the item-kNN term's :class:`~engine.graph.cooccur.ItemKNN`:
     an int64 key and a float value per fit edge (the CSRs it reads are the graph's, shared), the
-    item degrees, a step's dense owner overlaps (``[batch, owners]``, at most
-    :data:`~engine.graph.cooccur.BLOCK_FLOATS`); at evaluation a block of overlaps."""
+    item degrees and weights, the owner weights, a step's dense owner overlaps (``[batch,
+    owners]``, at most :data:`~engine.graph.cooccur.BLOCK_FLOATS`); at evaluation a block of
+    overlaps, and a second value per edge for exponents other than the cosine's."""
     edges = graph.csr[graph.interaction].num_edges
     owners, items = graph.num_nodes[graph.owner_type], graph.num_nodes[graph.item_type]
-    worker = 12 * edges + 12 * items + 4 * min(cfg.batch_size * owners, BLOCK_FLOATS)
-    return worker, KNN_BLOCK_BYTES
+    worker = (12 * edges + 16 * items + 4 * owners
+              + 4 * min(cfg.batch_size * owners, BLOCK_FLOATS))
+    cosine = cfg.knn_pop_exp == 0.5 and cfg.knn_len_exp == 0.0
+    return worker, KNN_BLOCK_BYTES + (0 if cosine else 4 * edges)
 
 
 def store_bytes(folder: str | Path) -> int:

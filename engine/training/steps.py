@@ -18,6 +18,7 @@ from engine.eval.evaluate import evaluate_scores
 from engine.models import score_bias, score_fn
 from engine.training.checkpoint import save_state
 from engine.training.config import TrainConfig
+from engine.training.heap import release_heap
 from engine.training.losses import bpr_loss, loss_fn
 from engine.training.optim import Optimisers
 from engine.training.run_data import RunData
@@ -86,10 +87,12 @@ def validate(model, graph, split, batch_size: int, chief: bool) -> tuple[float, 
     """Validation Recall@10 and NDCG@10 of ``model`` on ``graph`` (fit edges), computed on rank 0
     and broadcast, so that every rank takes the same scheduler and early-stopping decision."""
     val = [0.0, 0.0]
+    release_heap()  # the epoch's step memory: the other ranks wait through rank 0's evaluation
     if chief:
         m = evaluate_scores(score_fn(model, graph), split.fit, split.val, split.num_items,
                             ks=(10,), batch_size=batch_size)
         val = [m["recall@10"], m["ndcg@10"]]
+        release_heap()  # the evaluation's, before the next epoch's steps
     recall, ndcg = broadcast_floats(val)
     return recall, ndcg
 
