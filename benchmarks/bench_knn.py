@@ -4,6 +4,8 @@ what it costs at full size.
     .venv/bin/python benchmarks/bench_knn.py posthoc --run runs/ablation_all/svd_zero_msgs_seed0
         [--output runs/ablation_all] [--weights 0.1 0.3 1 3]
     .venv/bin/python benchmarks/bench_knn.py cost --dataset runs/full_ds/dataset [--mode full]
+    .venv/bin/python benchmarks/bench_knn.py exponents [--max-playlists 1000]
+        [--output runs/ablation] [--pairs 0.5,0 0.3,0.5 ...]
 
 ``posthoc``: a finished ``bench_ablation.py`` row (its ``best_model.pt``, trained without the term)
 scored on its validation split as trained, then plus ``w * k`` and ``w * log(1 + k)`` for each
@@ -11,7 +13,10 @@ weight (``k`` the cosine item-kNN score), beside item-kNN alone: whether the exa
 anything to that model, before training with them. ``cost``: on a prepared dataset's fit graph
 (one thread), the time to build :class:`engine.graph.cooccur.ItemKNN`, the values of one batch of
 the mode's shape (owners x positives x (1 + negatives), half the negatives popularity-drawn) and
-full-ranking rows of 64 owners, projected to the test playlists. docs/results.md quotes both.
+full-ranking rows of 64 owners, projected to the test playlists. ``exponents``: no training;
+item-kNN alone with each ``(pop_exp, len_exp)`` of :class:`~engine.graph.cooccur.ItemKNN`
+(``0.5,0`` is the protocol's cosine) ranked on quick mode's validation split of the sample
+(``--max-playlists``, 0 = all). docs/results.md quotes them.
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._run import validation
+from benchmarks._run import quick_data_args, quick_dataset, validation
 from benchmarks.bench_ablation import PINNED, ROWS
 from engine.eval.baselines import item_knn_score_fn
 from engine.graph.cooccur import ItemKNN
@@ -113,6 +118,19 @@ def cost(args) -> None:
     print(json.dumps(out, indent=1))
 
 
+def exponents(args) -> None:
+    torch.set_num_threads(1)
+    dataset = quick_dataset(Path(args.data), Path(args.output), args.max_playlists)
+    split = RunData.load(TrainConfig(dataset=str(dataset))).split
+    print(f"{len(split.val)} validation playlists")
+    print("| pop_exp | len_exp | validation Recall@10 | NDCG@10 |\n| --- | --- | --- | --- |")
+    for pair in args.pairs:
+        pop, length = (float(v) for v in pair.split(","))
+        knn = ItemKNN.of_edges(split.fit, split.num_owners, split.num_items, pop, length)
+        m = validation(knn.rows_of, split)
+        print(f"| {pop:g} | {length:g} | {m['recall@10']:.4f} | {m['ndcg@10']:.4f} |", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="what", required=True)
@@ -124,8 +142,13 @@ def main() -> None:
     b = sub.add_parser("cost")
     b.add_argument("--dataset", required=True, help="a prepared dataset folder")
     b.add_argument("--mode", default="full", choices=sorted(MODES))
+    c = sub.add_parser("exponents")
+    quick_data_args(c, "ablation")
+    c.add_argument("--pairs", nargs="+", default=[
+        "0.5,0", "0.4,0", "0.3,0", "0.2,0", "0.3,0.3", "0.3,0.5", "0.2,0.5", "0.5,0.5", "0.5,1"],
+        help="pop_exp,len_exp pairs")
     args = p.parse_args()
-    posthoc(args) if args.what == "posthoc" else cost(args)
+    {"posthoc": posthoc, "cost": cost, "exponents": exponents}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -29,9 +29,10 @@ from engine.graph.split import HeldOut
 
 ScoreFn = Callable[[Tensor], Tensor]
 # Bytes of one [batch × num_items] float32 score matrix. A batch holds about three (the scores,
-# their tie-break-ordered copy, the scorer's temporaries), so with 1.18 M candidate tracks a
-# batch is ~56 owners and the evaluation's extra memory stays under 1 GB at any catalogue size.
-SCORE_BYTES = 1 << 28
+# their tie-break-ordered copy, one score term's rows), so with 1.18 M candidate tracks a batch
+# is ~28 owners and the evaluation's extra memory stays under 0.4 GB at any catalogue size
+# (256 MB blocks put 0.3 GB more on rank 0's validation peak at full size; docs/benchmarks.md).
+SCORE_BYTES = 1 << 27
 # progress: False, True (a line per batch on stderr) or wrap(iterable, total, desc) -> iterable
 Progress = bool | Callable
 

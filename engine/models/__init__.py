@@ -174,7 +174,7 @@ def rank_scores(vecs: dict[str, Tensor], bias: ScoreBias | None, owner_type: str
     def score(owner_ids: Tensor) -> Tensor:
         ids = owner_ids.to(owner_vecs.device).long()
         s = owner_vecs[ids] @ item_vecs.T
-        return s if bias is None else s + bias.rows(ids, item_vecs.size(0))
+        return s if bias is None else bias.add_rows_(s, ids)
     return score
 
 

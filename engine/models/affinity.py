@@ -263,15 +263,26 @@ class ScoreBias:
             out["knn"] = kappa * torch.log1p(knn.pairs(owner_idx, item_idx))
         return out
 
+    @torch.no_grad()
     def rows(self, owner_ids: Tensor, num_items: int,
              parts: tuple[str, ...] = ("affinity", "knn")) -> Tensor:
         """[b, num_items] bias of every item for local ``owner_ids`` (slot -1): the sum of
-        ``parts`` ("affinity": the attribute terms, "knn": the item-kNN term)."""
+        ``parts`` ("affinity": the attribute terms, "knn": the item-kNN term); no autograd."""
         out = torch.zeros(owner_ids.numel(), num_items, device=owner_ids.device)
+        return self.add_rows_(out, owner_ids, parts)
+
+    @torch.no_grad()
+    def add_rows_(self, out: Tensor, owner_ids: Tensor,
+                  parts: tuple[str, ...] = ("affinity", "knn")) -> Tensor:
+        """:meth:`rows` added to ``out`` [b, num_items] in place (a full ranking's dot products):
+        each term's rows are made once and added, so at most one [b, num_items] block exists
+        beside ``out`` (at full size, :data:`engine.eval.evaluate.SCORE_BYTES` each: rank 0's
+        validation peak)."""
+        num_items = out.size(1)
         if "affinity" in parts:
             for beta, gamma, aff in self.terms:
                 out += aff.score_rows(owner_ids, num_items, beta, gamma)
         if "knn" in parts and self.knn is not None:
             kappa, knn = self.knn
-            out += kappa * torch.log1p(knn.rows(owner_ids, num_items))
+            out += knn.rows(owner_ids, num_items).log1p_().mul_(kappa)  # fresh rows: in place
         return out

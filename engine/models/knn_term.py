@@ -62,7 +62,8 @@ class KnnTerm:
         return self.values[at].view(item_idx.shape)
 
     def rows(self, owner_ids: Tensor, num_items: int) -> Tensor:
-        """[b, num_items]: :math:`k` of every item for local ``owner_ids`` (full graph only)."""
+        """[b, num_items]: :math:`k` of every item for local ``owner_ids`` (full graph only); a
+        fresh tensor, which the caller may change in place."""
         if self.knn is None:
             raise ValueError("full-ranking item-kNN rows need a full graph, not a batch")
         return self.knn.rows_of(owner_ids.cpu())[:, :num_items].to(owner_ids.device)
