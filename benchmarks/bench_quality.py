@@ -9,7 +9,8 @@ For every size N (playlists in the seeded sample; 0 = all 2,697) and seed S:
 
 1. ``python -m jobs.train_kaggle --data DATA --mode MODE --max-playlists N --seed S --workers 1``
    per variant: ``defaults`` (every hyper-parameter at its default), ``no_artist`` (the same
-   model trained without the artist-affinity term, ``model_options.affinity_types = []``) and
+   model trained without the artist-affinity term, ``model_options.affinity_types = []``),
+   ``no_terms`` (without the artist term and the item-kNN term: the learned GAT alone) and
    ``tuned`` (``--tuned best_config.json`` of a ``tune.search`` on the same sample: its test
    figures beside the defaults').
    ``--reuse`` reads a variant's existing ``metrics.json`` instead of training again.
@@ -54,7 +55,10 @@ from engine.training.run_data import RunData
 KEYS = ("recall@10", "ndcg@10", "recall@50", "r_precision", "distinct_artists@10", "coverage@10")
 BASELINES = ("popularity", "item-kNN", "ALS", "BPR-MF", "EASE", "item-kNN + artist")
 # "tuned": the configuration of --tuned (a tune.search best_config.json)
-VARIANTS = {"defaults": {}, "no_artist": {"model_options": {"affinity_types": []}}, "tuned": {}}
+# "no_terms": neither the artist term nor the item-kNN term, the learned GAT's dot product alone
+VARIANTS = {"defaults": {}, "no_artist": {"model_options": {"affinity_types": []}},
+            "no_terms": {"model_options": {"affinity_types": []}, "knn_init": 0.0},
+            "tuned": {}}
 
 
 def train(data: str, mode: str, out: Path, size: int, seed: int, variant: str,
@@ -155,9 +159,11 @@ def sample_rows(args, size: int, seed: int) -> dict:
     data = RunData.load(cfg)  # the run's own split
     rows = {"PlaylistGAT": {"test": m["test"], "train_seconds": m["train_seconds"]}}
     rows.update({f"  its {k}": v for k, v in part_rows(cfg, data, folder / "defaults").items()})
-    if "no_artist" in runs:
-        rows["PlaylistGAT trained without the artist term"] = {
-            "test": runs["no_artist"]["test"], "train_seconds": runs["no_artist"]["train_seconds"]}
+    for variant, name in (("no_artist", "PlaylistGAT trained without the artist term"),
+                          ("no_terms", "PlaylistGAT trained without the artist and kNN terms")):
+        if variant in runs:
+            rows[name] = {"test": runs[variant]["test"],
+                          "train_seconds": runs[variant]["train_seconds"]}
     if "tuned" in runs:
         rows["PlaylistGAT, tune.search's best configuration"] = {
             "test": runs["tuned"]["test"], "train_seconds": runs["tuned"]["train_seconds"]}
