@@ -288,6 +288,11 @@ def launch(cfg: dict, workers: int, address: str | None, max_failures: int,
 
 def print_report(result: dict, out: Path) -> None:
     """The final table: the model beside its baselines, same split, same run."""
+    if "test" not in result:  # final_test false: the run never looked at the test split
+        print(f"\nbest val_recall@10 {result['best_val_recall@10']:.4f} over "
+              f"{result['epochs_run']} epoch(s); test split not evaluated (final_test is false)")
+        print(f"TensorBoard: tensorboard --logdir {out} --host 127.0.0.1")
+        return
     data = result["data"]
     owner = "playlists" if data["kind"] == "playlist" else "users"
     print()

@@ -231,3 +231,20 @@ def test_subgraph_bound_counts_every_hop():
     assert subgraph_nodes(cfg, 10**9) == seeds * (1 + 5 + 25)
     assert subgraph_nodes(cfg, 100) == 100
     assert subgraph_nodes(TrainConfig(fanouts=[10, -1]), 12345) == 12345
+
+
+def test_report_of_a_run_without_test(tiny_playlists, tmp_path, capsys):
+    """``final_test: false`` (a search trial, or a timing run) returns no test metrics: the
+    report says so instead of failing on the missing keys."""
+    from engine.training.loop import train_loop_per_worker
+    from jobs.common import print_report
+
+    res = train_loop_per_worker({
+        "dataset": str(tiny_playlists), "output": str(tmp_path / "run"), "epochs": 1,
+        "steps_per_epoch": 2, "batch_size": 32, "embedding_dim": 8, "heads": 1,
+        "final_test": False, "progress": False})
+    print_report(res, tmp_path / "run")
+    out = capsys.readouterr().out
+    assert f"best val_recall@10 {res['best_val_recall@10']:.4f} over 1 epoch(s)" in out
+    assert "test split not evaluated" in out
+    assert not (tmp_path / "run" / "metrics.json").exists()
