@@ -113,6 +113,9 @@ def knn_artist_score_fn(train_edges: Tensor, num_owners: int, num_items: int,
     return lambda ids: knn(ids) + weight * art(ids)
 
 
+TIE_DIGITS = 9  # validation figures equal to this many digits are a tie
+
+
 def tuned(name: str, make: Callable[[Tensor, float], ScoreFn], grid: Sequence[float],
           split: Split, ks: Sequence[int] = (10, 50), log: Callable[[str], None] = print) -> dict:
     """Pick ``make``'s parameter on validation (fit edges → val), refit on every non-test edge and
@@ -125,7 +128,9 @@ def tuned(name: str, make: Callable[[Tensor, float], ScoreFn], grid: Sequence[fl
                             ks=(10,), candidates=fit_cand)
         val[value] = m["recall@10"]
         log(f"{name}: {value:g} -> validation Recall@10 {m['recall@10']:.4f}")
-    best = max(grid, key=lambda v: (val[v], -grid.index(v)))
+    # Recall is a mean of per-owner ratios: equal hit counts can differ in their last bits by
+    # summation order, and that must not pick the parameter; a tie goes to the earlier value
+    best = max(grid, key=lambda v: (round(val[v], TIE_DIGITS), -grid.index(v)))
     t0 = time.perf_counter()
     fn = make(split.train, best)
     test = evaluate_scores(fn, split.train, split.test, split.num_items, ks=ks,
