@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_sessions.py [--users 1000] [--days 30] [--seeds 0]
         [--weights 0 0.25 0.5 0.75 1] [--id-init svd normal] [--knn-init 0 1]
-        [--knn-exp 0.5:0 0.5:0.5] [--output runs/bench_sessions]
+        [--knn-exp 0.5:0 0.5:0.5] [--lr 0.01] [--output runs/bench_sessions]
 
 Generates the seeded session dataset that ``python -m jobs.train_synthetic`` uses (``--users``
 × ``--days``, seed 0; the same folder under ``data/generated/``), then for every ``genre_weight``,
@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--knn-exp", nargs="+", default=["0.5:0"], metavar="POP:LEN",
                    help="the item-kNN term's (knn_pop_exp, knn_len_exp) pairs (default 0.5:0, "
                         "the cosine)")
+    p.add_argument("--lr", nargs="+", type=float, default=[TrainConfig().lr],
+                   help="learning rates (default: TrainConfig's)")
     p.add_argument("--output", default=str(ROOT / "runs" / "bench_sessions"))
     args = p.parse_args(argv)
     exps = [tuple(float(x) for x in e.split(":")) for e in args.knn_exp]
@@ -60,17 +62,19 @@ def main(argv: list[str] | None = None) -> None:
                        fixed_lr=False, progress=False, num_threads=1).to_dict()
     print(f"load {os.getloadavg()[0]:.1f}; data {data}")
     print("| id_init | knn_init | genre_weight | seed | test R@10 | test NDCG@10 | item-kNN R@10 / NDCG@10 "
-          "| popularity R@10 | R@10 / item-kNN | epochs | train s | knn exponents | best val R@10 |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+          "| popularity R@10 | R@10 / item-kNN | epochs | train s | knn exponents | lr | best val R@10 |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
           flush=True)
-    runs = [(i, k, e, w, s) for i in args.id_init for k in args.knn_init for e in exps
-            for w in args.weights for s in args.seeds]
-    for init, knn_init, (pop_exp, len_exp), w, seed in runs:
+    runs = [(i, k, e, lr, w, s) for i in args.id_init for k in args.knn_init for e in exps
+            for lr in args.lr for w in args.weights for s in args.seeds]
+    for init, knn_init, (pop_exp, len_exp), lr, w, seed in runs:
         name = (f"{init}_w{w:g}_s{seed}" + (f"_knn{knn_init:g}" if knn_init else "")
-                + ("" if (pop_exp, len_exp) == (0.5, 0.0) else f"_pop{pop_exp:g}_len{len_exp:g}"))
+                + ("" if (pop_exp, len_exp) == (0.5, 0.0) else f"_pop{pop_exp:g}_len{len_exp:g}")
+                + ("" if lr == TrainConfig().lr else f"_lr{lr:g}"))
         out = Path(args.output) / name
         cfg = dict(base, dataset=str(data), output=str(out), genre_weight=w, seed=seed,
-                   id_init=init, knn_init=knn_init, knn_pop_exp=pop_exp, knn_len_exp=len_exp)
+                   id_init=init, knn_init=knn_init, knn_pop_exp=pop_exp, knn_len_exp=len_exp,
+                   lr=lr)
         t0 = time.perf_counter()
         r = train_loop_per_worker(cfg)
         t, knn = r["test"], r["baselines"]["item_knn"]
@@ -79,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{t['ndcg@10']:.4f} | {knn['recall@10']:.4f} / {knn['ndcg@10']:.4f} | "
               f"{pop['recall@10']:.4f} | {t['recall@10'] / knn['recall@10']:.2f} | "
               f"{r['epochs_run']} | {time.perf_counter() - t0:.0f} | {pop_exp:g} / {len_exp:g} | "
-              f"{r['best_val_recall@10']:.4f} |", flush=True)
+              f"{lr:g} | {r['best_val_recall@10']:.4f} |", flush=True)
 
 
 if __name__ == "__main__":
