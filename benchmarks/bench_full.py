@@ -9,7 +9,9 @@ it to ``<output>/dataset``). In one run:
 
 1. **step**: a training step's phases (sample, forward, loss, backward, optimiser; one thread, no
    Ray) at full size and on a 1,000-playlist subset of the same dataset (quick mode's size) at
-   the same batch shape (full mode's batch and fanouts), and their ratio;
+   the same batch shape (full mode's batch and fanouts), and their ratio; with the process's
+   resident memory after the steps and after :func:`engine.training.heap.release_heap` (what a
+   worker gives back before rank 0 validates);
 2. **memory**: ``jobs.train_kaggle --mode full`` with 1 and with 4 workers for ``--steps`` steps
    and the first validation; the peak total RSS and PSS (RSS counts a page shared by several
    processes once per process, PSS divides it among them) of every process of the run, sampled
@@ -38,6 +40,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def _rss_gb() -> float:
+    """This process's resident memory now (Linux ``/proc``), in GB."""
+    import os
+
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**30, 3)
+
+
 def step_profile(dataset: str, steps: int, batch_size: int, **over) -> dict:
     """Mean ms per phase of ``steps`` training steps (after two warm-up steps), one thread;
     ``over``: further TrainConfig fields (e.g. ``fanouts``)."""
@@ -46,6 +56,7 @@ def step_profile(dataset: str, steps: int, batch_size: int, **over) -> dict:
     from engine.graph.sampler import BPRBatches, owner_shard
     from engine.models.init import svd_init_
     from engine.training.config import TrainConfig, make_model, owner_row_links, pair_knn
+    from engine.training.heap import release_heap
     from engine.training.losses import loss_fn
     from engine.training.optim import make_optimisers
     from engine.training.run_data import RunData
@@ -86,6 +97,10 @@ def step_profile(dataset: str, steps: int, batch_size: int, **over) -> dict:
             nodes += sum(int(v.numel()) for v in b.sub.n_id.values())
     out = {name: 1000 * v / steps for name, v in phases.items()}
     out["total"] = sum(out.values())
+    out["rss_gb_after_steps"] = _rss_gb()  # the model, graph and optimiser are still alive
+    del b
+    release_heap()
+    out["rss_gb_after_release_heap"] = _rss_gb()
     out["subgraph_nodes"] = nodes / steps
     out["triples"] = cfg.batch_size * cfg.pos_per_owner
     out["us_per_triple"] = 1000 * out["total"] / out["triples"]
@@ -192,6 +207,12 @@ def eval_run(dataset: str, owners: int) -> dict:
                           **{n: m["recall@10"] for n, m in report["baselines"].items()}}}
 
 
+def _in_process(ctx, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` in a fresh process of ``ctx``."""
+    with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        return pool.submit(fn, *args, **kwargs).result()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", required=True, help="prepared full-mode dataset folder")
@@ -216,8 +237,10 @@ def main() -> int:
         small = out / "quick_size_dataset"
         if not small.exists():
             save_dataset(subset_owners(load_dataset(args.dataset), 1000, 0), small)
-        full = step_profile(args.dataset, args.steps, batch, **shape)
-        quick = step_profile(str(small), args.steps, batch, **shape)
+        # each in a fresh process, so that its resident memory is its own size's
+        ctx = multiprocessing.get_context("spawn")
+        full, quick = (_in_process(ctx, step_profile, data, args.steps, batch, **shape)
+                       for data in (args.dataset, str(small)))
         res["step"] = {"full": full, "quick_size": quick, "ratio": full["total"] / quick["total"],
                        "batch_size": batch, **shape}
         print(json.dumps(res["step"], indent=1), flush=True)
@@ -227,9 +250,8 @@ def main() -> int:
     if "eval" in args.parts:
         # its own process: peak memory is read as maxrss, a high-water mark that the step
         # profile above would otherwise have set already
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(1, mp_context=ctx) as pool:
-            res["eval"] = pool.submit(eval_run, args.dataset, args.eval_owners).result()
+        res["eval"] = _in_process(multiprocessing.get_context("spawn"), eval_run, args.dataset,
+                                  args.eval_owners)
         print(json.dumps(res["eval"], indent=1), flush=True)
     results_file.write_text(json.dumps(res, indent=1) + "\n")
     print(f"results: {results_file}")

@@ -28,6 +28,8 @@ from engine.data.sessions import generate_sessions
 from engine.training.config import TrainConfig
 from engine.training.loop import train_loop_per_worker
 
+DEFAULTS = TrainConfig()  # a run's name shows only what differs from these
+
 
 def dataset(users: int, days: int) -> Path:
     """The folder ``jobs.train_synthetic --users U --days D`` (seed 0) generates and reuses."""
@@ -48,10 +50,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--knn-init", nargs="+", type=float, default=[0.0],
                    help="TrainConfig.knn_init values (default 0: no item-kNN term, the table's "
                         "runs before the term)")
-    p.add_argument("--knn-exp", nargs="+", default=["0.5:0"], metavar="POP:LEN",
-                   help="the item-kNN term's (knn_pop_exp, knn_len_exp) pairs (default 0.5:0, "
-                        "the cosine)")
-    p.add_argument("--lr", nargs="+", type=float, default=[TrainConfig().lr],
+    p.add_argument("--knn-exp", nargs="+",
+                   default=[f"{DEFAULTS.knn_pop_exp:g}:{DEFAULTS.knn_len_exp:g}"],
+                   metavar="POP:LEN", help="the item-kNN term's (knn_pop_exp, knn_len_exp) "
+                   "pairs (default TrainConfig's)")
+    p.add_argument("--lr", nargs="+", type=float, default=[DEFAULTS.lr],
                    help="learning rates (default: TrainConfig's)")
     p.add_argument("--output", default=str(ROOT / "runs" / "bench_sessions"))
     args = p.parse_args(argv)
@@ -69,8 +72,9 @@ def main(argv: list[str] | None = None) -> None:
             for lr in args.lr for w in args.weights for s in args.seeds]
     for init, knn_init, (pop_exp, len_exp), lr, w, seed in runs:
         name = (f"{init}_w{w:g}_s{seed}" + (f"_knn{knn_init:g}" if knn_init else "")
-                + ("" if (pop_exp, len_exp) == (0.5, 0.0) else f"_pop{pop_exp:g}_len{len_exp:g}")
-                + ("" if lr == TrainConfig().lr else f"_lr{lr:g}"))
+                + ("" if (pop_exp, len_exp) == (DEFAULTS.knn_pop_exp, DEFAULTS.knn_len_exp)
+                   else f"_pop{pop_exp:g}_len{len_exp:g}")
+                + ("" if lr == DEFAULTS.lr else f"_lr{lr:g}"))
         out = Path(args.output) / name
         cfg = dict(base, dataset=str(data), output=str(out), genre_weight=w, seed=seed,
                    id_init=init, knn_init=knn_init, knn_pop_exp=pop_exp, knn_len_exp=len_exp,

@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from engine.graph.cooccur import ItemKNN
 from engine.graph.sampler import BPRBatches
 from engine.training import (
     TrainState,
@@ -21,7 +20,7 @@ from engine.training import (
     train_step,
 )
 from engine.training.checkpoint import load_state, save_state, set_rng_state
-from engine.training.config import TrainConfig, make_model
+from engine.training.config import TrainConfig, make_model, pair_knn
 from engine.training.run_data import RunData
 from engine.training.state import fresh_state
 
@@ -68,7 +67,7 @@ def _setup(dataset, **kw):
 def _batch(cfg, graph, model):
     owners = torch.nonzero(graph.csr[graph.interaction].degree() > 0).flatten()
     # the model's item-kNN term (a default) reads each scored pair's value from the batch
-    knn = ItemKNN.of_graph(graph) if model.knn_weight is not None else None
+    knn = pair_knn(model, graph)
     return next(iter(BPRBatches(graph, owners, batch_size=cfg.batch_size, num_neg=cfg.num_neg,
                                 fanouts=cfg.fanouts, seed=cfg.seed, steps=1,
                                 pos_per_owner=cfg.pos_per_owner, neg_pool=0,

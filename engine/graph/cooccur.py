@@ -47,6 +47,8 @@ from engine.graph.types import CSR, GraphData, rev
 # Dense floats of a block of owners' overlaps [b, owners] (:meth:`ItemKNN.pairs`; twice that in
 # :meth:`ItemKNN.rows_of`, whose [b, items] output is as large as its caller's batch).
 BLOCK_FLOATS = 1 << 24
+# (pop_exp, len_exp) of the cosine similarity: the protocol's item-kNN baseline
+COSINE = (0.5, 0.0)
 
 
 def _inv_sqrt(deg: Tensor) -> Tensor:
@@ -72,7 +74,7 @@ class ItemKNN:
     defaults are the cosine)."""
 
     def __init__(self, rows: CSR, num_items: int, cols: CSR | None = None,
-                 pop_exp: float = 0.5, len_exp: float = 0.0) -> None:
+                 pop_exp: float = COSINE[0], len_exp: float = COSINE[1]) -> None:
         """``cols``: the transpose of ``rows`` (item -> owner), when the graph holds it (a
         graph's reverse edge type: shared by the workers of a node, not copied); else built."""
         check_exponents(pop_exp, len_exp)
@@ -85,7 +87,7 @@ class ItemKNN:
             torch.stack([rows.indices, owner]), self.num_items)
         self.deg = self.cols.degree()
         self.inv = _inv_sqrt(self.deg)  # d_j^-1/2 of the row's items
-        self.cosine = self.pop_exp == 0.5 and self.len_exp == 0.0
+        self.cosine = (self.pop_exp, self.len_exp) == COSINE
         self.owner_w = _inv_pow(rows.degree(), self.len_exp)  # n_q^-lambda (cosine: 1)
         self.s_t = torch.zeros(self.num_items).index_add_(  # S_t (cosine: d_t)
             0, torch.repeat_interleave(torch.arange(self.num_items), self.deg),
@@ -94,14 +96,14 @@ class ItemKNN:
         self._yn_t: Tensor | None = None
 
     @classmethod
-    def of_graph(cls, g: GraphData, pop_exp: float = 0.5, len_exp: float = 0.0) -> ItemKNN:
+    def of_graph(cls, g: GraphData, pop_exp: float = COSINE[0], len_exp: float = COSINE[1]) -> ItemKNN:
         """The item-kNN scorer of ``g``'s interaction edges (the fit edges of a fit graph)."""
         return cls(g.csr[g.interaction], g.num_nodes[g.item_type], g.csr.get(rev(g.interaction)),
                    pop_exp, len_exp)
 
     @classmethod
-    def of_edges(cls, edges: Tensor, num_owners: int, num_items: int, pop_exp: float = 0.5,
-                 len_exp: float = 0.0) -> ItemKNN:
+    def of_edges(cls, edges: Tensor, num_owners: int, num_items: int,
+                 pop_exp: float = COSINE[0], len_exp: float = COSINE[1]) -> ItemKNN:
         """From an [2, E] (owner, item) edge list, duplicates allowed (they count once)."""
         key = torch.unique(edges[0].cpu().long() * num_items + edges[1].cpu().long())
         return cls(CSR.from_edge_index(torch.stack([key // num_items, key % num_items]),

@@ -32,7 +32,7 @@ class KnnTerm:
     """:math:`k(p, t)` on one (sub)graph, in local indices (module docstring)."""
 
     def __init__(self, sub: Subgraph, owner_type: str, item_type: str,
-                 exponents: tuple[float, float] = (0.5, 0.0)) -> None:
+                 exponents: tuple[float, float]) -> None:
         """``exponents``: :class:`~engine.graph.cooccur.ItemKNN`'s ``(pop_exp, len_exp)`` for a
         full graph (a batch's values were computed by the sampler's scorer with the same)."""
         self.n_items = sub.num_nodes(item_type)

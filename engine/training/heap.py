@@ -1,8 +1,8 @@
 """Give a worker's freed heap back to the operating system before it waits.
 
 glibc's ``malloc`` keeps the pages of freed blocks for reuse: after a training step a worker still
-holds its activations' and gradients' pages (0.42 GB of a full-mode worker's 2.42 GB after ten
-steps, measured on the 12.9 M-row Kaggle-format file; docs/benchmarks.md). While rank 0 validates
+holds its activations' and gradients' pages (at full size a sizeable share of its resident
+memory: ``benchmarks/bench_full.py --parts step``, docs/benchmarks.md). While rank 0 validates
 or tests, the other workers of the node only wait, and those pages would sit in the node's peak
 next to rank 0's evaluation. ``malloc_trim(0)`` returns every whole free page; the next step
 takes fresh ones (a page fault each, once per epoch). Where libc has no ``malloc_trim``

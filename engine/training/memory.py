@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from engine.eval.evaluate import SCORE_BYTES
-from engine.graph.cooccur import BLOCK_FLOATS
+from engine.graph.cooccur import BLOCK_FLOATS, COSINE
 from engine.graph.types import GraphData
 from engine.training.config import TrainConfig, make_model
 
@@ -89,7 +89,7 @@ def knn_bytes(cfg: TrainConfig, graph: GraphData) -> tuple[int, int]:
     owners, items = graph.num_nodes[graph.owner_type], graph.num_nodes[graph.item_type]
     worker = (12 * edges + 16 * items + 4 * owners
               + 4 * min(cfg.batch_size * owners, BLOCK_FLOATS))
-    cosine = cfg.knn_pop_exp == 0.5 and cfg.knn_len_exp == 0.0
+    cosine = (cfg.knn_pop_exp, cfg.knn_len_exp) == COSINE
     return worker, KNN_BLOCK_BYTES + (0 if cosine else 4 * edges)
 
 
