@@ -79,7 +79,9 @@ def test_store_round_trip_and_refusals(tmp_path):
     assert read_meta(tmp_path / "missing") is None
 
 
-def _shared_worker(rank: int, world_size: int, port: int, out: str) -> None:
+def _shared_worker(rank: int, world_size: int, port: int, out: str, hosts: list[str]) -> None:
+    import socket
+
     import torch.distributed as dist
     from torch import nn
 
@@ -87,37 +89,46 @@ def _shared_worker(rank: int, world_size: int, port: int, out: str) -> None:
     from engine.training.shared import NodeShared
     from engine.training.sync import sync_gradients
 
+    socket.gethostname = lambda: hosts[rank]  # nodes are told apart by host name
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=world_size)
-    results = {}
+    results, owned = {}, []
     for shared in (False, True):
         torch.manual_seed(0)
-        emb = nn.Embedding(50, 8, sparse=True)
-        # shared: the loop's RowAdam (torch's SparseAdam bit for bit), non-leaders keeping no
-        # sparse gradient (Optimisers.sync); private: torch's own, on every rank
-        opt = (RowAdam if shared else torch.optim.SparseAdam)([emb.weight], lr=0.05)
-        node = NodeShared([emb.weight], opt, Path(out)) if shared else None
+        # two tables of one width (one exchange for both), the second never touched by rank 0
+        a, b = nn.Embedding(50, 8, sparse=True), nn.Embedding(7, 8, sparse=True)
+        params = [a.weight, b.weight]
+        # shared: the loop's RowAdam (torch's SparseAdam bit for bit), each rank stepping its
+        # own rows (Optimisers.sync); private: torch's own, on every rank
+        opt = (RowAdam if shared else torch.optim.SparseAdam)(params, lr=0.05)
+        node = NodeShared(params, opt, Path(out)) if shared else None
         g = torch.Generator().manual_seed(100 + rank)  # each rank its own rows
         for _ in range(5):
             rows = torch.randint(0, 50, (12,), generator=g)
-            loss = (emb(rows) ** 2).sum()
+            loss = (a(rows) ** 2).sum()
+            if rank:
+                loss = loss + (b(rows % 7) ** 2).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            sync_gradients([], [emb.weight], keep_sparse=node is None or node.leader)
-            assert (emb.weight.grad is None) == (node is not None and not node.leader)
+            sync_gradients([], params, None if node is None else node.shards)
+            if node is not None:
+                owned.append([p.grad.coalesce().indices()[0].tolist() for p in params])
             node.step() if node is not None else opt.step()
-        results[shared] = emb.weight.detach().clone()
+        results[shared] = [p.detach().clone() for p in params]
         if shared:
-            assert "gatrec-" in (_mapped(emb.weight) or "")
-    torch.save(results, Path(out) / f"rank{rank}.pt")
+            assert "gatrec-" in (_mapped(a.weight) or "")
+            assert opt.state[a.weight]["step"] == opt.state[b.weight]["step"] == 5
+    torch.save({"results": results, "owned": owned}, Path(out) / f"rank{rank}.pt")
     dist.destroy_process_group()
 
 
-def test_node_shared_tables_match_private_updates(tmp_path):
-    """Two ranks: SparseAdam (RowAdam) applied once per node on shared tables, the non-leader
-    keeping no sparse gradient, gives, bit for bit, what every rank applying torch's SparseAdam
-    to its own copy gives; both ranks see the same table; the files are
-    gone once mapped."""
+@pytest.mark.parametrize("hosts", [["n0", "n0"], ["n0", "n0", "n1"]], ids=["1node", "2nodes"])
+def test_node_shared_tables_match_private_updates(tmp_path, hosts):
+    """Ranks on one node, and on two nodes of 2 and 1 ranks (host names faked): SparseAdam
+    (RowAdam) on node-shared tables, each rank stepping the rows it owns, gives, bit for bit,
+    what every rank applying torch's SparseAdam to its own copy gives; every rank sees the same
+    tables; within a node the ranks' rows are disjoint and every node steps every touched row;
+    the files are gone once mapped."""
     import socket
 
     import torch.multiprocessing as mp
@@ -125,12 +136,37 @@ def test_node_shared_tables_match_private_updates(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_shared_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
-    assert torch.equal(r0[False], r1[False])
-    assert torch.equal(r0[True], r0[False]) and torch.equal(r1[True], r0[False])
+    n = len(hosts)
+    mp.spawn(_shared_worker, args=(n, port, str(tmp_path), hosts), nprocs=n, join=True)
+    res = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(n)]
+    private = res[0]["results"][False]
+    for r in res:
+        for got, want in zip(r["results"][False] + r["results"][True], private + private):
+            assert torch.equal(got, want)
+    for node in set(hosts):
+        ranks = [r for r, h in enumerate(hosts) if h == node]
+        for step in range(5):
+            for t in range(2):
+                rows = [res[r]["owned"][step][t] for r in ranks]
+                together = sorted(x for part in rows for x in part)
+                assert len(together) == len(set(together))  # disjoint within the node
+                every = sorted({x for r in res for x in r["owned"][step][t]})
+                assert together == every  # the node steps every row any rank steps
+    assert any(res[0]["owned"][s][0] != res[1]["owned"][s][0] for s in range(5))
     assert not [f for f in os.listdir("/dev/shm") if f.startswith("gatrec-")]
     assert not [f for f in os.listdir(tmp_path) if f.startswith("gatrec-")]
+
+
+def test_row_shards_give_each_key_to_one_rank_per_node():
+    """Ranks 0, 1, 2 on node A and 3 on node B: a key goes to exactly one of A's ranks (by key
+    mod 3) and to rank 3."""
+    from engine.training.sync import RowShards
+
+    shards = RowShards(index=(0, 1, 2, 0), size=(3, 3, 3, 1))
+    keys = torch.arange(20)
+    dest = shards.owners(keys)
+    assert dest[:3].sum(0).eq(1).all() and dest[3].all()
+    assert torch.equal(dest[1], keys % 3 == 1)
 
 
 def _rss_mb() -> float:

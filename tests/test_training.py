@@ -282,3 +282,27 @@ def test_row_adam_is_sparse_adam_bit_for_bit(maximize):
     o_ref.load_state_dict(o_new.state_dict())
     o_new.load_state_dict(o_ref.state_dict())
     assert o_new.state[new.weight]["step"] == 6
+
+
+def test_rank0_borrows_its_nodes_threads_to_evaluate():
+    """borrowed_threads: a node's ranks' threads, capped by the CPUs the process may use, and
+    the count restored afterwards, also after an error."""
+    import os
+
+    from engine.training.steps import borrowed_threads
+
+    before = torch.get_num_threads()
+    cpus = len(os.sched_getaffinity(0))
+    torch.set_num_threads(1)
+    try:
+        with borrowed_threads(4):
+            assert torch.get_num_threads() == min(4, cpus)
+        assert torch.get_num_threads() == 1
+        with pytest.raises(RuntimeError), borrowed_threads(64):
+            assert torch.get_num_threads() == cpus
+            raise RuntimeError
+        assert torch.get_num_threads() == 1
+        with borrowed_threads(1):
+            assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -209,6 +209,8 @@ def fit(cfg: TrainConfig, ctx, hooks: Sequence[Hook] = ()) -> Result:
     state, orphans = resume(ctx, cfg, model, opts, rank)
     if world_size > 1:
         opts.share(out / "shared")
+    # ranks on rank 0's node: it borrows their threads to evaluate (steps.borrowed_threads)
+    node_ranks = opts.node.shards.size[0] if opts.node is not None else 1
 
     # 4. epochs
     plan = EpochPlan.make(cfg, graph, model, rank, world_size)
@@ -217,7 +219,8 @@ def fit(cfg: TrainConfig, ctx, hooks: Sequence[Hook] = ()) -> Result:
                      purge_step=state.epoch + 1 if state.epoch else None,
                      hparams=cfg.hparams())
     if state.epoch == 0 and state.start is None:  # every rank: validation is a collective
-        state.start, _ = validate(model, graph, split, cfg.eval_batch_size, chief)
+        state.start, _ = validate(model, graph, split, cfg.eval_batch_size, chief,
+                                  node_ranks)
         state.best = state.start  # an epoch must beat the start to replace its weights
         _log(rank, f"before training - val_recall@10: {state.start:.4f}")
     t_train = time.perf_counter()
@@ -237,7 +240,8 @@ def fit(cfg: TrainConfig, ctx, hooks: Sequence[Hook] = ()) -> Result:
         train_loss = all_mean(total_loss / max(triples, 1), world_size)
         triples_per_s = all_mean(triples / seconds, world_size) * world_size
 
-        val_recall, val_ndcg = validate(model, graph, split, cfg.eval_batch_size, chief)
+        val_recall, val_ndcg = validate(model, graph, split, cfg.eval_batch_size, chief,
+                                        node_ranks)
         stop = decide(state, cfg, val_recall, chief)
         metrics = {"epoch": state.epoch, "train_loss": train_loss, "val_recall@10": val_recall,
                    "val_ndcg@10": val_ndcg, "lr": opts.lr, "triples_per_s": triples_per_s,
@@ -269,7 +273,8 @@ def fit(cfg: TrainConfig, ctx, hooks: Sequence[Hook] = ()) -> Result:
         return Result(state, None)
     report = final_test(model, state.best_model, data, out, cfg.eval_batch_size,
                         lambda it, total, desc: ctx.progress(it, total=total, desc=desc,
-                                                             enabled=cfg.progress))
+                                                             enabled=cfg.progress),
+                        node_ranks)
     summary = run_summary(cfg, state, report, data, n_params, train_seconds, world_size)
     (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     tb.final(len(state.history), {"test_recall@10": report["test"]["recall@10"],

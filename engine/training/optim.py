@@ -53,10 +53,10 @@ class Optimisers:
 
     def sync(self) -> int:
         """Average the gradients over the ranks (:func:`sync_gradients`); returns the floats
-        this rank sent. With shared tables only the node's leader keeps the sparse gradients
-        (only it steps them)."""
-        leader = self.node is None or self.node.leader
-        return sync_gradients(self.dense, self.sparse, keep_sparse=leader)
+        this rank sent. With shared tables each rank keeps the sparse gradients of the rows it
+        steps (:class:`~.sync.RowShards`)."""
+        return sync_gradients(self.dense, self.sparse,
+                              None if self.node is None else self.node.shards)
 
     def share(self, fallback: Path) -> None:
         """Move the ID tables and their moments to memory shared by each node's ranks (call after

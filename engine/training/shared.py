@@ -5,16 +5,19 @@ sync_gradients` every rank holds the same averaged sparse gradient, so every rep
 the same SparseAdam update to the same rows. With the Kaggle file's 1.18 M tracks the tables and
 their two moment buffers are about 1.2 GB per worker; four workers on a node held four identical
 copies. Here the workers of a node map one shared copy instead (a file in ``/dev/shm``, mapped
-``MAP_SHARED`` by ``torch.from_file(shared=True)``), and one of them, the node's *leader* (its
-lowest rank), applies the sparse optimiser step for all of them:
+``MAP_SHARED`` by ``torch.from_file(shared=True)``; the node's *leader*, its lowest rank, writes
+the files), and the ranks of a node split the sparse optimiser step by rows
+(:class:`~engine.training.sync.RowShards`):
 
 1. every rank runs forward and backward on the shared rows (reads only);
-2. the gradient sync is a collective, so when it returns every rank of the node has finished
-   reading;
-3. the leader runs ``SparseAdam.step`` (torch's own, on shared parameters and shared moments);
+2. the gradient sync sends each touched row to the one rank of each node that owns it; it is a
+   collective, so when it returns every rank of the node has finished reading;
+3. every rank runs ``SparseAdam.step`` (:class:`~.row_adam.RowAdam`) on its own rows of the
+   shared parameters and moments: disjoint rows, written by one rank each;
 4. a barrier: no rank starts the next forward before the update is written.
 
-The result is the same, bit for bit, as every rank applying the update to a private copy. The
+The result is the same, bit for bit, as every
+rank applying the update to a private copy (``tests/test_shared.py``). The
 files are unlinked as soon as every rank has mapped them, so nothing is left behind when a worker
 dies; the memory is freed when the last worker of the node exits.
 """
@@ -30,23 +33,27 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from engine.training.sync import world
+from engine.training.sync import RowShards, world
 
 SHM = Path("/dev/shm")
 
 
-def node_leaders() -> tuple[list[int], int]:
-    """(the lowest rank of every node, this rank's node leader), nodes told apart by host name.
-    Collective: every rank calls it."""
+def node_layout() -> tuple[int, RowShards]:
+    """(this rank's node leader: the lowest rank on its host, the ranks' :class:`RowShards`),
+    nodes told apart by host name. Collective: every rank calls it."""
     rank, world_size = world()
     if world_size == 1:
-        return [0], 0
+        return 0, RowShards((0,), (1,))
     hosts: list = [None] * world_size
     dist.all_gather_object(hosts, socket.gethostname())
-    first = {}
-    for r, h in enumerate(hosts):  # a loop over ranks, not data
-        first.setdefault(h, r)
-    return sorted(first.values()), first[hosts[rank]]
+    first: dict = {}
+    index = []
+    for h in hosts:  # a loop over ranks, not data
+        first.setdefault(h, [])
+        index.append(len(first[h]))
+        first[h].append(h)
+    size = tuple(len(first[h]) for h in hosts)
+    return hosts.index(hosts[rank]), RowShards(tuple(index), size)
 
 
 def _folder(nbytes: int, fallback: Path) -> Path:
@@ -63,7 +70,8 @@ def _folder(nbytes: int, fallback: Path) -> Path:
 
 class NodeShared:
     """Moves ``params`` (the sparse ID tables) and their SparseAdam moments into memory shared by
-    the ranks of a node. Use :meth:`step` for the sparse optimiser: only the leader updates.
+    the ranks of a node. Sync with :attr:`shards` and use :meth:`step` for the sparse optimiser:
+    each rank updates its own rows.
 
     Collective (every rank constructs it, in the same order of parameters). ``optimiser`` is the
     SparseAdam over ``params``; its state, when already loaded from a checkpoint, is carried over
@@ -72,7 +80,7 @@ class NodeShared:
     def __init__(self, params: list[nn.Parameter], optimiser: torch.optim.Optimizer,
                  fallback: Path):
         self.rank, self.world_size = world()
-        _, mine = node_leaders()
+        mine, self.shards = node_layout()
         self.leader = self.rank == mine
         self.params, self.optimiser = params, optimiser
         token = [uuid.uuid4().hex if self.rank == 0 else None]
@@ -108,8 +116,9 @@ class NodeShared:
                 os.unlink(path)
 
     def step(self) -> None:
-        """The sparse optimiser step, once per node (see the module docstring). Rank 0, the one
-        that checkpoints, is always a leader, so its optimiser state is the run's."""
-        if self.leader:
-            self.optimiser.step()
+        """The sparse optimiser step on this rank's rows (see the module docstring; the gradients
+        of ``sync_gradients(..., shards=self.shards)``). Every rank counts every step, so rank 0,
+        the one that checkpoints, holds the run's step count and, mapped, all of its node's
+        moments."""
+        self.optimiser.step()
         dist.barrier()

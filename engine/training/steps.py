@@ -7,7 +7,9 @@ best weights, LR schedulers, early stopping) and the final test (:func:`final_te
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -83,14 +85,31 @@ def all_mean(value: float, world_size: int) -> float:
     return float(t.item()) / world_size
 
 
-def validate(model, graph, split, batch_size: int, chief: bool) -> tuple[float, float]:
+@contextmanager
+def borrowed_threads(node_ranks: int) -> Iterator[None]:
+    """Rank 0's evaluation with the torch threads of its node's ``node_ranks`` ranks (capped by
+    the CPUs this process may run on), restored afterwards: while rank 0 validates, the others
+    block in a collective, and after training they have returned, so their CPUs would idle."""
+    before = torch.get_num_threads()
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(max(before, min(before * node_ranks, cpus or 1)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def validate(model, graph, split, batch_size: int, chief: bool,
+             node_ranks: int = 1) -> tuple[float, float]:
     """Validation Recall@10 and NDCG@10 of ``model`` on ``graph`` (fit edges), computed on rank 0
-    and broadcast, so that every rank takes the same scheduler and early-stopping decision."""
+    (with its node's threads, :func:`borrowed_threads`) and broadcast, so that every rank takes
+    the same scheduler and early-stopping decision."""
     val = [0.0, 0.0]
     release_heap()  # the epoch's step memory: the other ranks wait through rank 0's evaluation
     if chief:
-        m = evaluate_scores(score_fn(model, graph), split.fit, split.val, split.num_items,
-                            ks=(10,), batch_size=batch_size)
+        with borrowed_threads(node_ranks):
+            m = evaluate_scores(score_fn(model, graph), split.fit, split.val, split.num_items,
+                                ks=(10,), batch_size=batch_size)
         val = [m["recall@10"], m["ndcg@10"]]
         release_heap()  # the evaluation's, before the next epoch's steps
     recall, ndcg = broadcast_floats(val)
@@ -117,13 +136,15 @@ def decide(state: TrainState, cfg: TrainConfig, val_recall: float, chief: bool =
 
 
 def final_test(model, best_state: dict, data: RunData, out: Path, batch_size: int,
-               progress=False) -> dict:
+               progress=False, node_ranks: int = 1) -> dict:
     """Rank 0's end of a run: save the last and the best weights, restore the best, and
-    evaluate them on the test split beside the baselines (every non-test edge in the graph)."""
+    evaluate them on the test split beside the baselines (every non-test edge in the graph),
+    with the threads of its node's finished ranks (:func:`borrowed_threads`)."""
     save_state(model.state_dict(), out / "final_model.pt")
     model.load_state_dict(best_state)
     save_state(best_state, out / "best_model.pt")
     split = data.split
-    return evaluate_with_baselines(score_fn(model, data.graph("train")), split,
-                                   stage_edges=split.train, heldout=split.test,
-                                   batch_size=batch_size, progress=progress)
+    with borrowed_threads(node_ranks):
+        return evaluate_with_baselines(score_fn(model, data.graph("train")), split,
+                                       stage_edges=split.train, heldout=split.test,
+                                       batch_size=batch_size, progress=progress)

@@ -5,16 +5,24 @@ for 2 M tracks at dimension 64 that is a 512 MB all-reduce per step, although on
 few thousand rows. Here ID embeddings produce *sparse* gradients (``nn.Embedding(sparse=True)``),
 and each step
 
-* all-gathers the touched rows of every embedding table (row ids + values; the payload is
-  ``rows touched x dim x world_size``, independent of the table size) and sums them, and
 * all-reduces the dense parameters (attention, projections: a few hundred thousand numbers) as
-  one flat buffer.
+  one flat buffer, and
+* exchanges the touched rows of every embedding table (row ids + values; the payload is
+  ``rows touched x dim``, independent of the table size) and sums them, either
+  - all-gathered, so that every rank holds every averaged row (private tables), or
+  - with :class:`RowShards` (the tables shared by the ranks of a node, :mod:`.shared`), sent
+    only to the rank of each node that owns the row (one ``all_to_all``): each rank then holds
+    the averaged gradient of its own rows and steps those. A rank receives about
+    ``1 / ranks per node`` of what an all-gather brings it, and the node's sparse optimiser step
+    is split among its ranks instead of run by one while the others wait.
 
 Both are averaged over ranks, which is what DDP computes, so the optimiser sees the same
 gradient on every rank and the replicas stay identical. Works over gloo (CPU) and NCCL (GPU): only
-``all_gather`` and ``all_reduce`` of dense tensors are used.
+``all_gather``, ``all_to_all_single`` and ``all_reduce`` of dense tensors are used.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -45,6 +53,23 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
+@dataclass(frozen=True)
+class RowShards:
+    """Which rank steps which rows of node-shared ID tables: rank ``r`` owns the rows whose key
+    (table, row) satisfies ``key % size[r] == index[r]``, with ``size[r]`` the number of ranks on
+    ``r``'s node and ``index[r]`` ``r``'s place among them. The ranks of every node together own
+    every row exactly once, so each node's copy of the tables gets every update."""
+
+    index: tuple[int, ...]
+    size: tuple[int, ...]
+
+    def owners(self, keys: Tensor) -> Tensor:
+        """[world_size, len(keys)] bool: which ranks receive each key (one per node)."""
+        index = torch.tensor(self.index)[:, None]
+        size = torch.tensor(self.size)[:, None]
+        return keys[None, :] % size == index
+
+
 def _all_gather_rows(index: Tensor, values: Tensor, world_size: int) -> tuple[Tensor, Tensor]:
     """All-gather variable-length (row index, row values) pairs by padding to the longest."""
     n = torch.tensor([index.numel()], device=index.device)
@@ -63,13 +88,32 @@ def _all_gather_rows(index: Tensor, values: Tensor, world_size: int) -> tuple[Te
     return index[keep], values[keep]
 
 
+def _exchange_rows(key: Tensor, value: Tensor, shards: RowShards) -> tuple[Tensor, Tensor]:
+    """Send each (key, value row) to the ranks that own it (:class:`RowShards`); returns the
+    rows this rank received, in rank order of their senders (an all-gather's order, restricted
+    to this rank's keys). The count exchange comes first and has an entry from every rank, so
+    when it returns every rank has finished its backward pass (the shared tables' readers)."""
+    dest = shards.owners(key)
+    pick = torch.nonzero(dest.reshape(-1)).flatten()  # rank-major: rank 0's keys first
+    send = pick % key.numel()
+    counts = dest.sum(1)
+    incoming = torch.empty_like(counts)
+    dist.all_to_all_single(incoming, counts)
+    out_sizes, in_sizes = incoming.tolist(), counts.tolist()
+    keys = key.new_empty(sum(out_sizes))
+    values = value.new_empty((sum(out_sizes),) + tuple(value.shape[1:]))
+    dist.all_to_all_single(keys, key[send], out_sizes, in_sizes)
+    dist.all_to_all_single(values, value[send], out_sizes, in_sizes)
+    return keys, values
+
+
 def sync_gradients(dense: list[nn.Parameter], sparse: list[nn.Parameter],
-                   keep_sparse: bool = True) -> int:
+                   shards: RowShards | None = None) -> int:
     """Average gradients over all ranks in place. Returns the number of floats sent by this rank
-    (a measure of communication volume; 0 without a process group). ``keep_sparse=False``: this
-    rank sends its sparse rows but does not step the sparse optimiser (a node's non-leader,
-    :mod:`.shared`), so it skips assembling the averaged sparse gradients and leaves them
-    ``None``: the four ranks' rows summed and sorted, per step, for nothing."""
+    (a measure of communication volume; 0 without a process group). ``shards``: the sparse
+    tables are shared per node and every rank steps only its own rows (:mod:`.shared`); each
+    rank's sparse gradients then hold the averaged rows it owns (possibly none: an empty
+    gradient, so that every rank's optimiser counts the step)."""
     _, world_size = world()
     if world_size == 1:
         return 0
@@ -98,12 +142,12 @@ def sync_gradients(dense: list[nn.Parameter], sparse: list[nn.Parameter],
                 values.append(g.values())
         key = torch.cat(keys) if keys else torch.empty(0, dtype=torch.long)
         value = torch.cat(values) if values else params[0].new_zeros((0, width))
-        sent += value.numel()  # this rank's rows; the gather pads to the longest rank's
-        key, value = _all_gather_rows(key, value, world_size)
-        if not keep_sparse:
-            for p in params:
-                p.grad = None
-            continue
+        if shards is None:
+            sent += value.numel()  # this rank's rows; the gather pads to the longest rank's
+            key, value = _all_gather_rows(key, value, world_size)
+        else:
+            sent += value.numel() * shards.index.count(0)  # each row once to every node
+            key, value = _exchange_rows(key, value, shards)
         table, row = key // rows, key % rows
         for t, p in enumerate(params):
             mine = table == t
