@@ -3,8 +3,8 @@
 ``torch.optim.SparseAdam`` updates a table's moments and rows through sparse tensors:
 ``exp_avg.sparse_mask(grad)`` and ``dense.add_(sparse)`` per buffer. On this machine (one thread)
 that costs about 100 ms for 40 k touched rows of width 64 of the Kaggle file's 1.18 M-row track
-table, a fifth of a full-mode step; with several workers the node's leader runs it while the
-others wait (:mod:`.shared`). :class:`RowAdam` does the same arithmetic on the touched rows
+table, a fifth of a full-mode step (with several workers each rank of a node steps its share
+of the rows, :mod:`.shared`). :class:`RowAdam` does the same arithmetic on the touched rows
 gathered into dense ``[rows, dim]`` blocks (``index_select``, ``index_copy_``, ``index_add_``):
 the same operations in the same order on the same values, so the moments and the weights come
 out bit for bit the same (``tests/test_training.py``), with the same state layout, so checkpoints
