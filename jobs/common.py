@@ -166,7 +166,18 @@ def run_dataset(load_raw, source: Path, out: Path, max_owners: int | None, seed:
     subset, so resuming never re-parses; otherwise (re)built from ``load_raw()``: a run folder
     with a run in it refuses another source (BadInput: --force-new). ``check(ds)`` runs on the
     dataset before it is saved (or on the reused one), so bad data never creates the folder.
+    The tables are freed before it returns (the driver only waits for Ray afterwards).
     """
+    from engine.training.heap import release_heap
+
+    try:
+        return _run_dataset(load_raw, source, out, max_owners, seed, check)
+    finally:
+        release_heap()  # parsing's pages (docs/benchmarks.md, round 5: the driver)
+
+
+def _run_dataset(load_raw, source: Path, out: Path, max_owners: int | None, seed: int,
+                 check: Callable | None) -> Path:
     from engine.data.canonical import file_fingerprint, is_prepared, load_dataset, save_dataset
     from engine.data.subset import subset_owners
 

@@ -1,4 +1,4 @@
-"""Give a worker's freed heap back to the operating system before it waits.
+"""Give a process's freed heap back to the operating system before it waits.
 
 glibc's ``malloc`` keeps the pages of freed blocks for reuse: after a training step a worker still
 holds its activations' and gradients' pages (at full size a sizeable share of its resident
@@ -7,12 +7,18 @@ or tests, the other workers of the node only wait, and those pages would sit in 
 next to rank 0's evaluation. ``malloc_trim(0)`` returns every whole free page; the next step
 takes fresh ones (a page fault each, once per epoch). Where libc has no ``malloc_trim``
 (macOS, musl) only the garbage collector runs.
+
+The job's driver calls it too, once the run's dataset is prepared (``jobs.common.run_dataset``):
+parsing the Kaggle file leaves Arrow's allocator and glibc holding pages that the driver, which
+then only waits for Ray, would keep through the whole run (``benchmarks/bench_full_pss.py``
+counts the driver in the run's peak).
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import gc
+import sys
 
 
 def _malloc_trim():
@@ -26,8 +32,12 @@ _TRIM = _malloc_trim()
 
 
 def release_heap() -> bool:
-    """Collect garbage and return free heap pages to the OS; whether libc could."""
+    """Collect garbage and return free heap pages to the OS (Arrow's memory pool's too, when
+    pyarrow is loaded); whether libc could."""
     gc.collect()
+    arrow = sys.modules.get("pyarrow")
+    if arrow is not None:  # Arrow's own allocator (mimalloc or jemalloc) keeps freed pages too
+        arrow.default_memory_pool().release_unused()
     if _TRIM is None:
         return False
     _TRIM(0)
