@@ -16,10 +16,10 @@ the files), and the ranks of a node split the sparse optimiser step by rows
    shared parameters and moments: disjoint rows, written by one rank each;
 4. a barrier: no rank starts the next forward before the update is written.
 
-The result is the same, bit for bit, as every
-rank applying the update to a private copy (``tests/test_shared.py``). The
-files are unlinked as soon as every rank has mapped them, so nothing is left behind when a worker
-dies; the memory is freed when the last worker of the node exits.
+The result is the same, bit for bit, as every rank applying the update to a private copy
+(``tests/test_shared.py``). The files are unlinked as soon as every rank has mapped them, so
+nothing is left behind when a worker dies; the memory is freed when the last worker of the node
+exits.
 """
 from __future__ import annotations
 
@@ -46,13 +46,12 @@ def node_layout() -> tuple[int, RowShards]:
         return 0, RowShards((0,), (1,))
     hosts: list = [None] * world_size
     dist.all_gather_object(hosts, socket.gethostname())
-    first: dict = {}
+    seen: dict[str, int] = {}  # host -> ranks on it so far
     index = []
     for h in hosts:  # a loop over ranks, not data
-        first.setdefault(h, [])
-        index.append(len(first[h]))
-        first[h].append(h)
-    size = tuple(len(first[h]) for h in hosts)
+        index.append(seen.get(h, 0))
+        seen[h] = index[-1] + 1
+    size = tuple(seen[h] for h in hosts)
     return hosts.index(hosts[rank]), RowShards(tuple(index), size)
 
 
