@@ -229,3 +229,14 @@ def test_run_dataset_releases_the_drivers_heap(tmp_path, monkeypatch):
         run_dataset(refuse, tmp_path / "bad.csv", tmp_path / "run", None, 0)
     assert calls == [1]
     assert not (tmp_path / "run" / "dataset").exists()
+
+
+def test_node_id_tells_machines_with_one_host_name_apart(monkeypatch):
+    """Two machines (containers) may share a host name; the boot id tells them apart."""
+    import socket
+
+    from engine.training.shared import node_id
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "worker")
+    boot = Path("/proc/sys/kernel/random/boot_id")
+    assert node_id() == "worker/" + (boot.read_text().strip() if boot.exists() else "")

@@ -38,14 +38,21 @@ from engine.training.sync import RowShards, world
 SHM = Path("/dev/shm")
 
 
+def node_id() -> str:
+    """This machine: its host name and the kernel's boot id, so that containers on different
+    machines that share a host name are still told apart."""
+    boot = Path("/proc/sys/kernel/random/boot_id")
+    return f"{socket.gethostname()}/{boot.read_text().strip() if boot.exists() else ''}"
+
+
 def node_layout() -> tuple[int, RowShards]:
-    """(this rank's node leader: the lowest rank on its host, the ranks' :class:`RowShards`),
-    nodes told apart by host name. Collective: every rank calls it."""
+    """(this rank's node leader: the lowest rank on its machine, the ranks' :class:`RowShards`),
+    machines told apart by :func:`node_id`. Collective: every rank calls it."""
     rank, world_size = world()
     if world_size == 1:
         return 0, RowShards((0,), (1,))
     hosts: list = [None] * world_size
-    dist.all_gather_object(hosts, socket.gethostname())
+    dist.all_gather_object(hosts, node_id())
     seen: dict[str, int] = {}  # host -> ranks on it so far
     index = []
     for h in hosts:  # a loop over ranks, not data
