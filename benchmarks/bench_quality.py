@@ -10,8 +10,9 @@ For every size N (playlists in the seeded sample; 0 = all 2,697) and seed S:
 1. ``python -m jobs.train_kaggle --data DATA --mode MODE --max-playlists N --seed S --workers 1``
    per variant: ``defaults`` (every hyper-parameter at its default), ``no_artist`` (the same
    model trained without the artist-affinity term, ``model_options.affinity_types = []``),
-   ``no_terms`` (without the artist term and the item-kNN term: the learned GAT alone) and
-   ``tuned`` (``--tuned best_config.json`` of a ``tune.search`` on the same sample: its test
+   ``no_terms`` (without the artist term and the item-kNN term: the learned GAT alone),
+   ``dot_loss`` (the defaults plus the same loss on the dot product alone, ``dot_loss`` 1; its
+   score parts are reported too) and ``tuned`` (``--tuned best_config.json`` of a ``tune.search`` on the same sample: its test
    figures beside the defaults').
    ``--reuse`` reads a variant's existing ``metrics.json`` instead of training again.
 2. From the defaults run's ``metrics.json``: the model's test metrics beside popularity and
@@ -56,9 +57,11 @@ KEYS = ("recall@10", "ndcg@10", "recall@50", "r_precision", "distinct_artists@10
 BASELINES = ("popularity", "item-kNN", "ALS", "BPR-MF", "EASE", "item-kNN + artist")
 # "tuned": the configuration of --tuned (a tune.search best_config.json)
 # "no_terms": neither the artist term nor the item-kNN term, the learned GAT's dot product alone
+# "dot_loss": the defaults plus the same loss on the dot product alone (TrainConfig.dot_loss)
 VARIANTS = {"defaults": {}, "no_artist": {"model_options": {"affinity_types": []}},
             "no_terms": {"model_options": {"affinity_types": []}, "knn_init": 0.0},
-            "tuned": {}}
+            "dot_loss": {"dot_loss": 1.0}, "tuned": {}}
+DOT_LOSS = "PlaylistGAT trained with the dot-product loss (dot_loss 1)"
 
 
 def train(data: str, mode: str, out: Path, size: int, seed: int, variant: str,
@@ -164,6 +167,12 @@ def sample_rows(args, size: int, seed: int) -> dict:
         if variant in runs:
             rows[name] = {"test": runs[variant]["test"],
                           "train_seconds": runs[variant]["train_seconds"]}
+    if "dot_loss" in runs:
+        rows[DOT_LOSS] = {"test": runs["dot_loss"]["test"],
+                          "train_seconds": runs["dot_loss"]["train_seconds"]}
+        dot_cfg = TrainConfig.from_saved(runs["dot_loss"]["config"])
+        rows.update({f"  with it, its {k}": v
+                     for k, v in part_rows(dot_cfg, data, folder / "dot_loss").items()})
     if "tuned" in runs:
         rows["PlaylistGAT, tune.search's best configuration"] = {
             "test": runs["tuned"]["test"], "train_seconds": runs["tuned"]["train_seconds"]}
@@ -219,11 +228,17 @@ def summary(results: list[dict]) -> str:
             names = sorted({best_baseline(r["rows"], key)[0] for r in rs})
             lines.append(f"\nPlaylistGAT {key} / best baseline ({', '.join(names)}): "
                          f"{spread(ratios, '.2f')} (goal >= 1.15)")
-        gat = [r["rows"]["  its GAT dot product alone"]["test"]["recall@10"]
-               / r["rows"]["item-kNN"]["test"]["recall@10"] for r in rs
-               if "  its GAT dot product alone" in r["rows"]]
-        if gat:
-            lines.append(f"its GAT dot product alone / item-kNN, Recall@10: {spread(gat, '.2f')}")
+        for part, label in (("  its GAT dot product alone", "its GAT dot product alone"),
+                            ("  with it, its GAT dot product alone",
+                             "with the dot-product loss, its GAT dot product alone")):
+            gat = [r["rows"][part]["test"]["recall@10"] / r["rows"]["item-kNN"]["test"]["recall@10"]
+                   for r in rs if part in r["rows"]]
+            if gat:
+                lines.append(f"{label} / item-kNN, Recall@10: {spread(gat, '.2f')}")
+        if any(DOT_LOSS in r["rows"] for r in rs):
+            ratios = [r["rows"][DOT_LOSS]["test"]["recall@10"]
+                      / best_baseline(r["rows"])[1] for r in rs if DOT_LOSS in r["rows"]]
+            lines.append(f"{DOT_LOSS} Recall@10 / best baseline: {spread(ratios, '.2f')}")
     return "\n".join(lines)
 
 
