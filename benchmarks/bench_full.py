@@ -9,9 +9,11 @@ it to ``<output>/dataset``). In one run:
 
 1. **step**: a training step's phases (sample, forward, loss, backward, optimiser; one thread, no
    Ray) at full size and on a 1,000-playlist subset of the same dataset (quick mode's size) at
-   the same batch shape (full mode's batch and fanouts), and their ratio; with the process's
-   resident memory after the steps and after :func:`engine.training.heap.release_heap` (what a
-   worker gives back before rank 0 validates);
+   the same batch shape (full mode's batch and fanouts), and their ratio; the subgraph's nodes
+   per type and where the sample phase goes (negatives, subgraph, owner rows, item-kNN pair
+   values); with the process's resident memory after the steps and after
+   :func:`engine.training.heap.release_heap` (what a worker gives back before rank 0
+   validates);
 2. **memory**: ``jobs.train_kaggle --mode full`` with 1 and with 4 workers for ``--steps`` steps
    and the first validation; the peak total RSS and PSS (RSS counts a page shared by several
    processes once per process, PSS divides it among them) of every process of the run, sampled
@@ -53,6 +55,8 @@ def step_profile(dataset: str, steps: int, batch_size: int, **over) -> dict:
     ``over``: further TrainConfig fields (e.g. ``fanouts``)."""
     import torch
 
+    import engine.graph.batches as batches_module
+    from engine.graph.cooccur import ItemKNN
     from engine.graph.sampler import BPRBatches, owner_shard
     from engine.models.init import svd_init_
     from engine.training.config import TrainConfig, make_model, owner_row_links, pair_knn
@@ -77,6 +81,23 @@ def step_profile(dataset: str, steps: int, batch_size: int, **over) -> dict:
         pair_knn=pair_knn(model, graph)))
     phases = dict.fromkeys(("sample", "forward", "loss", "backward", "optimiser"), 0.0)
     last, timed = 0.0, False
+    # where the sample phase goes: the sampler's public pieces, timed in place (this process is
+    # the profile's own); the rest of "sample" is drawing positives and dropping target edges
+    sampling = dict.fromkeys(("negatives", "subgraph", "owner_rows", "pair_knn"), 0.0)
+
+    def timing(fn, name):
+        def wrapped(*a, **kw):
+            t0 = time.perf_counter()
+            out = fn(*a, **kw)
+            if timed:
+                sampling[name] += time.perf_counter() - t0
+            return out
+        return wrapped
+
+    for name, attr in (("negatives", "sample_negatives"), ("subgraph", "sample_subgraph"),
+                       ("owner_rows", "add_owner_rows")):
+        setattr(batches_module, attr, timing(getattr(batches_module, attr), name))
+    ItemKNN.pairs = timing(ItemKNN.pairs, "pair_knn")
 
     def clock(phase: str) -> None:
         """train_step's clock; its sync (a no-op in one process) counts as the optimiser's."""
@@ -86,7 +107,7 @@ def step_profile(dataset: str, steps: int, batch_size: int, **over) -> dict:
             phases[{"sync": "optimiser", "optim": "optimiser"}.get(phase, phase)] += now - last
         last = now
 
-    nodes = 0
+    nodes: dict[str, int] = {}
     for s in range(steps + 2):
         timed, last = s >= 2, time.perf_counter()  # two warm-up steps first
         b = next(batches)
@@ -94,14 +115,17 @@ def step_profile(dataset: str, steps: int, batch_size: int, **over) -> dict:
         train_step(model, opts, b, graph.owner_type, graph.item_type, cfg.l2, loss_fn(cfg.loss),
                    clock=clock)
         if timed:
-            nodes += sum(int(v.numel()) for v in b.sub.n_id.values())
+            for t, v in b.sub.n_id.items():
+                nodes[t] = nodes.get(t, 0) + int(v.numel())
     out = {name: 1000 * v / steps for name, v in phases.items()}
     out["total"] = sum(out.values())
+    out["sample_parts"] = {name: 1000 * v / steps for name, v in sampling.items()}
     out["rss_gb_after_steps"] = _rss_gb()  # the model, graph and optimiser are still alive
     del b
     release_heap()
     out["rss_gb_after_release_heap"] = _rss_gb()
-    out["subgraph_nodes"] = nodes / steps
+    out["subgraph_nodes"] = sum(nodes.values()) / steps
+    out["subgraph_nodes_by_type"] = {t: n / steps for t, n in nodes.items()}
     out["triples"] = cfg.batch_size * cfg.pos_per_owner
     out["us_per_triple"] = 1000 * out["total"] / out["triples"]
     out["graph"] = {t: int(n) for t, n in graph.num_nodes.items()}

@@ -32,13 +32,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHAPE = {"batch_size": 256, "fanouts": [10, 3], "id_min_edges": 2}
 
 
 def _config(args, rank_out: str) -> dict:
+    """The loop's config, with full mode's batch shape (``args.shape``, from ``MODES``)."""
     return {"dataset": str(Path(args.dataset).resolve()), "output": rank_out, "epochs": 1,
-            "steps_per_epoch": args.steps, "patience": 0, "progress": False, "num_threads": args.threads,
-            "final_test": False, **SHAPE}
+            "steps_per_epoch": args.steps, "patience": 0, "progress": False,
+            "num_threads": args.threads, "final_test": False, **args.shape}
 
 
 def _worker(rank: int, world: int, args, port: int) -> None:
@@ -120,8 +120,12 @@ def main() -> int:
 
     import torch.multiprocessing as mp
 
-    from engine.training.config import TrainConfig
+    from engine.training.config import MODES, TrainConfig
     from engine.training.run_data import RunData
+
+    # full mode's batch shape, as bench_full.py takes it
+    args.shape = {k: v for k, v in MODES["full"].items()
+                  if k in ("batch_size", "fanouts", "id_min_edges")}
 
     if not Path(args.graph_store).exists():
         print("building the graph store ...", flush=True)

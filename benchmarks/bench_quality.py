@@ -12,8 +12,8 @@ For every size N (playlists in the seeded sample; 0 = all 2,697) and seed S:
    model trained without the artist-affinity term, ``model_options.affinity_types = []``),
    ``no_terms`` (without the artist term and the item-kNN term: the learned GAT alone),
    ``dot_loss`` (the defaults plus the same loss on the dot product alone, ``dot_loss`` 1; its
-   score parts are reported too) and ``tuned`` (``--tuned best_config.json`` of a ``tune.search`` on the same sample: its test
-   figures beside the defaults').
+   score parts are reported too) and ``tuned`` (``--tuned best_config.json`` of a
+   ``tune.search`` on the same sample: its test figures beside the defaults').
    ``--reuse`` reads a variant's existing ``metrics.json`` instead of training again.
 2. From the defaults run's ``metrics.json``: the model's test metrics beside popularity and
    item-kNN (same split, candidates, masking and tie-break: the run computed them).
@@ -163,13 +163,12 @@ def sample_rows(args, size: int, seed: int) -> dict:
     rows = {"PlaylistGAT": {"test": m["test"], "train_seconds": m["train_seconds"]}}
     rows.update({f"  its {k}": v for k, v in part_rows(cfg, data, folder / "defaults").items()})
     for variant, name in (("no_artist", "PlaylistGAT trained without the artist term"),
-                          ("no_terms", "PlaylistGAT trained without the artist and kNN terms")):
+                          ("no_terms", "PlaylistGAT trained without the artist and kNN terms"),
+                          ("dot_loss", DOT_LOSS)):
         if variant in runs:
             rows[name] = {"test": runs[variant]["test"],
                           "train_seconds": runs[variant]["train_seconds"]}
     if "dot_loss" in runs:
-        rows[DOT_LOSS] = {"test": runs["dot_loss"]["test"],
-                          "train_seconds": runs["dot_loss"]["train_seconds"]}
         dot_cfg = TrainConfig.from_saved(runs["dot_loss"]["config"])
         rows.update({f"  with it, its {k}": v
                      for k, v in part_rows(dot_cfg, data, folder / "dot_loss").items()})

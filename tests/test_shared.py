@@ -231,12 +231,19 @@ def test_run_dataset_releases_the_drivers_heap(tmp_path, monkeypatch):
     assert not (tmp_path / "run" / "dataset").exists()
 
 
-def test_node_id_tells_machines_with_one_host_name_apart(monkeypatch):
-    """Two machines (containers) may share a host name; the boot id tells them apart."""
+def test_node_id_tells_machines_with_one_host_name_apart(monkeypatch, tmp_path):
+    """Two machines (containers) may share a host name; their boot ids tell them apart, and
+    one machine's ranks agree."""
     import socket
 
-    from engine.training.shared import node_id
+    from engine.training import shared
 
     monkeypatch.setattr(socket, "gethostname", lambda: "worker")
-    boot = Path("/proc/sys/kernel/random/boot_id")
-    assert node_id() == "worker/" + (boot.read_text().strip() if boot.exists() else "")
+    ids = []
+    for boot in ("a1b2", "c3d4", "a1b2"):
+        (tmp_path / boot).write_text(boot + "\n")
+        monkeypatch.setattr(shared, "BOOT_ID", tmp_path / boot)
+        ids.append(shared.node_id())
+    assert ids[0] != ids[1] and ids[0] == ids[2]
+    monkeypatch.setattr(shared, "BOOT_ID", tmp_path / "absent")  # no /proc: the host name
+    assert shared.node_id() == shared.node_id() != ids[0]

@@ -36,13 +36,14 @@ from torch import nn
 from engine.training.sync import RowShards, world
 
 SHM = Path("/dev/shm")
+# the kernel's id of this boot: two machines (containers) may share a host name, not this
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
 def node_id() -> str:
-    """This machine: its host name and the kernel's boot id, so that containers on different
+    """This machine: its host name and :data:`BOOT_ID`, so that containers on different
     machines that share a host name are still told apart."""
-    boot = Path("/proc/sys/kernel/random/boot_id")
-    return f"{socket.gethostname()}/{boot.read_text().strip() if boot.exists() else ''}"
+    return f"{socket.gethostname()}/{BOOT_ID.read_text().strip() if BOOT_ID.exists() else ''}"
 
 
 def node_layout() -> tuple[int, RowShards]:
@@ -58,8 +59,7 @@ def node_layout() -> tuple[int, RowShards]:
     for h in hosts:  # a loop over ranks, not data
         index.append(seen.get(h, 0))
         seen[h] = index[-1] + 1
-    size = tuple(seen[h] for h in hosts)
-    return hosts.index(hosts[rank]), RowShards(tuple(index), size)
+    return hosts.index(hosts[rank]), RowShards(tuple(index), tuple(seen[h] for h in hosts))
 
 
 def _folder(nbytes: int, fallback: Path) -> Path:

@@ -63,6 +63,11 @@ class RowShards:
     index: tuple[int, ...]
     size: tuple[int, ...]
 
+    @property
+    def nodes(self) -> int:
+        """How many nodes (each has one rank of place 0)."""
+        return self.index.count(0)
+
     def owners(self, keys: Tensor) -> Tensor:
         """[world_size, len(keys)] bool: which ranks receive each key (one per node)."""
         index = torch.tensor(self.index)[:, None]
@@ -146,7 +151,7 @@ def sync_gradients(dense: list[nn.Parameter], sparse: list[nn.Parameter],
             sent += value.numel()  # this rank's rows; the gather pads to the longest rank's
             key, value = _all_gather_rows(key, value, world_size)
         else:
-            sent += value.numel() * shards.index.count(0)  # each row once to every node
+            sent += value.numel() * shards.nodes  # each row once to every node
             key, value = _exchange_rows(key, value, shards)
         table, row = key // rows, key % rows
         for t, p in enumerate(params):
