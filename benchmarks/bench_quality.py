@@ -12,7 +12,8 @@ For every size N (playlists in the seeded sample; 0 = all 2,697) and seed S:
    model trained without the artist-affinity term, ``model_options.affinity_types = []``),
    ``no_terms`` (without the artist term and the item-kNN term: the learned GAT alone),
    ``dot_loss`` (the defaults plus the same loss on the dot product alone, ``dot_loss`` 1; its
-   score parts are reported too) and ``tuned`` (``--tuned best_config.json`` of a
+   score parts are reported too), ``wide`` (D = 256 without track features, with that loss, lr
+   0.002; its score parts too) and ``tuned`` (``--tuned best_config.json`` of a
    ``tune.search`` on the same sample: its test figures beside the defaults').
    ``--reuse`` reads a variant's existing ``metrics.json`` instead of training again.
 2. From the defaults run's ``metrics.json``: the model's test metrics beside popularity and
@@ -60,8 +61,19 @@ BASELINES = ("popularity", "item-kNN", "ALS", "BPR-MF", "EASE", "item-kNN + arti
 # "dot_loss": the defaults plus the same loss on the dot product alone (TrainConfig.dot_loss)
 VARIANTS = {"defaults": {}, "no_artist": {"model_options": {"affinity_types": []}},
             "no_terms": {"model_options": {"affinity_types": []}, "knn_init": 0.0},
-            "dot_loss": {"dot_loss": 1.0}, "tuned": {}}
+            "dot_loss": {"dot_loss": 1.0},
+            # "wide": a rank-256 dot product that keeps its SVD start (PureSVD of rank 256 ranks
+            # above item-kNN at 2,697 playlists, docs/results.md): D = 256, tracks without feature
+            # inputs, the dot-product loss, lr 0.002 (0.01 diverged at D = 256)
+            "wide": {"embedding_dim": 256, "dot_loss": 1.0, "lr": 0.002,
+                     "model_options": {"feature_types": []}},
+            "tuned": {}}
 DOT_LOSS = "PlaylistGAT trained with the dot-product loss (dot_loss 1)"
+WIDE = "PlaylistGAT, D = 256, no track features, dot-product loss, lr 0.002"
+# each trained variant's row, and the prefix of its score parts' rows (None: not reported)
+VARIANT_ROWS = {"no_artist": ("PlaylistGAT trained without the artist term", None),
+                "no_terms": ("PlaylistGAT trained without the artist and kNN terms", None),
+                "dot_loss": (DOT_LOSS, "  with it, its "), "wide": (WIDE, "  wide, its ")}
 
 
 def train(data: str, mode: str, out: Path, size: int, seed: int, variant: str,
@@ -160,18 +172,19 @@ def sample_rows(args, size: int, seed: int) -> dict:
     m = runs["defaults"]
     cfg = TrainConfig.from_saved(m["config"])
     data = RunData.load(cfg)  # the run's own split
-    rows = {"PlaylistGAT": {"test": m["test"], "train_seconds": m["train_seconds"]}}
+    rows = {"PlaylistGAT": {"test": m["test"], "train_seconds": m["train_seconds"],
+                            "best_val_recall@10": m.get("best_val_recall@10")}}
     rows.update({f"  its {k}": v for k, v in part_rows(cfg, data, folder / "defaults").items()})
-    for variant, name in (("no_artist", "PlaylistGAT trained without the artist term"),
-                          ("no_terms", "PlaylistGAT trained without the artist and kNN terms"),
-                          ("dot_loss", DOT_LOSS)):
-        if variant in runs:
-            rows[name] = {"test": runs[variant]["test"],
-                          "train_seconds": runs[variant]["train_seconds"]}
-    if "dot_loss" in runs:
-        dot_cfg = TrainConfig.from_saved(runs["dot_loss"]["config"])
-        rows.update({f"  with it, its {k}": v
-                     for k, v in part_rows(dot_cfg, data, folder / "dot_loss").items()})
+    for variant, (name, parts) in VARIANT_ROWS.items():
+        if variant not in runs:
+            continue
+        rows[name] = {"test": runs[variant]["test"],
+                      "train_seconds": runs[variant]["train_seconds"],
+                      "best_val_recall@10": runs[variant].get("best_val_recall@10")}
+        if parts:
+            v_cfg = TrainConfig.from_saved(runs[variant]["config"])
+            rows.update({f"{parts}{k}": v
+                         for k, v in part_rows(v_cfg, data, folder / variant).items()})
     if "tuned" in runs:
         rows["PlaylistGAT, tune.search's best configuration"] = {
             "test": runs["tuned"]["test"], "train_seconds": runs["tuned"]["train_seconds"]}
@@ -227,17 +240,25 @@ def summary(results: list[dict]) -> str:
             names = sorted({best_baseline(r["rows"], key)[0] for r in rs})
             lines.append(f"\nPlaylistGAT {key} / best baseline ({', '.join(names)}): "
                          f"{spread(ratios, '.2f')} (goal >= 1.15)")
-        for part, label in (("  its GAT dot product alone", "its GAT dot product alone"),
-                            ("  with it, its GAT dot product alone",
-                             "with the dot-product loss, its GAT dot product alone")):
+        for name, prefix in (("PlaylistGAT", "  its "),
+                             *((n, p) for n, p in VARIANT_ROWS.values() if p)):
+            part = f"{prefix}GAT dot product alone"
             gat = [r["rows"][part]["test"]["recall@10"] / r["rows"]["item-kNN"]["test"]["recall@10"]
                    for r in rs if part in r["rows"]]
             if gat:
-                lines.append(f"{label} / item-kNN, Recall@10: {spread(gat, '.2f')}")
-        if any(DOT_LOSS in r["rows"] for r in rs):
-            ratios = [r["rows"][DOT_LOSS]["test"]["recall@10"]
-                      / best_baseline(r["rows"])[1] for r in rs if DOT_LOSS in r["rows"]]
-            lines.append(f"{DOT_LOSS} Recall@10 / best baseline: {spread(ratios, '.2f')}")
+                lines.append(f"{name}: its GAT dot product alone / item-kNN, Recall@10: "
+                             f"{spread(gat, '.2f')}")
+            if name == "PlaylistGAT" or not any(name in r["rows"] for r in rs):
+                continue
+            ratios = [r["rows"][name]["test"]["recall@10"]
+                      / best_baseline(r["rows"])[1] for r in rs if name in r["rows"]]
+            lines.append(f"{name} Recall@10 / best baseline: {spread(ratios, '.2f')}")
+        vals = {name: [r["rows"][name].get("best_val_recall@10") for r in rs if name in r["rows"]]
+                for name in ("PlaylistGAT", *(n for n, _ in VARIANT_ROWS.values()))}
+        vals = {n: v for n, v in vals.items() if v and None not in v}
+        if len(vals) > 1:  # what a choice between the variants would read: validation
+            lines.append("best validation Recall@10 (the choice's figure): " + "; ".join(
+                f"{n} {spread(v)}" for n, v in vals.items()))
     return "\n".join(lines)
 
 
