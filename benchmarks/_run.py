@@ -1,6 +1,7 @@
 """Run a job as a subprocess and time it (shared by the benchmark scripts)."""
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -22,6 +23,20 @@ def run_job(args: list[str], log: Path) -> float:
     if proc.returncode != 0:
         sys.exit(f"{' '.join(args)} failed (exit {proc.returncode}); see {log}")
     return seconds
+
+
+def timed(fn, name: str, spent: dict, on=lambda: True):
+    """``fn`` wrapped to add its wall seconds to ``spent[name]`` (when ``on()``): how the profile
+    scripts time the engine's own functions in place, in a process of their own."""
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if on():
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - t0
+    return wrapped
 
 
 def metrics(out: Path) -> dict:

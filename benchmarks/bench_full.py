@@ -56,6 +56,7 @@ def step_profile(dataset: str, steps: int, batch_size: int, **over) -> dict:
     import torch
 
     import engine.graph.batches as batches_module
+    from benchmarks._run import timed
     from engine.graph.cooccur import ItemKNN
     from engine.graph.sampler import BPRBatches, owner_shard
     from engine.models.init import svd_init_
@@ -80,41 +81,32 @@ def step_profile(dataset: str, steps: int, batch_size: int, **over) -> dict:
         neg_popularity=cfg.neg_popularity, owner_rows=owner_row_links(cfg, model),
         pair_knn=pair_knn(model, graph)))
     phases = dict.fromkeys(("sample", "forward", "loss", "backward", "optimiser"), 0.0)
-    last, timed = 0.0, False
+    last, warm = 0.0, False
     # where the sample phase goes: the sampler's public pieces, timed in place (this process is
     # the profile's own); the rest of "sample" is drawing positives and dropping target edges
     sampling = dict.fromkeys(("negatives", "subgraph", "owner_rows", "pair_knn"), 0.0)
-
-    def timing(fn, name):
-        def wrapped(*a, **kw):
-            t0 = time.perf_counter()
-            out = fn(*a, **kw)
-            if timed:
-                sampling[name] += time.perf_counter() - t0
-            return out
-        return wrapped
-
     for name, attr in (("negatives", "sample_negatives"), ("subgraph", "sample_subgraph"),
                        ("owner_rows", "add_owner_rows")):
-        setattr(batches_module, attr, timing(getattr(batches_module, attr), name))
-    ItemKNN.pairs = timing(ItemKNN.pairs, "pair_knn")
+        setattr(batches_module, attr,
+                timed(getattr(batches_module, attr), name, sampling, lambda: warm))
+    ItemKNN.pairs = timed(ItemKNN.pairs, "pair_knn", sampling, lambda: warm)
 
     def clock(phase: str) -> None:
         """train_step's clock; its sync (a no-op in one process) counts as the optimiser's."""
         nonlocal last
         now = time.perf_counter()
-        if timed:
+        if warm:
             phases[{"sync": "optimiser", "optim": "optimiser"}.get(phase, phase)] += now - last
         last = now
 
     nodes: dict[str, int] = {}
     for s in range(steps + 2):
-        timed, last = s >= 2, time.perf_counter()  # two warm-up steps first
+        warm, last = s >= 2, time.perf_counter()  # two warm-up steps first
         b = next(batches)
         clock("sample")
         train_step(model, opts, b, graph.owner_type, graph.item_type, cfg.l2, loss_fn(cfg.loss),
                    clock=clock)
-        if timed:
+        if warm:
             for t, v in b.sub.n_id.items():
                 nodes[t] = nodes.get(t, 0) + int(v.numel())
     out = {name: 1000 * v / steps for name, v in phases.items()}

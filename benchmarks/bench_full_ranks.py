@@ -27,11 +27,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# imported here, before a worker puts --code first on the path: this checkout's helper
+from benchmarks._run import timed
 
 
 def _config(args, rank_out: str) -> dict:
@@ -72,23 +77,9 @@ def _worker(rank: int, world: int, args, port: int) -> None:
         add("steps", 1)
         return value
 
-    node_step = shared.NodeShared.step
-
-    def timed_node_step(self):
-        t0 = time.perf_counter()
-        node_step(self)
-        add("node_step", time.perf_counter() - t0)
-
-    validate = loop.validate
-
-    def timed_validate(*a, **kw):
-        t0 = time.perf_counter()
-        out = validate(*a, **kw)
-        add("validate_s", time.perf_counter() - t0)
-        return out
-
-    steps.train_step, shared.NodeShared.step, loop.validate = (timed_step, timed_node_step,
-                                                               timed_validate)
+    steps.train_step = timed_step
+    shared.NodeShared.step = timed(shared.NodeShared.step, "node_step", spent)
+    loop.validate = timed(loop.validate, "validate_s", spent)
     out = Path(args.out)
     cfg = _config(args, str(out / "run"))
     cfg["graph_store"] = args.graph_store
@@ -113,6 +104,8 @@ def main() -> int:
     args = ap.parse_args()
     args.graph_store = str(Path(args.graph_store or Path(args.out) / "graph_store").resolve())
     args.code = str(Path(args.code).resolve())
+    if not (Path(args.code) / "engine").is_dir():  # else this checkout would run, unsaid
+        ap.error(f"--code {args.code}: not a checkout of the project (no engine/ folder)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, args.code)
@@ -134,6 +127,7 @@ def main() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    shutil.rmtree(out / "run", ignore_errors=True)  # an earlier run there would be resumed, not run
     t0 = time.perf_counter()
     mp.spawn(_worker, args=(args.workers, args, port), nprocs=args.workers, join=True)
     wall = time.perf_counter() - t0

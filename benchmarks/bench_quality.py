@@ -62,18 +62,18 @@ BASELINES = ("popularity", "item-kNN", "ALS", "BPR-MF", "EASE", "item-kNN + arti
 VARIANTS = {"defaults": {}, "no_artist": {"model_options": {"affinity_types": []}},
             "no_terms": {"model_options": {"affinity_types": []}, "knn_init": 0.0},
             "dot_loss": {"dot_loss": 1.0},
-            # "wide": a rank-256 dot product that keeps its SVD start (PureSVD of rank 256 ranks
+            # "wide": a rank-256 dot product that starts from the SVD (PureSVD of rank 256 ranks
             # above item-kNN at 2,697 playlists, docs/results.md): D = 256, tracks without feature
             # inputs, the dot-product loss, lr 0.002 (0.01 diverged at D = 256)
             "wide": {"embedding_dim": 256, "dot_loss": 1.0, "lr": 0.002,
                      "model_options": {"feature_types": []}},
             "tuned": {}}
-DOT_LOSS = "PlaylistGAT trained with the dot-product loss (dot_loss 1)"
-WIDE = "PlaylistGAT, D = 256, no track features, dot-product loss, lr 0.002"
 # each trained variant's row, and the prefix of its score parts' rows (None: not reported)
-VARIANT_ROWS = {"no_artist": ("PlaylistGAT trained without the artist term", None),
-                "no_terms": ("PlaylistGAT trained without the artist and kNN terms", None),
-                "dot_loss": (DOT_LOSS, "  with it, its "), "wide": (WIDE, "  wide, its ")}
+VARIANT_ROWS = {
+    "no_artist": ("PlaylistGAT trained without the artist term", None),
+    "no_terms": ("PlaylistGAT trained without the artist and kNN terms", None),
+    "dot_loss": ("PlaylistGAT trained with the dot-product loss (dot_loss 1)", "  with it, its "),
+    "wide": ("PlaylistGAT, D = 256, no track features, dot-product loss, lr 0.002", "  wide, its ")}
 
 
 def train(data: str, mode: str, out: Path, size: int, seed: int, variant: str,
