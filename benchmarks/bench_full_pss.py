@@ -18,7 +18,9 @@ processes). Each mapping's PSS is put in one bucket:
 
 Prints the peak of the total PSS with its breakdown per process and bucket, and each process's
 own peak (rank 0's validation shows as the worker whose ``private`` peak is highest). PSS is what
-the machine pays: a page shared by n processes counts 1/n in each.
+the machine pays: a page shared by n processes counts 1/n in each. ``pss.json`` also keeps every
+sample's total and the workers' private memory (``series``), drawn in ``pss.png`` (with
+matplotlib), so that growth over an epoch (``--steps`` of a whole epoch) shows.
 """
 from __future__ import annotations
 
@@ -84,6 +86,26 @@ def tree(pid: int) -> list[int]:
         return []
 
 
+def draw(series: list[list[float]], path: Path, title: str) -> None:
+    """Total PSS and the workers' private memory against time, as a PNG (needs matplotlib, the
+    ``report`` extra; skipped without it)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    t = [row[0] / 60 for row in series]
+    ax.plot(t, [row[1] for row in series], label="total PSS, every process of the run")
+    ax.plot(t, [row[2] for row in series], label="workers' private memory")
+    ax.set(xlabel="minutes since start", ylabel="GB", title=title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", required=True)
@@ -107,6 +129,7 @@ def main() -> int:
                             stderr=(out / "run.log").open("w"), text=True)
     peak = {"total": 0, "at": 0.0, "procs": {}}
     own: dict[str, dict] = {}
+    series: list[list[float]] = []  # [seconds, total PSS, workers' private] per sample
 
     def sample():
         while proc.poll() is None:
@@ -117,6 +140,10 @@ def main() -> int:
                 except OSError:
                     continue
             total = sum(sum(b.values()) for b in procs.values())
+            private = sum(b.get("private", 0) for n, b in procs.items()
+                          if n.startswith("worker"))
+            series.append([round(time.perf_counter() - t0, 1), round(total / GB, 3),
+                           round(private / GB, 3)])
             if total > peak["total"]:
                 peak.update(total=total, at=time.perf_counter() - t0, procs=procs)
             for name, b in procs.items():
@@ -145,8 +172,11 @@ def main() -> int:
            "at_peak": {k: gb(v) for k, v in sorted(peak["procs"].items())},
            "own_peak": {k: gb(v) for k, v in sorted(own.items())},
            "lines": [ln.strip() for ln in lines if ln.startswith(("Epoch", "memory estimate",
-                                                                     "parameters", "model"))]}
+                                                                     "parameters", "model"))],
+           "series": series}
     (out / "pss.json").write_text(json.dumps(res, indent=1) + "\n")
+    draw(series, out / "pss.png",
+         f"jobs.train_kaggle --mode full, {args.workers} workers, {args.steps} steps a worker")
     print(json.dumps(res, indent=1))
     return 0
 
