@@ -2,6 +2,7 @@
 
     python benchmarks/bench_full_pss.py --dataset RUN/dataset --workers 4 --steps 20 \
         --out runs/pss [--code OTHER_CHECKOUT] [--config-json '{"id_min_edges": 1}']
+    python benchmarks/bench_full_pss.py --draw A/pss.json B/pss.json --labels a b --png F.png
 
 Runs ``jobs.train_kaggle --mode full`` (``--code``: from another checkout of the project, e.g.
 an older commit, with the same dataset) for ``--steps`` steps per worker and its first
@@ -86,36 +87,62 @@ def tree(pid: int) -> list[int]:
         return []
 
 
-def draw(series: list[list[float]], path: Path, title: str) -> None:
-    """Total PSS and the workers' private memory against time, as a PNG (needs matplotlib, the
-    ``report`` extra; skipped without it)."""
+def draw(runs: dict[str, list[list[float]]], path: Path, title: str) -> None:
+    """Total PSS and the workers' private memory against time, one colour per run of ``runs``
+    (label -> ``series``), as a PNG (needs matplotlib, the ``report`` extra; skipped without)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    t = [row[0] / 60 for row in series]
-    ax.plot(t, [row[1] for row in series], label="total PSS, every process of the run")
-    ax.plot(t, [row[2] for row in series], label="workers' private memory")
-    ax.set(xlabel="minutes since start", ylabel="GB", title=title)
-    ax.legend()
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for i, (name, series) in enumerate(runs.items()):
+        t = [row[0] / 60 for row in series]
+        ax.plot(t, [row[1] for row in series], color=f"C{i}", label=f"{name}: total PSS")
+        ax.plot(t, [row[2] for row in series], color=f"C{i}", linestyle="--",
+                label=f"{name}: workers' private")
+    ax.set(xlabel="minutes since the job started", ylabel="GB", title=title)
+    ax.legend(fontsize=8)
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
+def draw_saved(files: list[str], labels: list[str], png: str) -> int:
+    """``--draw``: the series of earlier runs' ``pss.json`` files in one figure."""
+    if len(labels) != len(files):
+        print(f"--labels: {len(labels)} labels for {len(files)} files", file=sys.stderr)
+        return 2
+    runs = {}
+    for name, f in zip(labels, files):
+        res = json.loads(Path(f).read_text())
+        runs[name] = res["series"]
+    steps = "a whole epoch" if res["steps"] == 0 else f"{res['steps']} steps"
+    draw(runs, Path(png), f"jobs.train_kaggle --mode full, {res['workers']} workers, {steps}")
+    print(f"figure: {png}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--dataset", help="prepared full-mode dataset folder (not with --draw)")
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--out", default="runs/pss")
     ap.add_argument("--code", default=str(ROOT), help="checkout whose jobs.train_kaggle runs")
     ap.add_argument("--config-json", default="{}", help="further TrainConfig fields (JSON)")
     ap.add_argument("--every", type=float, default=2.0, help="seconds between samples")
+    ap.add_argument("--draw", nargs="+", metavar="PSS_JSON",
+                    help="draw these earlier runs' pss.json in one figure (--png) and exit")
+    ap.add_argument("--labels", nargs="+", default=[], help="one label per --draw file")
+    ap.add_argument("--png", default="pss.png", help="--draw's figure")
     args = ap.parse_args()
+    if args.draw:
+        return draw_saved(args.draw, args.labels or args.draw, args.png)
+    if not args.dataset:
+        ap.error("--dataset is required (or --draw)")
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     cfg = out / "config.json"
@@ -175,8 +202,9 @@ def main() -> int:
                                                                      "parameters", "model"))],
            "series": series}
     (out / "pss.json").write_text(json.dumps(res, indent=1) + "\n")
-    draw(series, out / "pss.png",
-         f"jobs.train_kaggle --mode full, {args.workers} workers, {args.steps} steps a worker")
+    steps = "a whole epoch" if args.steps == 0 else f"{args.steps} steps a worker"
+    draw({"this run": series}, out / "pss.png",
+         f"jobs.train_kaggle --mode full, {args.workers} workers, {steps}")
     print(json.dumps(res, indent=1))
     return 0
 

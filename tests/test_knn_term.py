@@ -310,9 +310,9 @@ def _rss_mb() -> float:
 
 @pytest.mark.timeout(60)
 def test_overlaps_match_a_dense_product_and_do_not_leak():
-    """M = X_b (X D^-1/2)^T exactly, and calls give their memory back: torch's CPU sparse x
-    sparse product, which this replaced, kept about half a megabyte a call on this shape
-    (165 MB over these 300 calls; gigabytes over a full-size evaluation or epoch)."""
+    """M = X_b (X D^-1/2)^T exactly, and calls give their memory back (full rows too): torch's
+    CPU sparse x sparse product, which this replaced, kept about half a megabyte a call on this
+    shape (165 MB over these 300 calls; gigabytes over a full-size evaluation or epoch)."""
     g = torch.Generator().manual_seed(0)
     num_owners, num_items, num_edges = 2000, 10000, 100000
     item = (torch.rand(num_edges, generator=g) ** 3 * num_items).long()  # a few popular items
@@ -330,4 +330,8 @@ def test_overlaps_match_a_dense_product_and_do_not_leak():
     before = _rss_mb()
     for _ in range(300):
         knn.overlaps(batch)
+    assert _rss_mb() - before < 40
+    before = _rss_mb()  # full rows: overlaps, then a sparse x dense product
+    for _ in range(100):
+        knn.rows_of(batch)
     assert _rss_mb() - before < 40
