@@ -139,8 +139,8 @@ class ItemKNN:
         r""":math:`M` [len(owners), num_owners]: :math:`\sum_{j \in R(p) \cap R(q)} d_j^{-1/2}`,
         one scatter of :math:`d_j^{-1/2}` over the owner lists of the rows' items
         (:math:`\sum_{j \in R(p)} d_j` entries). Not torch's sparse x sparse product: on CPU
-        (torch 2.13) it leaks about a megabyte a call, gigabytes over an evaluation or an epoch
-        (``tests/test_knn_term.py::test_overlaps_do_not_leak``)."""
+        (torch 2.13) it keeps up to a megabyte a call, gigabytes over an evaluation or an epoch
+        (``tests/test_knn_term.py::test_overlaps_match_a_dense_product_and_do_not_leak``)."""
         which, pos = row_positions(self.rows.indptr, owners)
         item = self.rows.indices[pos]
         pair, at = row_positions(self.cols.indptr, item)  # (row item, one of its owners)
