@@ -115,12 +115,23 @@ def draw_saved(files: list[str], labels: list[str], png: str) -> int:
     if len(labels) != len(files):
         print(f"--labels: {len(labels)} labels for {len(files)} files", file=sys.stderr)
         return 2
-    runs = {}
+    runs, shapes = {}, {}
     for name, f in zip(labels, files):
-        res = json.loads(Path(f).read_text())
-        runs[name] = res["series"]
-    steps = "a whole epoch" if res["steps"] == 0 else f"{res['steps']} steps"
-    draw(runs, Path(png), f"jobs.train_kaggle --mode full, {res['workers']} workers, {steps}")
+        try:
+            res = json.loads(Path(f).read_text())
+            runs[name] = res["series"]
+        except (OSError, ValueError, KeyError) as exc:  # no file, not JSON, a run without series
+            print(f"{f}: not a pss.json with a series ({exc.__class__.__name__}: {exc})",
+                  file=sys.stderr)
+            return 2
+        steps = "a whole epoch" if res["steps"] == 0 else f"{res['steps']} steps a worker"
+        shapes[name] = f"{res['workers']} workers, {steps}"
+    if len(set(shapes.values())) > 1:  # runs of different shapes: each label says its own
+        runs = {f"{name} ({shapes[name]})": series for name, series in runs.items()}
+        title = "jobs.train_kaggle --mode full"
+    else:
+        title = f"jobs.train_kaggle --mode full, {next(iter(shapes.values()))}"
+    draw(runs, Path(png), title)
     print(f"figure: {png}")
     return 0
 

@@ -1,4 +1,4 @@
-"""Loop hooks that record what a worker holds (tests only; see ``engine.training.loop``,
+"""What a process holds, for tests: :func:`rss_mb`, and loop hooks (``engine.training.loop``,
 ``hooks``): each rank writes ``probe-rank<R>.json`` to the run folder. A Ray worker cannot import
 this folder, so tests register the module to be pickled by value (:func:`for_ray`)."""
 from __future__ import annotations
@@ -6,6 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+
+
+def rss_mb() -> float:
+    """This process's resident memory in MB (``VmRSS`` of ``/proc/self/status``, Linux)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
 
 
 def _mapped_files() -> list[str]:

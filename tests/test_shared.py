@@ -11,6 +11,7 @@ import torch
 from engine.graph.store import load_tree, read_meta, save_tree
 from engine.training.config import TrainConfig
 from engine.training.run_data import RunData
+from tests.probes import rss_mb
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -169,11 +170,6 @@ def test_row_shards_give_each_key_to_one_rank_per_node():
     assert torch.equal(dest[1], keys % 3 == 1)
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
-
-
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
 def test_release_heap_gives_freed_step_memory_back():
     """A waiting worker returns its freed heap pages (engine.training.heap): many blocks below
@@ -181,12 +177,12 @@ def test_release_heap_gives_freed_step_memory_back():
     from engine.training.heap import release_heap
 
     blocks = [torch.ones(8192) for _ in range(12000)]  # 32 KB each, ~380 MB, from the heap
-    held = _rss_mb()
+    held = rss_mb()
     del blocks
-    freed_only = _rss_mb()
+    freed_only = rss_mb()
     if not release_heap():
         pytest.skip("this libc has no malloc_trim")
-    after = _rss_mb()
+    after = rss_mb()
     # free() alone gave back 43 MB of these 380 (measured); the release gives back most of them
     assert held - after > 200, (held, freed_only, after)
 
@@ -204,10 +200,10 @@ def test_release_heap_gives_arrows_freed_pages_back():
     buffers = [pa.allocate_buffer(16384) for _ in range(20000)]  # ~330 MB
     for b in buffers:
         np.frombuffer(b, dtype=np.uint8)[:] = 1  # touched, so resident
-    held = _rss_mb()
+    held = rss_mb()
     del buffers, b
     release_heap()
-    after = _rss_mb()
+    after = rss_mb()
     assert held - after > 200, (held, after)
 
 
