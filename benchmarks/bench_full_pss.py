@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import threading
@@ -144,6 +145,8 @@ def main() -> int:
     ap.add_argument("--out", default="runs/pss")
     ap.add_argument("--code", default=str(ROOT), help="checkout whose jobs.train_kaggle runs")
     ap.add_argument("--config-json", default="{}", help="further TrainConfig fields (JSON)")
+    ap.add_argument("--job-args", default="",
+                    help="further jobs.train_kaggle arguments, e.g. '--no-dashboard'")
     ap.add_argument("--every", type=float, default=2.0, help="seconds between samples")
     ap.add_argument("--draw", nargs="+", metavar="PSS_JSON",
                     help="draw these earlier runs' pss.json in one figure (--png) and exit")
@@ -160,7 +163,8 @@ def main() -> int:
     cfg.write_text(json.dumps({"steps_per_epoch": args.steps, **json.loads(args.config_json)}))
     cmd = [sys.executable, "-m", "jobs.train_kaggle", "--data", str(Path(args.dataset).resolve()),
            "--mode", "full", "--workers", str(args.workers), "--epochs", "1", "--config",
-           str(cfg), "--no-progress", "--output", str(out / "run"), "--force-new"]
+           str(cfg), "--no-progress", "--output", str(out / "run"), "--force-new",
+           *shlex.split(args.job_args)]
     env = {**os.environ, "PYTHONPATH": args.code}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=args.code, env=env, stdout=subprocess.PIPE,
@@ -204,7 +208,7 @@ def main() -> int:
         return {k: round(v / GB, 3) for k, v in sorted(b.items())} | {
             "sum": round(sum(b.values()) / GB, 3)}
 
-    res = {"workers": args.workers, "steps": args.steps, "code": args.code,
+    res = {"workers": args.workers, "steps": args.steps, "code": args.code, "job_args": args.job_args,
            "config": json.loads(cfg.read_text()), "wall_s": round(time.perf_counter() - t0, 1),
            "peak_pss_gb": round(peak["total"] / GB, 3), "peak_at_s": round(peak["at"], 1),
            "at_peak": {k: gb(v) for k, v in sorted(peak["procs"].items())},

@@ -330,7 +330,8 @@ def fake_ray_start(monkeypatch):
 
         def init(address=None, **kwargs):
             calls.append({"address": address, "env_vars": dict(kwargs["runtime_env"]["env_vars"]),
-                          "environ": dict(os.environ)})
+                          "environ": dict(os.environ), "runtime_env": kwargs["runtime_env"],
+                          "dashboard": kwargs["include_dashboard"]})
             if len(calls) <= fails:
                 raise Exception(  # noqa: TRY002 - what Ray raises
                     "The current node timed out during startup. This could happen because some "
@@ -374,6 +375,42 @@ def test_a_local_node_that_misses_rays_start_deadline_is_started_again(fake_ray_
     ray_module.init = other  # restored by the fixture's monkeypatch
     with pytest.raises(ValueError, match="other"):  # any other failure is not retried
         ray_train.init_ray(num_cpus=1)
+
+
+@pytest.mark.timeout(120)
+def test_an_embedded_ray_without_dashboard_keeps_the_cleaners_warnings_off_the_console(
+        fake_ray_start):
+    """``--no-dashboard``: Train's placement-group cleaner cannot reach the state API and
+    warned once a second on the console for the whole run. An embedded Ray without a dashboard
+    runs :func:`quiet_cleaner` in every process it starts (Ray's ``worker_process_setup_hook``),
+    which raises the level of the cleaner's logger, named as in this Ray's source."""
+    import logging
+    from pathlib import Path
+
+    import ray
+
+    from engine.training import ray_train
+
+    calls = fake_ray_start()
+    ray_train.init_ray(num_cpus=1, dashboard=False)
+    assert calls[0]["dashboard"] is False
+    hook = calls[0]["runtime_env"]["worker_process_setup_hook"]
+    assert hook == "engine.training.ray_train.quiet_cleaner"
+    calls = fake_ray_start()  # with the dashboard the cleaner reaches the state API
+    ray_train.init_ray(num_cpus=1)
+    assert "worker_process_setup_hook" not in calls[0]["runtime_env"]
+
+    source = Path(ray.__file__).parent / Path(*ray_train.CLEANER_LOGGER.split(".")[1:])
+    text = source.with_suffix(".py").read_text()
+    assert "logging.getLogger(__name__)" in text
+    assert "Failed to query Ray Train Controller actor state" in text
+    log = logging.getLogger(ray_train.CLEANER_LOGGER)
+    before = log.level
+    try:
+        ray_train.quiet_cleaner()
+        assert not log.isEnabledFor(logging.WARNING) and log.isEnabledFor(logging.ERROR)
+    finally:
+        log.setLevel(before)
 
 
 @pytest.mark.timeout(120)

@@ -41,6 +41,9 @@ QUIET_ENV = {
 # do not happen on one machine, and its actor start logs a core_worker error on every run.
 EMBEDDED_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# Train V2's placement-group cleaner asks the state API (served by the dashboard) every second
+# whether Train's controller is still alive, and logs a warning each time it cannot ask.
+CLEANER_LOGGER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
 _set_env: list[str] = []  # env vars init_ray set, removed again by shutdown_ray
 
 
@@ -103,6 +106,14 @@ def _resolve_address(address: str) -> str:
     return gcs
 
 
+def quiet_cleaner() -> None:
+    """Ray's ``worker_process_setup_hook`` for an embedded Ray without a dashboard: the
+    placement-group cleaner's "Failed to query Ray Train Controller actor state" warnings (one a
+    second, on the console) are dropped. Its question has no use there: the embedded cluster
+    ends with the driver, and every placement group with it."""
+    logging.getLogger(CLEANER_LOGGER).setLevel(logging.ERROR)
+
+
 def init_ray(address: str | None = None, dashboard: bool = True, num_cpus: float | None = None,
              log_dir: str | Path | None = None, dedup_logs: bool = True):
     """Start Ray embedded (no address) or join a cluster (``auto`` or ``HOST:PORT``).
@@ -111,9 +122,11 @@ def init_ray(address: str | None = None, dashboard: bool = True, num_cpus: float
     and of every process Ray spawns for the job, so Ray's own actors (Train's placement-group
     cleaner uses the state API) never guess among several Ray instances on one machine.
     Embedded Ray binds its services to 127.0.0.1 on a port chosen here. The dashboard is on by
-    default because the state API needs it; it listens on 127.0.0.1. With ``log_dir``, Ray's
-    own log lines go to ``<log_dir>/ray.log`` (see :func:`route_ray_logs`). ``dedup_logs=False``
-    turns off Ray's folding of alike lines from several processes (read when Ray is imported, so
+    default because the state API needs it; it listens on 127.0.0.1. Without it (embedded Ray
+    only: a cluster's dashboard is the cluster's), Train's placement-group cleaner cannot ask
+    the state API, and :func:`quiet_cleaner` keeps its warnings off the console (about 0.35 GB
+    less: docs/benchmarks.md, round 8). With ``log_dir``, Ray's own log lines go to
+    ``<log_dir>/ray.log`` (see :func:`route_ray_logs`). ``dedup_logs=False`` turns off Ray's folding of alike lines from several processes (read when Ray is imported, so
     it takes effect when Ray is not imported yet): the lines of concurrent Tune trials differ
     only in their figures, and Ray would print one of them with a "[repeated 2x across
     cluster]" note."""
@@ -157,6 +170,8 @@ def init_ray(address: str | None = None, dashboard: bool = True, num_cpus: float
               "configure_logging": True, "logging_level": logging.INFO,
               "logging_format": LOG_FORMAT,
               "runtime_env": {"env_vars": {**{k: os.environ[k] for k in env}, "RAY_ADDRESS": gcs}}}
+    if not address and not dashboard:
+        kwargs["runtime_env"]["worker_process_setup_hook"] = f"{__name__}.quiet_cleaner"
     if address:
         try:
             ray.init(address=gcs, **kwargs)
