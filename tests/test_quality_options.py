@@ -8,6 +8,7 @@ import torch
 
 from engine.graph.sampler import BPRBatches
 from engine.models import PlaylistGAT, PlaylistGATOptions
+from tests.probes import own_edge_bytes
 from tests.test_models import CONFIGS, PLAYLIST_HPARAMS, _bpr, _build, _graph, _triples
 from tests.test_sampler import PT, random_graph, sub_pairs
 
@@ -45,6 +46,21 @@ def test_positives_have_another_owner():
                 assert t in items.tolist()
                 if (item_deg[items] >= expect).any():
                     assert item_deg[t] >= expect
+
+
+@pytest.mark.timeout(60)
+def test_positives_are_drawn_through_four_bytes_an_edge():
+    """Each worker keeps where its positives are drawn from (the rows without items of one
+    owner); the CSR is the node's graph store, so what a worker adds is one int32 position per
+    kept entry (it was an int64 item and an int64 edge id: 53 MB a worker at the Kaggle file's
+    3.3 M fit edges); without the restriction, nothing per edge."""
+    g = random_graph(5)
+    edges = g.csr[PT].num_edges
+    for min_deg, most in ((2, 4 * edges), (1, 0)):
+        it = BPRBatches(g, torch.arange(40), batch_size=8, num_neg=1, fanouts=[2], seed=0,
+                        pos_per_owner=4, neg_pool=0, neg_popularity=0.0, owner_rows=None,
+                        min_pos_degree=min_deg, backend="torch")
+        assert own_edge_bytes(it, g, edges // 2) <= most
 
 
 @pytest.mark.parametrize("share", [0.0, 0.5, 1.0])

@@ -41,7 +41,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from engine.graph.ops import row_positions
+from engine.graph.ops import row_lookup, row_positions
 from engine.graph.types import CSR, GraphData, rev
 
 # Dense floats of a block of owners' overlaps [b, owners] (:meth:`ItemKNN.pairs`; twice that in
@@ -81,10 +81,10 @@ class ItemKNN:
         self.rows, self.num_items = rows, int(num_items)
         self.num_owners = rows.indptr.numel() - 1
         self.pop_exp, self.len_exp = float(pop_exp), float(len_exp)
-        owner = torch.repeat_interleave(torch.arange(self.num_owners), rows.degree())
-        self.keys = owner * self.num_items + rows.indices  # sorted: rows in order, items sorted
-        self.cols = cols if cols is not None else CSR.from_edge_index(
-            torch.stack([rows.indices, owner]), self.num_items)
+        if cols is None:
+            owner = torch.repeat_interleave(torch.arange(self.num_owners), rows.degree())
+            cols = CSR.from_edge_index(torch.stack([rows.indices, owner]), self.num_items)
+        self.cols = cols
         self.deg = self.cols.degree()
         self.inv = _inv_sqrt(self.deg)  # d_j^-1/2 of the row's items
         self.cosine = (self.pop_exp, self.len_exp) == COSINE
@@ -148,13 +148,15 @@ class ItemKNN:
         out = torch.zeros(owners.numel() * self.num_owners)
         return out.index_add_(0, flat, self.inv[item][pair]).view(owners.numel(), self.num_owners)
 
+    @property
+    def num_edges(self) -> int:
+        return int(self.rows.indices.numel())
+
     def is_edge(self, owner: Tensor, item: Tensor) -> Tensor:
-        """Whether each (owner, item) is an edge of ``rows``."""
-        if self.keys.numel() == 0:
-            return torch.zeros_like(item, dtype=torch.bool)
-        key = owner * self.num_items + item
-        at = torch.searchsorted(self.keys, key).clamp(max=self.keys.numel() - 1)
-        return self.keys[at] == key
+        """Whether each (owner, item) is an edge of ``rows``: a binary search in the owner's
+        row (sorted items), so the scorer keeps no array per edge of its own (a worker's
+        share of the node's graph store is all it reads)."""
+        return row_lookup(self.rows.indptr, self.rows.indices, owner, item)[1]
 
     def pairs(self, owner: Tensor, item: Tensor) -> Tensor:
         r""":math:`k(p, t)` for global ``owner`` / ``item`` ids of one shape, :math:`k^{-}` where

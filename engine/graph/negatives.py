@@ -1,7 +1,7 @@
 """Negative sampling: items that are not positives of their owner.
 
 ``sample_negatives`` draws uniform items (from a candidate pool if given) and rejects an owner's
-positives by a vectorised binary search in its CSR row (:func:`engine.graph.neighbours.row_lookup`);
+positives by a vectorised binary search in its CSR row (:func:`engine.graph.ops.row_lookup`);
 no Python loop runs over owners or draws.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from engine.graph.neighbours import row_lookup
+from engine.graph.ops import row_lookup
 
 
 def sample_negatives(indptr: Tensor, indices: Tensor, owners: Tensor, num_items: int,

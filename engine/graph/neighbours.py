@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from engine.graph.ops import ROW, row_positions, segment_arange
+from engine.graph.ops import ROW, row_lookup, row_positions, segment_arange
 from engine.graph.types import EdgeType, GraphData, Subgraph, rev
 
 Fanouts = list[int] | dict[EdgeType, list[int]]
@@ -38,26 +38,6 @@ class SampledSubgraph(Subgraph):
 
 
 # --------------------------------------------------------------------------- vectorised helpers
-
-def row_lookup(indptr: Tensor, indices: Tensor, rows: Tensor, values: Tensor
-               ) -> tuple[Tensor, Tensor]:
-    """Lower-bound binary search of ``values[i]`` in the sorted CSR row ``rows[i]``, for all
-    queries at once. Returns (CSR position, found mask). The loop runs over the bits of the
-    largest queried degree, so no O(E) key array is built per call."""
-    lo, hi = indptr[rows].clone(), indptr[rows + 1].clone()
-    end = hi.clone()
-    if indices.numel() == 0 or rows.numel() == 0:
-        return lo, torch.zeros(rows.shape, dtype=torch.bool)
-    last = indices.numel() - 1
-    for _ in range(int((hi - lo).max()).bit_length()):
-        active = lo < hi
-        mid = (lo + hi) // 2
-        right = active & (indices[mid.clamp(max=last)] < values)
-        lo = torch.where(right, mid + 1, lo)
-        hi = torch.where(active & ~right, mid, hi)
-    found = (lo < end) & (indices[lo.clamp(max=last)] == values)
-    return lo, found
-
 
 def _sample_positions(indptr: Tensor, rows: Tensor, k: int, replace: bool,
                       generator: torch.Generator | None) -> tuple[Tensor, Tensor]:

@@ -1,7 +1,7 @@
 """Graph operations shared by the sampler and the models: a leaf module (imports only torch).
 
 ``segment_arange`` and ``row_positions`` expand CSR rows into flat positions without a Python loop
-over rows; ``ROW`` names the relation of the whole-row edges that the sampler adds to a batch
+over rows, and ``row_lookup`` finds entries in sorted CSR rows by a vectorised binary search; ``ROW`` names the relation of the whole-row edges that the sampler adds to a batch
 subgraph and that owner aggregates (``engine.models.affinity``) read, ``PAIR`` that of its
 per-pair values (``engine.models.knn_term``).
 """
@@ -36,3 +36,23 @@ def row_positions(indptr: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
     cnt = indptr[rows + 1] - indptr[rows]
     which = torch.repeat_interleave(torch.arange(rows.numel(), device=rows.device), cnt)
     return which, indptr[rows][which] + segment_arange(cnt)
+
+
+def row_lookup(indptr: Tensor, indices: Tensor, rows: Tensor, values: Tensor
+               ) -> tuple[Tensor, Tensor]:
+    """Lower-bound binary search of ``values[i]`` in the sorted CSR row ``rows[i]``, for all
+    queries at once. Returns (CSR position, found mask). The loop runs over the bits of the
+    largest queried degree, so no O(E) key array is built per call."""
+    lo, hi = indptr[rows].clone(), indptr[rows + 1].clone()
+    end = hi.clone()
+    if indices.numel() == 0 or rows.numel() == 0:
+        return lo, torch.zeros(rows.shape, dtype=torch.bool)
+    last = indices.numel() - 1
+    for _ in range(int((hi - lo).max()).bit_length()):
+        active = lo < hi
+        mid = (lo + hi) // 2
+        right = active & (indices[mid.clamp(max=last)] < values)
+        lo = torch.where(right, mid + 1, lo)
+        hi = torch.where(active & ~right, mid, hi)
+    found = (lo < end) & (indices[lo.clamp(max=last)] == values)
+    return lo, found

@@ -14,10 +14,10 @@ from engine.graph.neighbours import (
     Fanouts,
     SampledSubgraph,
     add_owner_rows,
-    row_lookup,
     sample_subgraph,
     whole_graph,
 )
+from engine.graph.ops import row_lookup
 
 __all__ = [
     "BPRBatches", "Batch", "Fanouts", "SampledSubgraph", "add_owner_rows",
