@@ -17,9 +17,13 @@ from jobs.flags import config_flags, flag_labels
 from jobs.interrupts import Interrupted, resume_command, run_in_thread, sigint_guard, stderr_to
 
 # What a run writes in its folder besides the reusable prepared dataset: --force-new removes it.
+# Names as engine.training.state writes them (not imported: this module stays free of torch,
+# so that --help answers at once; tests/test_jobs_cli.py checks they agree).
 GRAPH_STORE = "graph_store"
+BEST_FILE = ".best_weights.pt"
 RUN_STATE = ("metrics.json", "best_model.pt", "final_model.pt", "ray_train", "checkpoints",
-             "tensorboard", "progress.json", "resumes.json", "worker_nodes.jsonl", GRAPH_STORE)
+             "tensorboard", "progress.json", "resumes.json", "worker_nodes.jsonl", GRAPH_STORE,
+             BEST_FILE)
 # Rows of the seeded Kaggle-format CSV a playlist run uses without --data
 GENERATED_ROWS = 120_000  # ~2,400 playlists: enough for every mode up to quick
 
@@ -92,7 +96,7 @@ def check_options(cfg: dict, workers: int, names: Sequence[str]) -> None:
 
 def has_run(out: Path) -> bool:
     return any((out / name).exists() for name in RUN_STATE
-               if name not in ("progress.json", GRAPH_STORE))
+               if name not in ("progress.json", GRAPH_STORE, BEST_FILE))
 
 
 def previous_run(cfg: dict, out: Path, force_new: bool) -> dict | None:

@@ -25,6 +25,15 @@ def _one_line_exit_2(proc: subprocess.CompletedProcess, *needles: str) -> None:
         assert needle in lines[0]
 
 
+def test_the_run_folders_names_agree_with_the_loops():
+    """jobs.common names what --force-new removes without importing torch; the loop writes it."""
+    from engine.training import state
+    from jobs.common import BEST_FILE, RUN_STATE
+
+    assert BEST_FILE == state.BEST_FILE
+    assert {BEST_FILE, state.PROGRESS_FILE, state.RESUMES_FILE} <= set(RUN_STATE)
+
+
 def test_unknown_mode(tmp_path):
     _one_line_exit_2(_run("jobs.train_kaggle", "--mode", "huge", "--output", str(tmp_path / "o")),
                      "huge")

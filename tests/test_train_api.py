@@ -22,7 +22,7 @@ from engine.training import (
 from engine.training.checkpoint import load_state, save_state, set_rng_state
 from engine.training.config import TrainConfig, make_model, pair_knn
 from engine.training.run_data import RunData
-from engine.training.state import fresh_state
+from engine.training.state import BEST_FILE, fresh_state
 
 TIMING = {"epoch_seconds", "triples_per_s", "epoch_wall_seconds"}
 SMALL = {"batch_size": 32, "pos_per_owner": 4, "embedding_dim": 16, "heads": 2,
@@ -107,6 +107,56 @@ def test_decide_keeps_the_best_and_stops_after_patience_epochs_without_gain():
     assert torch.equal(state.best_model["weight"], torch.full((1, 2), 2.0))  # epoch 2's copy
     # the plateau scheduler (lr_patience 0) halves the rate after each epoch without a gain
     assert lrs == [0.01, 0.01, 0.005, 0.0025]
+
+
+@pytest.mark.timeout(60)
+def test_an_epoch_gives_freed_heap_back_every_few_steps(monkeypatch):
+    """Over a full-size epoch the freed blocks glibc keeps grew by a few hundred MB a node:
+    every TRIM_EVERY steps a worker returns them (steps.trim_heap), and only then."""
+    from types import SimpleNamespace
+
+    from engine.training import steps
+
+    done, trims = [], []
+    monkeypatch.setattr(steps, "train_step", lambda *a, **k: done.append(1) or 0.5)
+    monkeypatch.setattr(steps, "trim_heap", lambda: trims.append(len(done)))
+    batches = [SimpleNamespace(num_triples=4)] * (2 * steps.TRIM_EVERY + 3)
+    assert steps.train_epoch(None, None, batches, "playlist", "track", 0.0) == \
+        (0.5 * 4 * len(batches), 4 * len(batches))
+    assert trims == [steps.TRIM_EVERY, 2 * steps.TRIM_EVERY]
+
+
+@pytest.mark.timeout(60)
+def test_rank_0_keeps_the_best_weights_in_a_file_not_in_memory(tmp_path):
+    """A run keeps its best weights in the run folder (as large as the model: 0.23 GB at the
+    Kaggle file's full size), not as a copy in rank 0's memory: the file holds each best epoch's
+    weights (the start's first), the checkpoint carries them, and a resume writes them back."""
+    cfg = TrainConfig(epochs=10, patience=5, lr=0.01)
+    model = nn.Linear(2, 1)
+    best_file = tmp_path / "run" / BEST_FILE
+    state = fresh_state(model, make_optimisers(cfg, model), best_file=best_file)
+    start = model.weight.detach().clone()
+    assert state.best_model is None and torch.equal(state.best_weights()["weight"], start)
+    for epoch, recall in enumerate([0.1, 0.3, 0.2], start=1):
+        with torch.no_grad():
+            model.weight.fill_(float(epoch))
+        state.epoch = epoch
+        decide(state, cfg, recall)
+        assert state.best_model is None  # nothing kept in memory
+    assert torch.equal(load_state(best_file)["weight"], torch.full((1, 2), 2.0))
+    ckpt = state_to_checkpoint(state, cfg)
+    assert torch.equal(ckpt["best_model"]["weight"], torch.full((1, 2), 2.0))
+
+    best_file.unlink()  # a resume on another machine: the run folder has no such file
+    other = nn.Linear(2, 1)
+    resumed = state_from_checkpoint(ckpt, other, make_optimisers(cfg, other), best_file=best_file)
+    assert resumed.best_model is None
+    assert torch.equal(resumed.best_weights()["weight"], torch.full((1, 2), 2.0))
+    resumed.drop_best_file()
+    assert not best_file.exists()
+    ranks = state_from_checkpoint(ckpt, other, make_optimisers(cfg, other), rank=1,
+                                  best_file=best_file)
+    assert ranks.best_weights() is None and not best_file.exists()  # rank 0's only
 
 
 def test_decide_with_fixed_lr_never_stops_and_finishes_on_the_last_epoch():

@@ -10,6 +10,7 @@ from engine.training.checkpoint import load_state
 from engine.training.config import TrainConfig
 from engine.training.loop import train_loop_per_worker
 from engine.training.losses import bpr_loss
+from engine.training.state import BEST_FILE
 
 KEYS = {"recall@10", "ndcg@10", "recall@50", "ndcg@50", "r_precision", "playlists", "coverable",
         "distinct_artists@10", "coverage@10"}  # shared/PROTOCOL.md's metrics.json contract
@@ -48,6 +49,7 @@ def test_loop_writes_protocol_metrics_and_resumes_without_retraining(tiny_playli
     for name in ("best_model.pt", "final_model.pt"):
         state = load_state(out / name)  # weights_only=True
         assert all(isinstance(v, torch.Tensor) for v in state.values())
+    assert not (out / BEST_FILE).exists()  # rank 0's file of the best so far: best_model.pt now
     ckpts = sorted((out / "checkpoints").glob("epoch_*/state.pt"))
     assert [c.parent.name for c in ckpts] == ["epoch_0001", "epoch_0002"]
     assert load_state(ckpts[-1])["finished"] is True

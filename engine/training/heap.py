@@ -8,6 +8,10 @@ next to rank 0's evaluation. ``malloc_trim(0)`` returns every whole free page; t
 takes fresh ones (a page fault each, once per epoch). Where libc has no ``malloc_trim``
 (macOS, musl) only the garbage collector runs.
 
+During an epoch a worker trims every :data:`engine.training.steps.TRIM_EVERY` steps
+(:func:`trim_heap`): batches differ in size, and over hundreds of steps the freed blocks that
+glibc keeps grow, a few hundred MB a node over a full-size epoch (docs/benchmarks.md, round 8).
+
 The job's driver calls it too, once the run's dataset is prepared (``jobs.common.run_dataset``):
 parsing the Kaggle file leaves Arrow's allocator and glibc holding pages that the driver, which
 then only waits for Ray, would keep through the whole run (``benchmarks/bench_full_pss.py``
@@ -31,6 +35,15 @@ def _malloc_trim():
 _TRIM = _malloc_trim()
 
 
+def trim_heap() -> bool:
+    """Return free heap pages to the OS without collecting garbage (cheap enough to call
+    during an epoch); whether libc could."""
+    if _TRIM is None:
+        return False
+    _TRIM(0)
+    return True
+
+
 def release_heap() -> bool:
     """Collect garbage and return free heap pages to the OS (Arrow's memory pool's too, when
     pyarrow is loaded); whether libc could."""
@@ -38,7 +51,4 @@ def release_heap() -> bool:
     arrow = sys.modules.get("pyarrow")
     if arrow is not None:  # Arrow's own allocator (mimalloc or jemalloc) keeps freed pages too
         arrow.default_memory_pool().release_unused()
-    if _TRIM is None:
-        return False
-    _TRIM(0)
-    return True
+    return trim_heap()

@@ -6,7 +6,6 @@ best weights, LR schedulers, early stopping) and the final test (:func:`final_te
 """
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,12 +19,18 @@ from engine.eval.evaluate import evaluate_scores
 from engine.models import score_bias, score_fn
 from engine.training.checkpoint import save_state
 from engine.training.config import TrainConfig
-from engine.training.heap import release_heap
+from engine.training.heap import release_heap, trim_heap
 from engine.training.losses import bpr_loss, loss_fn
 from engine.training.optim import Optimisers
 from engine.training.run_data import RunData
 from engine.training.state import TrainState
 from engine.training.sync import broadcast_floats
+
+#: steps between two heap trims in an epoch (:func:`engine.training.heap.trim_heap`): often
+#: enough that freed blocks do not pile up over a full-size epoch, rare enough that the pages a
+#: trim returns (faulted in again by the next step, about a sixth of a full-size step when every
+#: step does it: docs/benchmarks.md, round 6) cost well under 1 % of the epoch
+TRIM_EVERY = 50
 
 
 def _no_clock(phase: str) -> None:
@@ -67,10 +72,12 @@ def train_epoch(model, opts: Optimisers, batches, owner_type: str, item_type: st
     epoch's mean loss."""
     criterion = loss_fn(loss, log_q, dot_loss)
     total_loss, triples = 0.0, 0
-    for batch in batches:
+    for step, batch in enumerate(batches, start=1):
         value = train_step(model, opts, batch, owner_type, item_type, l2, criterion)
         total_loss += value * batch.num_triples
         triples += batch.num_triples
+        if step % TRIM_EVERY == 0:
+            trim_heap()
         if hasattr(batches, "set_postfix"):
             batches.set_postfix(loss=f"{value:.4f}")
     return total_loss, triples
@@ -124,7 +131,7 @@ def decide(state: TrainState, cfg: TrainConfig, val_recall: float, chief: bool =
     if val_recall > state.best:
         state.best, state.stale = val_recall, 0
         if chief:
-            state.best_model = copy.deepcopy(state.model.state_dict())  # a real copy, not a view
+            state.keep_best()
     else:
         state.stale += 1
     if not cfg.fixed_lr:
