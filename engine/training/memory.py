@@ -7,14 +7,16 @@ shape (built on PyTorch's ``meta`` device: shapes, no memory), per node:
 * shared, once per node: the graph store, and with several workers the ID tables with their two
   SparseAdam moments (:mod:`.shared`); with one worker those are the worker's own;
 * per worker: :data:`WORKER_BASE` (Python, PyTorch, the Ray worker), the dense weights with their
-  gradient and two Adam moments, and a training step's activations, :data:`STEP_BYTES_PER_NODE`
-  per node of the sampled subgraph for :func:`subgraph_nodes` nodes;
+  gradient and two Adam moments, where its positives are drawn from (an int32 per fit edge), and
+  a training step's activations, :data:`STEP_BYTES_PER_NODE` per node of the sampled subgraph
+  for :func:`subgraph_nodes` nodes;
 * with an item-kNN term (:mod:`engine.graph.cooccur`), per worker its keys and values of the
   fit edges (:func:`knn_bytes`) and a step's owner overlaps; rank 0's ranking block on top;
 * rank 0 on top: validation and test. A full-graph forward keeps about
   :data:`INFER_STATES` vectors of width D per node (its per-edge messages run in groups,
-  :func:`engine.models.layers.gat_by_destination`), a copy of the best weights, and the evaluation
-  batches (:data:`engine.eval.evaluate.SCORE_BYTES`, three at a time);
+  :func:`engine.models.layers.gat_by_destination`) and the evaluation batches
+  (:data:`engine.eval.evaluate.SCORE_BYTES`, three at a time); the best weights are a file in
+  the run folder (:class:`engine.training.state.TrainState`), not memory;
 * the driver and Ray's own processes: :data:`DRIVER_BYTES`.
 
 The constants were measured on the 12.9 M-row Kaggle-format file (docs/benchmarks.md, "Full mode
@@ -81,16 +83,15 @@ def subgraph_nodes(cfg: TrainConfig, num_nodes: int) -> int:
 
 def knn_bytes(cfg: TrainConfig, graph: GraphData) -> tuple[int, int]:
     """(per worker, rank 0 on top) for the item-kNN term's :class:`~engine.graph.cooccur.ItemKNN`:
-    an int64 key and a float value per fit edge (the CSRs it reads are the graph's, shared), the
-    item degrees and weights, the owner weights, a step's dense owner overlaps (``[batch,
-    owners]``, at most :data:`~engine.graph.cooccur.BLOCK_FLOATS`); at evaluation a block of
-    overlaps, and a second value per edge for exponents other than the cosine's."""
+    the item degrees and weights, the owner weights and a step's dense owner overlaps (``[batch,
+    owners]``, at most :data:`~engine.graph.cooccur.BLOCK_FLOATS`), nothing per fit edge (the
+    CSRs it reads are the graph's, shared); at evaluation a block of overlaps and a value per
+    fit edge (two for exponents other than the cosine's)."""
     edges = graph.csr[graph.interaction].num_edges
     owners, items = graph.num_nodes[graph.owner_type], graph.num_nodes[graph.item_type]
-    worker = (12 * edges + 16 * items + 4 * owners
-              + 4 * min(cfg.batch_size * owners, BLOCK_FLOATS))
+    worker = 16 * items + 4 * owners + 4 * min(cfg.batch_size * owners, BLOCK_FLOATS)
     cosine = (cfg.knn_pop_exp, cfg.knn_len_exp) == COSINE
-    return worker, KNN_BLOCK_BYTES + (0 if cosine else 4 * edges)
+    return worker, KNN_BLOCK_BYTES + (4 if cosine else 8) * edges
 
 
 def store_bytes(folder: str | Path) -> int:
@@ -107,14 +108,15 @@ def estimate(cfg: TrainConfig, graph: GraphData, workers: int, shared_data: int)
     dense = params - tables if cfg.sparse_embeddings else params
     table_state = 4 * tables * 3  # weights and two moments
     n = sum(graph.num_nodes.values())
-    per_worker = (WORKER_BASE + 4 * dense * 4
+    edges = graph.csr[graph.interaction].num_edges
+    per_worker = (WORKER_BASE + 4 * dense * 4 + 4 * edges  # + where positives are drawn from
                   + STEP_BYTES_PER_NODE * subgraph_nodes(cfg, n))
     shared = shared_data
     if workers > 1:
         shared += table_state
     else:
         per_worker += table_state
-    chief = 4 * params + 4 * cfg.embedding_dim * n * INFER_STATES + 3 * SCORE_BYTES
+    chief = 4 * cfg.embedding_dim * n * INFER_STATES + 3 * SCORE_BYTES
     if getattr(model, "knn_weight", None) is not None:
         worker_knn, chief_knn = knn_bytes(cfg, graph)
         per_worker += worker_knn
