@@ -19,6 +19,11 @@ shape (built on PyTorch's ``meta`` device: shapes, no memory), per node:
   the run folder (:class:`engine.training.state.TrainState`), not memory;
 * the driver and Ray's own processes: :data:`DRIVER_BYTES`.
 
+The node's peak is the larger of two phases (:attr:`Estimate.total`): the steps, every worker
+holding a step's activations; and rank 0's validation or test, while the other workers wait
+with their step memory given back (``engine.training.heap.release_heap``), which a sum of the
+two would count twice (it said 9.8 GB for a run measured at 7.2 GB, round 7 of issue #15).
+
 The constants were measured on the 12.9 M-row Kaggle-format file (docs/benchmarks.md, "Full mode
 at Kaggle scale"); the estimate is meant to be within a few tens of percent, which is what a
 go / no-go check needs.
@@ -37,9 +42,9 @@ from engine.training.config import TrainConfig, make_model
 
 GB = 1 << 30
 WORKER_BASE = int(0.45 * GB)
-DRIVER_BYTES = int(1.2 * GB)
+DRIVER_BYTES = int(1.7 * GB)  # the driver 0.46 GB, Ray's own processes 1.24 (round 8)
 STEP_BYTES_PER_NODE = 1536
-INFER_STATES = 6
+INFER_STATES = 4  # the full-size forward: 1.46 GB for 1.54 M nodes of width 64 (round 7)
 KNN_BLOCK_BYTES = 4 * 2 * BLOCK_FLOATS  # a block of owner overlaps of ItemKNN.rows_of
 
 
@@ -47,20 +52,31 @@ KNN_BLOCK_BYTES = 4 * 2 * BLOCK_FLOATS  # a block of owner overlaps of ItemKNN.r
 class Estimate:
     workers: int
     shared: int  # bytes once per node
-    per_worker: int
-    chief_extra: int  # rank 0 on top of per_worker
+    per_worker: int  # a worker during the steps
+    chief_extra: int  # rank 0's evaluation on top of an idle worker
     driver: int
+    idle_worker: int = 0  # a worker between steps, its step memory given back
+
+    @property
+    def steps(self) -> int:
+        """The node while every worker steps."""
+        return self.shared + self.workers * self.per_worker + self.driver
+
+    @property
+    def evaluation(self) -> int:
+        """The node while rank 0 validates or tests and the other workers wait."""
+        return self.shared + self.workers * self.idle_worker + self.chief_extra + self.driver
 
     @property
     def total(self) -> int:
-        """All workers on one node, plus the driver and Ray."""
-        return self.shared + self.workers * self.per_worker + self.chief_extra + self.driver
+        """The node's peak: the larger phase, the driver and Ray included."""
+        return max(self.steps, self.evaluation)
 
     def describe(self) -> str:
         return (f"about {self.total / GB:.1f} GB with {self.workers} worker(s): "
-                f"{self.per_worker / GB:.2f} GB per worker, {self.shared / GB:.2f} GB shared, "
-                f"{self.chief_extra / GB:.2f} GB more on rank 0 for validation and test, "
-                f"{self.driver / GB:.1f} GB driver and Ray")
+                f"{self.steps / GB:.1f} GB while they step ({self.per_worker / GB:.2f} GB each), "
+                f"{self.evaluation / GB:.1f} GB while rank 0 evaluates; of it "
+                f"{self.shared / GB:.2f} GB shared, {self.driver / GB:.1f} GB driver and Ray")
 
 
 def subgraph_nodes(cfg: TrainConfig, num_nodes: int) -> int:
@@ -109,19 +125,19 @@ def estimate(cfg: TrainConfig, graph: GraphData, workers: int, shared_data: int)
     table_state = 4 * tables * 3  # weights and two moments
     n = sum(graph.num_nodes.values())
     edges = graph.csr[graph.interaction].num_edges
-    per_worker = (WORKER_BASE + 4 * dense * 4 + 4 * edges  # + where positives are drawn from
-                  + STEP_BYTES_PER_NODE * subgraph_nodes(cfg, n))
+    idle = WORKER_BASE + 4 * dense * 4 + 4 * edges  # + where positives are drawn from
+    step = STEP_BYTES_PER_NODE * subgraph_nodes(cfg, n)
     shared = shared_data
     if workers > 1:
         shared += table_state
     else:
-        per_worker += table_state
+        idle += table_state
     chief = 4 * cfg.embedding_dim * n * INFER_STATES + 3 * SCORE_BYTES
     if getattr(model, "knn_weight", None) is not None:
         worker_knn, chief_knn = knn_bytes(cfg, graph)
-        per_worker += worker_knn
+        idle += worker_knn
         chief += chief_knn
-    return Estimate(workers, shared, per_worker, chief, DRIVER_BYTES)
+    return Estimate(workers, shared, idle + step, chief, DRIVER_BYTES, idle)
 
 
 def available_bytes() -> int:
