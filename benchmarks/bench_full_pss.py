@@ -208,7 +208,8 @@ def main() -> int:
         return {k: round(v / GB, 3) for k, v in sorted(b.items())} | {
             "sum": round(sum(b.values()) / GB, 3)}
 
-    res = {"workers": args.workers, "steps": args.steps, "code": args.code, "job_args": args.job_args,
+    res = {"workers": args.workers, "steps": args.steps, "code": args.code,
+           "job_args": args.job_args,
            "config": json.loads(cfg.read_text()), "wall_s": round(time.perf_counter() - t0, 1),
            "peak_pss_gb": round(peak["total"] / GB, 3), "peak_at_s": round(peak["at"], 1),
            "at_peak": {k: gb(v) for k, v in sorted(peak["procs"].items())},

@@ -1,6 +1,7 @@
-"""What a process holds, for tests: :func:`rss_mb`, :func:`own_edge_bytes`, and loop hooks (``engine.training.loop``,
-``hooks``): each rank writes ``probe-rank<R>.json`` to the run folder. A Ray worker cannot import
-this folder, so tests register the module to be pickled by value (:func:`for_ray`)."""
+"""What a process holds, for tests: :func:`rss_mb`, :func:`own_edge_bytes`, and loop hooks
+(``engine.training.loop``, ``hooks``): each rank writes ``probe-rank<R>.json`` to the run folder. A
+Ray worker cannot import this folder, so tests register the module to be pickled by value
+(:func:`for_ray`)."""
 from __future__ import annotations
 
 import hashlib

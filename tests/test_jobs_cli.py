@@ -280,3 +280,8 @@ def test_report_of_a_run_without_test(tiny_playlists, tmp_path, capsys):
     assert f"best val_recall@10 {res['best_val_recall@10']:.4f} over 1 epoch(s)" in out
     assert "test split not evaluated" in out
     assert not (tmp_path / "run" / "metrics.json").exists()
+    # a search trial keeps its best weights in memory: one that the scheduler stops never
+    # reaches an end that would remove a file
+    from engine.training.state import BEST_FILE
+
+    assert not (tmp_path / "run" / BEST_FILE).exists()

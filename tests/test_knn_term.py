@@ -310,8 +310,6 @@ def test_pairs_in_blocks_of_owners_give_the_same_values(monkeypatch):
     assert torch.equal(knn.pairs(owner, item), whole) and (whole > 0).any()
 
 
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
-@pytest.mark.timeout(60)
 @pytest.mark.timeout(60)
 def test_the_scorer_keeps_no_array_per_edge_of_its_own():
     """Every worker of a node builds the scorer of the fit graph for its batches' pair values;
@@ -333,6 +331,8 @@ def test_the_scorer_keeps_no_array_per_edge_of_its_own():
     assert torch.equal(knn.is_edge(owner, item), want) and want.any() and not want.all()
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+@pytest.mark.timeout(60)
 def test_overlaps_match_a_dense_product_and_do_not_leak():
     """M = X_b (X D^-1/2)^T exactly, and calls give their memory back (full rows too): torch's
     CPU sparse x sparse product, which this replaced, kept about half a megabyte a call on this

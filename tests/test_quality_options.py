@@ -52,7 +52,7 @@ def test_positives_have_another_owner():
 def test_positives_are_drawn_through_four_bytes_an_edge():
     """Each worker keeps where its positives are drawn from (the rows without items of one
     owner); the CSR is the node's graph store, so what a worker adds is one int32 position per
-    kept entry (it was an int64 item and an int64 edge id: 53 MB a worker at the Kaggle file's
+    kept entry (it was an int64 item and an int64 edge id: 42 MB a worker at the Kaggle file's
     3.3 M fit edges); without the restriction, nothing per edge."""
     g = random_graph(5)
     edges = g.csr[PT].num_edges

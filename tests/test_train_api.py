@@ -152,8 +152,12 @@ def test_rank_0_keeps_the_best_weights_in_a_file_not_in_memory(tmp_path):
     resumed = state_from_checkpoint(ckpt, other, make_optimisers(cfg, other), best_file=best_file)
     assert resumed.best_model is None
     assert torch.equal(resumed.best_weights()["weight"], torch.full((1, 2), 2.0))
-    resumed.drop_best_file()
+    # the test: the model takes the best weights, and the file becomes best_model.pt
+    resumed.restore_best(tmp_path / "run" / "best_model.pt")
+    assert torch.equal(other.weight.detach(), torch.full((1, 2), 2.0))
     assert not best_file.exists()
+    assert torch.equal(load_state(tmp_path / "run" / "best_model.pt")["weight"],
+                       torch.full((1, 2), 2.0))
     ranks = state_from_checkpoint(ckpt, other, make_optimisers(cfg, other), rank=1,
                                   best_file=best_file)
     assert ranks.best_weights() is None and not best_file.exists()  # rank 0's only

@@ -277,7 +277,7 @@ def _eligible_rows(p: CSR, num_items: int, min_degree: int) -> tuple[Tensor, Ten
     ``at[indptr[o]:indptr[o + 1]]`` of ``p``'s CSR, through which a draw reads its item and its
     column of the edge list (``pos_rank``); ``at`` is None when every entry is kept. ``at`` is
     int32 and nothing else is kept per entry: every worker of a node holds its own (the CSR
-    itself is the node's graph store), about 13 MB at the Kaggle file's 3.3 M fit edges."""
+    itself is the node's graph store), about 10 MB at the Kaggle file's 3.3 M fit edges."""
     if min_degree <= 1:
         return p.indptr, None
     item_deg = torch.bincount(p.indices, minlength=num_items)

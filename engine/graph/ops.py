@@ -1,9 +1,10 @@
 """Graph operations shared by the sampler and the models: a leaf module (imports only torch).
 
 ``segment_arange`` and ``row_positions`` expand CSR rows into flat positions without a Python loop
-over rows, and ``row_lookup`` finds entries in sorted CSR rows by a vectorised binary search; ``ROW`` names the relation of the whole-row edges that the sampler adds to a batch
-subgraph and that owner aggregates (``engine.models.affinity``) read, ``PAIR`` that of its
-per-pair values (``engine.models.knn_term``).
+over rows, and ``row_lookup`` finds entries in sorted CSR rows by a vectorised binary search;
+``ROW`` names the relation of the whole-row edges that the sampler adds to a batch subgraph and that
+owner aggregates (``engine.models.affinity``) read, ``PAIR`` that of its per-pair values
+(``engine.models.knn_term``).
 """
 from __future__ import annotations
 

@@ -263,7 +263,6 @@ def fit(cfg: TrainConfig, ctx, hooks: Sequence[Hook] = ()) -> Result:
     if not cfg.final_test:  # hyper-parameter search: never look at the test split
         tb.final(len(state.history), {"best_val_recall@10": state.best})
         tb.close()
-        state.drop_best_file()
         summary = {"best_val_recall@10": state.best, "epochs_run": len(state.history)}
         return Result(state, summary if chief else None)
 
@@ -272,11 +271,10 @@ def fit(cfg: TrainConfig, ctx, hooks: Sequence[Hook] = ()) -> Result:
         tb.close()
         release_heap()  # this worker's process idles until rank 0's test is done
         return Result(state, None)
-    report = final_test(model, state.best_weights(), data, out, cfg.eval_batch_size,
+    report = final_test(state, data, out, cfg.eval_batch_size,
                         lambda it, total, desc: ctx.progress(it, total=total, desc=desc,
                                                              enabled=cfg.progress),
                         node_ranks)
-    state.drop_best_file()  # best_model.pt holds them now
     summary = run_summary(cfg, state, report, data, n_params, train_seconds, world_size)
     (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     tb.final(len(state.history), {"test_recall@10": report["test"]["recall@10"],

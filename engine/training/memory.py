@@ -10,8 +10,9 @@ shape (built on PyTorch's ``meta`` device: shapes, no memory), per node:
   gradient and two Adam moments, where its positives are drawn from (an int32 per fit edge), and
   a training step's activations, :data:`STEP_BYTES_PER_NODE` per node of the sampled subgraph
   for :func:`subgraph_nodes` nodes;
-* with an item-kNN term (:mod:`engine.graph.cooccur`), per worker its keys and values of the
-  fit edges (:func:`knn_bytes`) and a step's owner overlaps; rank 0's ranking block on top;
+* with an item-kNN term (:mod:`engine.graph.cooccur`), per worker its per-item and per-owner
+  weights and a step's owner overlaps, nothing per fit edge (:func:`knn_bytes`); rank 0's
+  ranking block and a value per fit edge on top;
 * rank 0 on top: validation and test. A full-graph forward keeps about
   :data:`INFER_STATES` vectors of width D per node (its per-edge messages run in groups,
   :func:`engine.models.layers.gat_by_destination`) and the evaluation batches

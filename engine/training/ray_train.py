@@ -122,14 +122,14 @@ def init_ray(address: str | None = None, dashboard: bool = True, num_cpus: float
     and of every process Ray spawns for the job, so Ray's own actors (Train's placement-group
     cleaner uses the state API) never guess among several Ray instances on one machine.
     Embedded Ray binds its services to 127.0.0.1 on a port chosen here. The dashboard is on by
-    default because the state API needs it; it listens on 127.0.0.1. Without it (embedded Ray
-    only: a cluster's dashboard is the cluster's), Train's placement-group cleaner cannot ask
-    the state API, and :func:`quiet_cleaner` keeps its warnings off the console (about 0.35 GB
-    less: docs/benchmarks.md, round 8). With ``log_dir``, Ray's own log lines go to
-    ``<log_dir>/ray.log`` (see :func:`route_ray_logs`). ``dedup_logs=False`` turns off Ray's folding of alike lines from several processes (read when Ray is imported, so
-    it takes effect when Ray is not imported yet): the lines of concurrent Tune trials differ
-    only in their figures, and Ray would print one of them with a "[repeated 2x across
-    cluster]" note."""
+    default because the state API needs it; it listens on 127.0.0.1. Without it (embedded Ray only:
+    a cluster's dashboard is the cluster's), Train's placement-group cleaner cannot ask the state
+    API, and :func:`quiet_cleaner` keeps its warnings off the console (about 0.2 GB less:
+    docs/benchmarks.md, round 8). With ``log_dir``, Ray's own log lines go to ``<log_dir>/ray.log``
+    (see :func:`route_ray_logs`). ``dedup_logs=False`` turns off Ray's folding of alike lines from
+    several processes (read when Ray is imported, so it takes effect when Ray is not imported yet):
+    the lines of concurrent Tune trials differ only in their figures, and Ray would print one of
+    them with a "[repeated 2x across cluster]" note."""
     if not dedup_logs:
         _setenv("RAY_DEDUP_LOGS", "0", force=False)
     if not address and "ray" not in sys.modules:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from engine.training.optim import Optimisers
 
 PROGRESS_FILE = "progress.json"  # {"epoch_started": n}: how many epochs an interruption lost
 RESUMES_FILE = "resumes.json"  # every resume of the run in this folder (metrics.json "resumes")
-BEST_FILE = ".best_weights.pt"  # rank 0's best weights so far (best_model.pt once tested)
+BEST_FILE = ".best_weights.pt"  # rank 0's best weights so far (renamed best_model.pt to test)
 
 
 @dataclass
@@ -33,9 +34,11 @@ class TrainState:
     ``resumes`` lists ``{"from_epoch", "epochs_lost"}`` per resume.
 
     The best epoch's weights are rank 0's only (only it checkpoints and tests): a deep copy in
-    ``best_model``, or, with ``best_file``, that file (:meth:`keep_best`, :meth:`best_weights`).
-    A training run keeps them in its folder: they are as large as the model (0.23 GB at the
-    Kaggle file's full size), and rank 0 only reads them to checkpoint and to test."""
+    ``best_model``, or, with ``best_file``, that file (:meth:`keep_best`, :meth:`best_weights`,
+    :meth:`restore_best`). A run that tests keeps them in its folder: they are as large as the
+    model (0.23 GB at the Kaggle file's full size), and rank 0 only reads them to checkpoint and
+    to test. A search trial keeps the copy: a trial that the scheduler stops never reaches an end
+    that would remove a file."""
 
     model: nn.Module
     opts: Optimisers
@@ -59,10 +62,17 @@ class TrainState:
             save_state(self.model.state_dict() if weights is None else weights, self.best_file)
             self.best_model = None
 
-    def drop_best_file(self) -> None:
-        """Remove :attr:`best_file` once the run is over (the test wrote ``best_model.pt``)."""
+    def restore_best(self, path: Path) -> None:
+        """Load the best weights into the model and leave them in ``path`` (``best_model.pt``):
+        :attr:`best_file` is renamed there, or the copy in memory written. Nothing of them stays
+        mapped or copied afterwards (rank 0 tests next)."""
+        best = self.best_weights()
+        self.model.load_state_dict(best)
+        del best  # the file's mapping ends here
         if self.best_file is not None:
-            self.best_file.unlink(missing_ok=True)
+            os.replace(self.best_file, path)
+        else:
+            save_state(self.best_model, path)
 
     def best_weights(self) -> dict | None:
         """The best weights: the copy in memory, or :attr:`best_file` mapped (its pages are
@@ -149,12 +159,12 @@ def _log(rank: int, msg: str) -> None:
 def resume(ctx, cfg: TrainConfig, model: nn.Module, opts: Optimisers,
            rank: int = 0) -> tuple[TrainState, list[Path]]:
     """The state this attempt starts from (:func:`find_checkpoint`, else a fresh one) and the
-    unregistered checkpoint files it supersedes; rank 0 keeps the best weights in the run
-    folder (:data:`BEST_FILE`). An attempt that follows an interrupted one adds
+    unregistered checkpoint files it supersedes; rank 0 of a run that tests keeps the best
+    weights in the run folder (:data:`BEST_FILE`). An attempt that follows an interrupted one adds
     a resume record, with the epochs lost (the epoch started, from the progress file, minus the
     checkpoint's); rank 0 writes the records to the run folder as well."""
     out = Path(cfg.output)
-    best_file = out / BEST_FILE
+    best_file = out / BEST_FILE if cfg.final_test else None
     ckpt, orphans = find_checkpoint(ctx, out, cfg)
     progress = out / PROGRESS_FILE
     # every resume is also logged in the run folder: a checkpoint that never got written (or

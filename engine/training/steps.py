@@ -142,14 +142,15 @@ def decide(state: TrainState, cfg: TrainConfig, val_recall: float, chief: bool =
     return stop
 
 
-def final_test(model, best_state: dict, data: RunData, out: Path, batch_size: int,
+def final_test(state: TrainState, data: RunData, out: Path, batch_size: int,
                progress=False, node_ranks: int = 1) -> dict:
-    """Rank 0's end of a run: save the last and the best weights, restore the best, and
-    evaluate them on the test split beside the baselines (every non-test edge in the graph),
-    with the threads of its node's finished ranks (:func:`borrowed_threads`)."""
+    """Rank 0's end of a run: save the last and the best weights, restore the best
+    (:meth:`~.state.TrainState.restore_best`), and evaluate them on the test split beside the
+    baselines (every non-test edge in the graph), with the threads of its node's finished ranks
+    (:func:`borrowed_threads`)."""
+    model = state.model
     save_state(model.state_dict(), out / "final_model.pt")
-    model.load_state_dict(best_state)
-    save_state(best_state, out / "best_model.pt")
+    state.restore_best(out / "best_model.pt")
     split = data.split
     with borrowed_threads(node_ranks):
         return evaluate_with_baselines(score_fn(model, data.graph("train")), split,
