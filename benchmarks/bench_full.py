@@ -188,14 +188,18 @@ def memory_run(dataset: str, workers: int, steps: int, out: Path) -> dict:
             "epoch_line": epoch.strip(), "estimate": estimate.strip()}
 
 
-def eval_run(dataset: str, owners: int) -> dict:
-    """The test evaluation (model + popularity + item-kNN) on ``owners`` test playlists."""
+def eval_run(dataset: str, owners: int, reuse: bool = True) -> dict:
+    """The test evaluation (model + popularity + item-kNN) on ``owners`` test playlists, with
+    freed pages reused as in rank 0's final test (``reuse=False``: glibc's defaults)."""
+    import contextlib
+
     import torch
 
     from engine.eval.baselines import evaluate_with_baselines
     from engine.graph.split import HeldOut
     from engine.models import score_fn
     from engine.training.config import TrainConfig, make_model
+    from engine.training.heap import reused_pages
     from engine.training.run_data import RunData
 
     torch.set_num_threads(2)
@@ -209,10 +213,11 @@ def eval_run(dataset: str, owners: int) -> dict:
     sample = HeldOut(test.owners[:k], test.indptr[:k + 1], test.items[:int(test.indptr[k])])
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    fn = score_fn(model, graph)
-    t_infer = time.perf_counter() - t0
-    infer_peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
-    report = evaluate_with_baselines(fn, data.split, heldout=sample)
+    with reused_pages() if reuse else contextlib.nullcontext():  # as rank 0's final test does
+        fn = score_fn(model, graph)
+        t_infer = time.perf_counter() - t0
+        infer_peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
+        report = evaluate_with_baselines(fn, data.split, heldout=sample)
     seconds = time.perf_counter() - t0
     peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
     per_owner = (seconds - t_infer) / k
@@ -237,6 +242,8 @@ def main() -> int:
     ap.add_argument("--eval-owners", type=int, default=2000, help="test playlists evaluated")
     ap.add_argument("--parts", nargs="+", default=["step", "memory", "eval"],
                     choices=["step", "memory", "eval"], help="which parts to run")
+    ap.add_argument("--eval-default-heap", dest="reuse", action="store_false",
+                    help="evaluate with glibc's defaults, not the final test's reused pages")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -267,7 +274,8 @@ def main() -> int:
         # its own process: peak memory is read as maxrss, a high-water mark that the step
         # profile above would otherwise have set already
         res["eval"] = _in_process(multiprocessing.get_context("spawn"), eval_run, args.dataset,
-                                  args.eval_owners)
+                                  args.eval_owners, args.reuse)
+        res["eval"]["reused_pages"] = args.reuse
         print(json.dumps(res["eval"], indent=1), flush=True)
     results_file.write_text(json.dumps(res, indent=1) + "\n")
     print(f"results: {results_file}")

@@ -126,6 +126,43 @@ def test_an_epoch_gives_freed_heap_back_every_few_steps(monkeypatch):
     assert trims == [steps.TRIM_EVERY, 2 * steps.TRIM_EVERY]
 
 
+@pytest.mark.timeout(120)
+def test_the_final_test_ranks_with_freed_pages_reused(tiny_playlists, tmp_path, monkeypatch):
+    """The final test's score blocks are above glibc's largest map threshold, so each batch
+    faulted in fresh pages (a third of its CPU time at full size): rank 0's test runs inside
+    heap.reused_pages (no mapped blocks, no trimming), which sets glibc's limits where its own
+    tuning ends during training and gives the heap back when it ends."""
+    from contextlib import contextmanager
+
+    from engine.training import heap, steps
+
+    calls = []
+    monkeypatch.setattr(heap, "_MALLOPT", lambda param, value: calls.append((param, value)))
+    monkeypatch.setattr(heap, "release_heap", lambda: calls.append("released") or True)
+    with heap.reused_pages():
+        assert calls == [(heap.M_MMAP_MAX, 0), (heap.M_TRIM_THRESHOLD, 2**31 - 1)]
+    # then where glibc's own tuning ends during training, and the heap given back
+    assert calls[2:] == [*heap.AFTER, "released"]
+    assert dict(heap.AFTER)[heap.M_TRIM_THRESHOLD] == 2 * dict(heap.AFTER)[heap.M_MMAP_THRESHOLD]
+
+    inside = []
+
+    @contextmanager
+    def recorded():
+        inside.append(True)
+        yield
+        inside.append(False)
+
+    monkeypatch.setattr(steps, "reused_pages", recorded)
+    monkeypatch.setattr(steps, "evaluate_with_baselines",
+                        lambda *a, **k: {"test": {"inside": list(inside)}})
+    cfg, _, model, opts = _setup(tiny_playlists)
+    state = fresh_state(model, opts)
+    report = steps.final_test(state, RunData.load(cfg), tmp_path, 64)
+    assert report["test"]["inside"] == [True] and inside == [True, False]
+    assert (tmp_path / "best_model.pt").exists() and (tmp_path / "final_model.pt").exists()
+
+
 @pytest.mark.timeout(60)
 def test_rank_0_keeps_the_best_weights_in_a_file_not_in_memory(tmp_path):
     """A run keeps its best weights in the run folder (as large as the model: 0.23 GB at the

@@ -19,7 +19,7 @@ from engine.eval.evaluate import evaluate_scores
 from engine.models import score_bias, score_fn
 from engine.training.checkpoint import save_state
 from engine.training.config import TrainConfig
-from engine.training.heap import release_heap, trim_heap
+from engine.training.heap import release_heap, reused_pages, trim_heap
 from engine.training.losses import bpr_loss, loss_fn
 from engine.training.optim import Optimisers
 from engine.training.run_data import RunData
@@ -147,12 +147,12 @@ def final_test(state: TrainState, data: RunData, out: Path, batch_size: int,
     """Rank 0's end of a run: save the last and the best weights, restore the best
     (:meth:`~.state.TrainState.restore_best`), and evaluate them on the test split beside the
     baselines (every non-test edge in the graph), with the threads of its node's finished ranks
-    (:func:`borrowed_threads`)."""
+    (:func:`borrowed_threads`) and freed pages reused (:func:`~.heap.reused_pages`)."""
     model = state.model
     save_state(model.state_dict(), out / "final_model.pt")
     state.restore_best(out / "best_model.pt")
     split = data.split
-    with borrowed_threads(node_ranks):
+    with borrowed_threads(node_ranks), reused_pages():
         return evaluate_with_baselines(score_fn(model, data.graph("train")), split,
                                        stage_edges=split.train, heldout=split.test,
                                        batch_size=batch_size, progress=progress)
