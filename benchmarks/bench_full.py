@@ -50,9 +50,12 @@ def _rss_gb() -> float:
     return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**30, 3)
 
 
-def step_profile(dataset: str, steps: int, batch_size: int, **over) -> dict:
-    """Mean ms per phase of ``steps`` training steps (after two warm-up steps), one thread;
-    ``over``: further TrainConfig fields (e.g. ``fanouts``)."""
+def step_profile(dataset: str, steps: int, batch_size: int, trim_every: int | None = None,
+                 **over) -> dict:
+    """Mean ms per phase of ``steps`` training steps (after two warm-up steps), one thread,
+    the heap trimmed every ``trim_every`` steps as an epoch does (default the loop's
+    ``TRIM_EVERY``; 0: never; the trim counts as the optimiser's); ``over``: further
+    TrainConfig fields (e.g. ``fanouts``)."""
     import torch
 
     import engine.graph.batches as batches_module
@@ -61,11 +64,13 @@ def step_profile(dataset: str, steps: int, batch_size: int, **over) -> dict:
     from engine.graph.sampler import BPRBatches, owner_shard
     from engine.models.init import svd_init_
     from engine.training.config import TrainConfig, make_model, owner_row_links, pair_knn
-    from engine.training.heap import release_heap
+    from engine.training.heap import release_heap, trim_heap
     from engine.training.losses import loss_fn
     from engine.training.optim import make_optimisers
     from engine.training.run_data import RunData
-    from engine.training.steps import train_step
+    from engine.training.steps import TRIM_EVERY, train_step
+
+    trim_every = TRIM_EVERY if trim_every is None else trim_every
 
     torch.set_num_threads(1)
     cfg = TrainConfig(dataset=dataset, batch_size=batch_size, **over)
@@ -106,6 +111,9 @@ def step_profile(dataset: str, steps: int, batch_size: int, **over) -> dict:
         clock("sample")
         train_step(model, opts, b, graph.owner_type, graph.item_type, cfg.l2, loss_fn(cfg.loss),
                    clock=clock)
+        if trim_every and (s + 1) % trim_every == 0:  # as train_epoch, counting from 1
+            trim_heap()
+            clock("optim")
         if warm:
             for t, v in b.sub.n_id.items():
                 nodes[t] = nodes.get(t, 0) + int(v.numel())
@@ -118,6 +126,7 @@ def step_profile(dataset: str, steps: int, batch_size: int, **over) -> dict:
     out["rss_gb_after_release_heap"] = _rss_gb()
     out["subgraph_nodes"] = sum(nodes.values()) / steps
     out["subgraph_nodes_by_type"] = {t: n / steps for t, n in nodes.items()}
+    out["trim_every"] = trim_every
     out["triples"] = cfg.batch_size * cfg.pos_per_owner
     out["us_per_triple"] = 1000 * out["total"] / out["triples"]
     out["graph"] = {t: int(n) for t, n in graph.num_nodes.items()}
@@ -242,6 +251,8 @@ def main() -> int:
     ap.add_argument("--eval-owners", type=int, default=2000, help="test playlists evaluated")
     ap.add_argument("--parts", nargs="+", default=["step", "memory", "eval"],
                     choices=["step", "memory", "eval"], help="which parts to run")
+    ap.add_argument("--trim-every", type=int, default=None,
+                    help="steps between heap trims in the step part (default: the loop's; 0: never)")
     ap.add_argument("--eval-default-heap", dest="reuse", action="store_false",
                     help="evaluate with glibc's defaults, not the final test's reused pages")
     args = ap.parse_args()
@@ -262,7 +273,8 @@ def main() -> int:
             save_dataset(subset_owners(load_dataset(args.dataset), 1000, 0), small)
         # each in a fresh process, so that its resident memory is its own size's
         ctx = multiprocessing.get_context("spawn")
-        full, quick = (_in_process(ctx, step_profile, data, args.steps, batch, **shape)
+        full, quick = (_in_process(ctx, step_profile, data, args.steps, batch, args.trim_every,
+                                   **shape)
                        for data in (args.dataset, str(small)))
         res["step"] = {"full": full, "quick_size": quick, "ratio": full["total"] / quick["total"],
                        "batch_size": batch, **shape}

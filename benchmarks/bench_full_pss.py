@@ -88,6 +88,11 @@ def tree(pid: int) -> list[int]:
         return []
 
 
+def shape(workers: int, steps: int) -> str:
+    """A run's shape as the figures' titles and labels say it."""
+    return f"{workers} workers, " + ("a whole epoch" if steps == 0 else f"{steps} steps a worker")
+
+
 def draw(runs: dict[str, list[list[float]]], path: Path, title: str) -> None:
     """Total PSS and the workers' private memory against time, one colour per run of ``runs``
     (label -> ``series``), as a PNG (needs matplotlib, the ``report`` extra; skipped without)."""
@@ -125,8 +130,7 @@ def draw_saved(files: list[str], labels: list[str], png: str) -> int:
             print(f"{f}: not a pss.json with a series ({exc.__class__.__name__}: {exc})",
                   file=sys.stderr)
             return 2
-        steps = "a whole epoch" if res["steps"] == 0 else f"{res['steps']} steps a worker"
-        shapes[name] = f"{res['workers']} workers, {steps}"
+        shapes[name] = shape(res["workers"], res["steps"])
     if len(set(shapes.values())) > 1:  # runs of different shapes: each label says its own
         runs = {f"{name} ({shapes[name]})": series for name, series in runs.items()}
         title = "jobs.train_kaggle --mode full"
@@ -218,9 +222,8 @@ def main() -> int:
                                                                      "parameters", "model"))],
            "series": series}
     (out / "pss.json").write_text(json.dumps(res, indent=1) + "\n")
-    steps = "a whole epoch" if args.steps == 0 else f"{args.steps} steps a worker"
     draw({"this run": series}, out / "pss.png",
-         f"jobs.train_kaggle --mode full, {args.workers} workers, {steps}")
+         f"jobs.train_kaggle --mode full, {shape(args.workers, args.steps)}")
     print(json.dumps(res, indent=1))
     return 0
 

@@ -53,10 +53,15 @@ KNN_BLOCK_BYTES = 4 * 2 * BLOCK_FLOATS  # a block of owner overlaps of ItemKNN.r
 class Estimate:
     workers: int
     shared: int  # bytes once per node
-    per_worker: int  # a worker during the steps
+    idle_worker: int  # a worker between steps, its step memory given back
+    step: int  # a training step's activations, on top of an idle worker
     chief_extra: int  # rank 0's evaluation on top of an idle worker
     driver: int
-    idle_worker: int = 0  # a worker between steps, its step memory given back
+
+    @property
+    def per_worker(self) -> int:
+        """A worker during the steps."""
+        return self.idle_worker + self.step
 
     @property
     def steps(self) -> int:
@@ -138,7 +143,7 @@ def estimate(cfg: TrainConfig, graph: GraphData, workers: int, shared_data: int)
         worker_knn, chief_knn = knn_bytes(cfg, graph)
         idle += worker_knn
         chief += chief_knn
-    return Estimate(workers, shared, idle + step, chief, DRIVER_BYTES, idle)
+    return Estimate(workers, shared, idle, step, chief, DRIVER_BYTES)
 
 
 def available_bytes() -> int:
